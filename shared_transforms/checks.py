@@ -1,0 +1,134 @@
+"""Checks that turn bad input into one clear :class:`~shared_transforms.errors.InputError`.
+
+The bundle contract lists the bad inputs every bundle must reject with an error that names the file and the
+problem, before anything is written: a missing file, a file that is not NIfTI, a volume that is not 3D (4D with
+one volume is accepted), NaN or Inf values, an empty or constant volume, a singular or non-finite affine, and a
+low/high pair whose fields of view do not overlap. The datalist checks live in :mod:`shared_transforms.datalist`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import nibabel as nib
+import numpy as np
+
+from .errors import InputError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti_path(path: str | os.PathLike) -> bool:
+    """True when the file name ends in ``.nii`` or ``.nii.gz``."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def check_nifti_file(path: str | os.PathLike) -> nib.Nifti1Image:
+    """Open ``path`` as NIfTI (header only, no voxel data read) or raise a clear error.
+
+    Returns:
+        the nibabel image (data not loaded yet).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(path, "file not found")
+    if os.path.isdir(path):
+        raise InputError(path, "is a folder, expected a NIfTI file (.nii or .nii.gz)")
+    try:
+        img = nib.load(path)
+    except Exception as err:  # nibabel raises several types (ImageFileError, OSError, EOFError, ...)
+        raise InputError(path, f"is not a readable NIfTI file ({type(err).__name__}: {err})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(path, f"is a {type(img).__name__}, expected NIfTI (.nii or .nii.gz)")
+    check_shape(img.shape, path)
+    check_affine(img.affine, path)
+    return img
+
+
+def squeeze_to_3d_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """The 3D shape of a volume, accepting a 4D file with one volume; raises ValueError otherwise."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    while len(shape) > 3 and shape[-1] == 1:  # 5D NIfTI with trailing singleton dims (e.g. some converters)
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise ValueError(f"is not a 3D volume: shape {tuple(shape)} (a 4D file must hold exactly one volume)")
+    return shape
+
+
+def check_shape(shape: Sequence[int], source: str | os.PathLike | None) -> tuple[int, int, int]:
+    """Raise unless ``shape`` is a 3D volume (or 4D with one volume) with at least 2 voxels along each axis."""
+    try:
+        shape3 = squeeze_to_3d_shape(shape)
+    except ValueError as err:
+        raise InputError(source, str(err)) from None
+    if min(shape3) < 2:
+        raise InputError(source, f"is not a 3D volume: shape {tuple(shape)} has an axis shorter than 2 voxels")
+    return shape3  # type: ignore[return-value]
+
+
+def check_affine(affine: np.ndarray, source: str | os.PathLike | None) -> None:
+    """Raise unless the 4x4 voxel-to-world affine is finite and its 3x3 part is invertible."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise InputError(source, f"affine has shape {affine.shape}, expected (4, 4)")
+    if not np.all(np.isfinite(affine)):
+        raise InputError(source, "affine contains NaN or Inf values")
+    det = float(np.linalg.det(affine[:3, :3]))
+    if abs(det) < 1e-8:
+        raise InputError(source, f"affine is singular (determinant {det:.3g}); the voxel size cannot be zero")
+
+
+def check_values(data, source: str | os.PathLike | None) -> None:
+    """Raise for NaN/Inf values, an empty array or a constant volume (which no method can enhance)."""
+    arr = np.asarray(data)
+    if arr.size == 0:
+        raise InputError(source, "volume is empty (0 voxels)")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        n_nan = int(np.isnan(arr).sum())
+        n_inf = int(arr.size - finite.sum() - n_nan)
+        raise InputError(source, f"contains {n_nan} NaN and {n_inf} Inf values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if hi <= lo:
+        raise InputError(source, f"volume is constant (every voxel is {lo:g}); nothing to enhance")
+
+
+def world_bounding_box(affine: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned world-space box (min corner, max corner) in mm covered by a volume's voxels (voxel edges)."""
+    shape = np.asarray(shape[:3], dtype=np.float64)
+    corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in shape], indexing="ij")).reshape(3, -1)
+    world = np.asarray(affine, dtype=np.float64)[:3, :3] @ corners + np.asarray(affine)[:3, 3:4]
+    return world.min(axis=1), world.max(axis=1)
+
+
+def fov_overlap_fraction(affine_a, shape_a, affine_b, shape_b) -> float:
+    """Fraction of the smaller of two world bounding boxes that the other one covers (0 = disjoint)."""
+    a0, a1 = world_bounding_box(affine_a, shape_a)
+    b0, b1 = world_bounding_box(affine_b, shape_b)
+    inter = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None).prod()
+    smaller = min(np.prod(a1 - a0), np.prod(b1 - b0))
+    return float(inter / smaller) if smaller > 0 else 0.0
+
+
+def check_fov_overlap(
+    affine_a, shape_a, affine_b, shape_b, source: str, min_fraction: float = 0.5
+) -> float:
+    """Raise when two volumes (e.g. a low/high-field pair) do not share a field of view.
+
+    Args:
+        min_fraction: the least fraction of the smaller field of view the other must cover; a pair of scans of the
+            same head overlaps almost fully, so less than half means a wrong pair or a wrong affine.
+    Returns:
+        the overlap fraction.
+    """
+    frac = fov_overlap_fraction(affine_a, shape_a, affine_b, shape_b)
+    if frac < min_fraction:
+        raise InputError(
+            source,
+            f"fields of view do not overlap (only {100 * frac:.0f}% shared, need {100 * min_fraction:.0f}%): "
+            "check that the low- and high-field files belong to the same subject and carry correct affines",
+        )
+    return frac

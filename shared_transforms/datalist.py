@@ -1,0 +1,165 @@
+"""The contract's datalist: ``{"training": [...], "validation": [...], "testing": [...]}``.
+
+Each item is ``{"subject": ..., "low": ..., "high": ..., "mask": ...}`` (``mask`` optional); relative paths are
+relative to the datalist file; splits are by subject, never by slice. Reading checks every item (missing keys,
+missing files, a subject in two splits) and raises one clear :class:`InputError`; paths come back absolute.
+MONAI's ``load_decathlon_datalist`` resolves paths the same way but knows nothing of subjects or splits, so the
+reading is done here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .checks import is_nifti_path
+from .errors import InputError
+
+SPLITS = ("training", "validation", "testing")
+PATH_KEYS = ("low", "high", "mask")
+
+
+def load_datalist(
+    path: str | os.PathLike,
+    required_keys: Sequence[str] = ("subject", "low", "high"),
+    path_keys: Sequence[str] = PATH_KEYS,
+    check_files: bool = True,
+) -> dict[str, list[dict]]:
+    """Read and check a datalist; returns every split (missing splits as empty lists) with absolute paths.
+
+    Args:
+        required_keys: keys every item must have (FLAT documents its own).
+        path_keys: keys holding file paths, resolved against the datalist's folder.
+        check_files: also check that every referenced file exists.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(path, "datalist file not found")
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"is not valid JSON ({err})") from None
+    if not isinstance(raw, dict):
+        raise InputError(path, "a datalist must be a JSON object with 'training', 'validation' and/or 'testing' lists")
+    unknown = set(raw) - set(SPLITS)
+    if unknown and not set(raw) & set(SPLITS):
+        raise InputError(path, f"has no 'training', 'validation' or 'testing' list (found keys {sorted(unknown)})")
+    base = os.path.dirname(os.path.abspath(path))
+    out: dict[str, list[dict]] = {}
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        items = raw.get(split, [])
+        if not isinstance(items, list):
+            raise InputError(path, f"'{split}' must be a list of items")
+        resolved = []
+        for i, item in enumerate(items):
+            where = f"{path} ['{split}'][{i}]"
+            if not isinstance(item, Mapping):
+                raise InputError(where, "item must be an object like {\"subject\": ..., \"low\": ..., \"high\": ...}")
+            missing = [k for k in required_keys if k not in item or item[k] in (None, "")]
+            if missing:
+                raise InputError(where, f"item lacks the key(s) {missing}")
+            item = dict(item)
+            for key in path_keys:
+                if item.get(key):
+                    item[key] = os.path.normpath(os.path.join(base, os.path.expanduser(str(item[key]))))
+                    if check_files and not os.path.isfile(item[key]):
+                        raise InputError(item[key], f"file not found (listed in {where} under '{key}')")
+            subject = str(item.get("subject", f"{split}_{i}"))
+            if subject in seen and seen[subject] != split:
+                raise InputError(path, f"subject '{subject}' is in both '{seen[subject]}' and '{split}'; "
+                                 "splits must be by subject")
+            seen[subject] = split
+            resolved.append(item)
+        out[split] = resolved
+    return out
+
+
+def load_split(path: str | os.PathLike, split: str, **kwargs) -> list[dict]:
+    """One split of a checked datalist (see :func:`load_datalist`); raises when it is empty."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    items = load_datalist(path, **kwargs)[split]
+    if not items:
+        raise InputError(path, f"the '{split}' split is empty")
+    return items
+
+
+def _count(value: float, n: int) -> int:
+    """``value`` >= 1 is a number of subjects, 0 < value < 1 a fraction of ``n`` (at least one subject)."""
+    if value <= 0:
+        return 0
+    return int(value) if value >= 1 else max(1, round(n * value))
+
+
+def split_subjects(
+    subjects: Iterable[str], n_val: float = 0.15, n_test: float = 0.15, seed: int = 0
+) -> dict[str, list[str]]:
+    """Seeded subject-level split into training/validation/testing.
+
+    Args:
+        n_val, n_test: a number of subjects (>= 1) or a fraction (< 1) of them; training keeps the rest and at least
+            one subject.
+    """
+    subjects = sorted(set(subjects))
+    n = len(subjects)
+    k_test, k_val = _count(n_test, n), _count(n_val, n)
+    if k_test + k_val >= n:
+        raise ValueError(f"{n} subjects cannot give {k_val} validation + {k_test} testing subjects and any training")
+    order = np.random.default_rng(seed).permutation(n)
+    shuffled = [subjects[i] for i in order]
+    return {
+        "testing": sorted(shuffled[:k_test]),
+        "validation": sorted(shuffled[k_test : k_test + k_val]),
+        "training": sorted(shuffled[k_test + k_val :]),
+    }
+
+
+def write_datalist(
+    items: Sequence[Mapping], path: str | os.PathLike, n_val: float = 0.15, n_test: float = 0.15, seed: int = 0,
+    relative: bool = True,
+) -> dict[str, list[dict]]:
+    """Split ``items`` (each with a ``subject``) by subject and write the datalist JSON atomically.
+
+    Args:
+        n_val, n_test: see :func:`split_subjects`.
+        relative: write paths relative to the datalist's folder (the folder can then be moved as a whole).
+    """
+    path = os.fspath(path)
+    base = os.path.dirname(os.path.abspath(path))
+    splits = split_subjects([str(it["subject"]) for it in items], n_val, n_test, seed)
+    which = {s: split for split, subs in splits.items() for s in subs}
+    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for it in sorted(items, key=lambda x: str(x["subject"])):
+        it = dict(it)
+        if relative:
+            for key in PATH_KEYS:
+                if it.get(key) and os.path.isabs(str(it[key])):
+                    it[key] = os.path.relpath(str(it[key]), base)
+        out[which[str(it["subject"])]].append(it)
+    os.makedirs(base, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=2)
+    os.replace(tmp, path)
+    return out
+
+
+def inference_items(input_path: str | os.PathLike, split: str = "testing") -> list[dict]:
+    """What a bundle's inference runs on: ``[{"image": path, ...}]`` from one NIfTI file, a folder of NIfTI files
+    (sorted by name) or a datalist JSON (the low-field volumes of its ``split`` items)."""
+    input_path = os.fspath(input_path)
+    if os.path.isdir(input_path):
+        files = sorted(f for f in os.listdir(input_path) if is_nifti_path(f) and not f.startswith("."))
+        if not files:
+            raise InputError(input_path, "folder holds no NIfTI files (.nii or .nii.gz)")
+        return [{"image": os.path.join(input_path, f)} for f in files]
+    if input_path.lower().endswith(".json"):
+        return [{"image": it["low"]} for it in load_split(input_path, split)]
+    if not os.path.exists(input_path):
+        raise InputError(input_path, "file not found")
+    return [{"image": input_path}]

@@ -1,0 +1,127 @@
+"""Grids: bringing low field onto the high-field grid, seed 002's fixed shape/spacing, and the pair check.
+
+Most of the geometry is MONAI's and is used directly in the bundle configs: ``Orientationd`` (to RAS, so sagittal
+slices are ``V[x, :, :]``), ``Spacingd`` (to ``target_spacing``), ``ResampleToMatchd`` (low field onto the
+high-field grid, cubic spline ``mode=3``). What is here: the seed-002 resampling to a fixed shape *and* spacing
+(MONAI's ``Resize`` keeps the affine's meaning and has no cubic 3D mode; ``Spacing`` fixes the spacing but not the
+shape), a helper that derives affines, and the field-of-view check of a low/high pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, SpatialResample, Transform
+
+from .checks import check_fov_overlap
+
+#: Seed 002 (section 2.3.1): the grids its low- and high-field volumes were resampled to.
+SEED002_LOW_FIELD = {"spatial_shape": (112, 138, 40), "spacing_mm": (1.6, 1.6, 5.0)}
+SEED002_HIGH_FIELD = {"spatial_shape": (179, 221, 200), "spacing_mm": (1.0, 1.0, 1.0)}
+
+
+def voxel_spacing_mm(affine) -> np.ndarray:
+    """Voxel size along each array axis in mm (column norms of the affine's 3x3 part)."""
+    aff = np.asarray(affine, dtype=np.float64)
+    return np.sqrt((aff[:3, :3] ** 2).sum(axis=0))
+
+
+def affine_for_grid(affine, shape_old: Sequence[int], shape_new: Sequence[int], spacing_new_mm: Sequence[float]):
+    """Affine of a grid with ``shape_new`` voxels of ``spacing_new_mm``, same axis directions and same world centre.
+
+    Args:
+        affine: 4x4 affine of the old grid (``shape_old`` voxels).
+    Returns:
+        4x4 float64 numpy affine.
+    """
+    aff = np.asarray(affine, dtype=np.float64)
+    directions = aff[:3, :3] / voxel_spacing_mm(aff)
+    new = np.eye(4)
+    new[:3, :3] = directions * np.asarray(spacing_new_mm, dtype=np.float64)
+    centre_old = aff[:3, :3] @ ((np.asarray(shape_old[:3], np.float64) - 1) / 2) + aff[:3, 3]
+    new[:3, 3] = centre_old - new[:3, :3] @ ((np.asarray(shape_new[:3], np.float64) - 1) / 2)
+    return new
+
+
+class ResampleToShapeSpacing(Transform):
+    """Seed 002's volume preparation: cubic zoom to a fixed ``spatial_shape``, then the affine of ``spacing_mm``.
+
+    Seed 002 (section 2.3.1) resampled every low-field volume to (112, 138, 40) and assigned a (1.6, 1.6, 5.0) mm
+    affine, and every high-field volume to (179, 221, 200) at 1 mm, with zoom factors shape_new / shape_old. When
+    ``spatial_shape * spacing_mm`` differs from the volume's extent the physical size changes; that is the seed's
+    recipe (it makes every subject the same array shape). ``keep_extent=True`` instead keeps the field of view and
+    only fixes the shape (spacing then follows from the extent).
+
+    Input ``(C, X, Y, Z)`` MetaTensor (a plain array is taken as 1 mm, identity affine); output MetaTensor.
+    """
+
+    def __init__(
+        self,
+        spatial_shape: Sequence[int] = SEED002_LOW_FIELD["spatial_shape"],
+        spacing_mm: Sequence[float] = SEED002_LOW_FIELD["spacing_mm"],
+        mode: int | str = 3,
+        keep_extent: bool = False,
+    ):
+        self.spatial_shape = tuple(int(s) for s in spatial_shape)
+        self.spacing_mm = tuple(float(s) for s in spacing_mm)
+        self.keep_extent = keep_extent
+        self.resample = SpatialResample(mode=mode, padding_mode="border", dtype=torch.float64)
+
+    def __call__(self, img):
+        img = img if isinstance(img, MetaTensor) else MetaTensor(torch.as_tensor(np.asarray(img)))
+        shape_old = img.shape[1:]
+        extent_spacing = voxel_spacing_mm(img.affine) * np.asarray(shape_old) / np.asarray(self.spatial_shape)
+        zoom_affine = affine_for_grid(img.affine, shape_old, self.spatial_shape, extent_spacing)
+        out = self.resample(img, dst_affine=torch.as_tensor(zoom_affine), spatial_size=self.spatial_shape)
+        out = out.to(torch.float32)
+        if not self.keep_extent:
+            new_affine = affine_for_grid(zoom_affine, self.spatial_shape, self.spatial_shape, self.spacing_mm)
+            out.affine = torch.as_tensor(new_affine)
+        return out
+
+
+class ResampleToShapeSpacingd(MapTransform):
+    """Dictionary version of :class:`ResampleToShapeSpacing` (masks: pass ``mode=0``)."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spatial_shape: Sequence[int] = SEED002_LOW_FIELD["spatial_shape"],
+        spacing_mm: Sequence[float] = SEED002_LOW_FIELD["spacing_mm"],
+        mode: int | str = 3,
+        keep_extent: bool = False,
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, allow_missing_keys)
+        self.resample = ResampleToShapeSpacing(spatial_shape, spacing_mm, mode, keep_extent)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.resample(d[key])
+        return d
+
+
+class CheckFieldOfViewd(MapTransform):
+    """Raise a clear error when a volume (e.g. ``low``) does not overlap the reference (e.g. ``high``).
+
+    Run it before ``ResampleToMatchd``: resampling a non-overlapping pair silently gives an empty volume.
+    """
+
+    def __init__(self, keys: KeysCollection, ref_key: str, min_fraction: float = 0.5, allow_missing_keys=False):
+        super().__init__(keys, allow_missing_keys)
+        self.ref_key, self.min_fraction = ref_key, min_fraction
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        ref = d[self.ref_key]
+        for key in self.key_iterator(d):
+            img = d[key]
+            names = [str(getattr(x, "meta", {}).get("filename_or_obj", k)) for x, k in ((img, key), (ref, self.ref_key))]
+            check_fov_overlap(img.affine, img.shape[1:], ref.affine, ref.shape[1:], source=" and ".join(names),
+                              min_fraction=self.min_fraction)
+        return d

@@ -1,0 +1,225 @@
+"""Reading and writing volumes: MONAI's loader behind the contract's checks, and an atomic NIfTI writer.
+
+Reading reuses MONAI ``LoadImage`` (nibabel reader) and ``EnsureChannelFirst``; what is added is the check of each
+bad input of the bundle contract *before* anything runs, so the error names the file and the problem.
+Writing is by hand (nibabel) because MONAI's ``SaveImage`` writes in place: here a volume goes to a temporary file
+in the destination folder and is renamed over the target, so a crash never leaves a half-written NIfTI, and a file
+this project did not write is never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Hashable, Mapping, Sequence
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor, NibabelReader
+from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, SpatialResample, Transform
+
+from .checks import check_nifti_file, check_values, is_nifti_path
+from .errors import InputError
+
+#: Every NIfTI this project writes carries this prefix in its header description, so it can tell its own outputs
+#: (which a re-run may replace) from a user's files (which are never overwritten).
+DESCRIPTION_PREFIX = "lfmri"
+NORMALISED_NOTE = "intensity [0,1] (p1-p99 normalised)"
+
+
+def nifti_stem(path: str | os.PathLike) -> str:
+    """File name without folder and without ``.nii``/``.nii.gz``."""
+    name = os.path.basename(os.fspath(path))
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+class LoadVolume(Transform):
+    """Load a NIfTI volume as a channel-first MetaTensor ``(1, X, Y, Z)`` after the contract's checks.
+
+    Checks, each raising :class:`InputError` naming the file: missing file, not NIfTI, not 3D (a 4D file with one
+    volume is accepted), a singular or non-finite affine, NaN/Inf values, an empty or constant volume.
+    The MetaTensor carries MONAI's usual meta data (``affine``, ``original_affine``, ``spatial_shape``,
+    ``filename_or_obj``), voxels as float32.
+    """
+
+    def __init__(self, dtype: np.dtype | type = np.float32):
+        self.loader = LoadImage(reader=NibabelReader(squeeze_non_spatial_dims=True), image_only=True, dtype=dtype)
+        self.channel_first = EnsureChannelFirst(channel_dim="no_channel")
+
+    def __call__(self, path: str | os.PathLike) -> MetaTensor:
+        if isinstance(path, (MetaTensor, torch.Tensor, np.ndarray)):
+            raise InputError(None, "LoadVolume expects a file path, got an array")
+        path = os.fspath(path)
+        if not is_nifti_path(path) and os.path.exists(path) and not os.path.isdir(path):
+            raise InputError(path, "is not a NIfTI file (expected a .nii or .nii.gz name)")
+        check_nifti_file(path)
+        img = self.loader(path)
+        check_values(img.numpy() if isinstance(img, torch.Tensor) else img, path)
+        return self.channel_first(img)
+
+
+class LoadVolumed(MapTransform):
+    """Dictionary version of :class:`LoadVolume`: each key holds a file path and is replaced by its volume."""
+
+    def __init__(self, keys: KeysCollection, dtype: np.dtype | type = np.float32, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadVolume(dtype=dtype)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key])
+        return d
+
+
+def check_output_path(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> str:
+    """Refuse to write over an input of this run or over any existing file this project did not write."""
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.exists(path):
+        return path
+    for src in inputs:
+        src = os.fspath(src) if src else ""
+        if src and os.path.exists(src) and os.path.samefile(path, src):
+            raise InputError(path, "output would overwrite an input file; choose another --output_dir")
+    if os.path.exists(path):
+        try:
+            descrip = nib.load(path).header.get("descrip")
+            descrip = descrip.tobytes().decode("latin-1") if descrip is not None else ""
+        except Exception:
+            descrip = ""
+        if not descrip.startswith(DESCRIPTION_PREFIX):
+            raise InputError(path, "exists and was not written by this project; refusing to overwrite it")
+    return path
+
+
+def write_nifti_atomic(
+    data: np.ndarray | torch.Tensor,
+    affine: np.ndarray | torch.Tensor,
+    path: str | os.PathLike,
+    description: str = "",
+    inputs: Sequence[str | os.PathLike] = (),
+    dtype: np.dtype | type = np.float32,
+) -> str:
+    """Write a 3D volume ``(X, Y, Z)`` (or ``(1, X, Y, Z)``) as NIfTI via a temporary file and an atomic rename.
+
+    Args:
+        affine: 4x4 voxel-to-world matrix in mm (written as both qform and sform).
+        description: goes into the header's 80-character ``descrip`` after the project prefix.
+        inputs: files this output must never replace.
+    Returns:
+        the absolute path written.
+    """
+    path = check_output_path(path, inputs)
+    arr = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3:
+        raise ValueError(f"write_nifti_atomic expects a 3D volume, got shape {arr.shape}")
+    aff = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
+    img = nib.Nifti1Image(arr.astype(dtype), aff.astype(np.float64))
+    img.set_qform(aff, code=1)
+    img.set_sform(aff, code=1)
+    img.header.set_xyzt_units("mm")
+    img.header["descrip"] = f"{DESCRIPTION_PREFIX} {description}".strip()[:79].encode("latin-1", "replace")
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    suffix = ".nii.gz" if path.lower().endswith(".gz") else ".nii"
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def output_path_for(input_path: str | os.PathLike, output_dir: str | os.PathLike, bundle_name: str, suffix="") -> str:
+    """``<output_dir>/<input name>_<bundle><suffix>.nii.gz`` (the contract's output name)."""
+    return os.path.join(os.fspath(output_dir), f"{nifti_stem(input_path)}_{bundle_name}{suffix}.nii.gz")
+
+
+class SaveVolumed(MapTransform):
+    """Write a predicted volume next to the contract: ``<output_dir>/<input name>_<bundle>.nii.gz``.
+
+    Used as the last postprocessing transform of every bundle's inference (one item of a decollated batch).
+    The prediction is written on the grid of the preprocessed image ``ref_key`` (``target_spacing`` covering the
+    input's field of view), or, with ``resample_to_input``, resampled by cubic spline onto the input file's own grid.
+    Intensities are clipped to [0, 1] and the header says so. Writing is atomic; inputs are never overwritten.
+
+    Args:
+        keys: prediction key(s), tensors ``(1, X, Y, Z)``; a second key gets its own suffix from ``suffixes``.
+        ref_key: the preprocessed input, a MetaTensor whose meta holds ``affine``, ``original_affine``,
+            ``spatial_shape`` and ``filename_or_obj``.
+        suffixes: per key, appended after ``_<bundle>`` (e.g. ``{"pred_std": "_std"}``).
+        clip: clip to [0, 1] (off for maps that are not images, e.g. a standard deviation).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str,
+        bundle_name: str,
+        ref_key: str = "image",
+        resample_to_input: bool | str = False,
+        suffixes: Mapping[str, str] | None = None,
+        clip: Mapping[str, bool] | bool = True,
+        description: str = NORMALISED_NOTE,
+        allow_missing_keys: bool = True,
+    ):
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir = output_dir
+        self.bundle_name = bundle_name
+        self.ref_key = ref_key
+        self.resample_to_input = as_bool(resample_to_input)
+        self.suffixes = dict(suffixes or {})
+        self.clip = clip
+        self.description = description
+        self.written: list[str] = []
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        ref = d[self.ref_key]
+        if not isinstance(ref, MetaTensor):
+            raise TypeError(f"SaveVolumed needs the MetaTensor '{self.ref_key}' for its grid")
+        source = ref.meta.get("filename_or_obj", "volume")
+        for key in self.key_iterator(d):
+            pred = torch.as_tensor(d[key]).detach().float().cpu()
+            if pred.ndim == 3:
+                pred = pred[None]
+            clip = self.clip.get(key, True) if isinstance(self.clip, Mapping) else self.clip
+            if clip:
+                pred = pred.clamp(0.0, 1.0)
+            affine = ref.affine
+            if self.resample_to_input:
+                dst_affine = torch.as_tensor(np.asarray(ref.meta["original_affine"]), dtype=torch.float64)
+                shape = [int(s) for s in np.asarray(ref.meta["spatial_shape"]).tolist()]
+                pred = SpatialResample(mode=3, padding_mode="border", dtype=torch.float64)(
+                    MetaTensor(pred, affine=ref.affine), dst_affine=dst_affine, spatial_size=shape
+                )
+                affine = dst_affine
+                if clip:
+                    pred = pred.clamp(0.0, 1.0)
+            path = output_path_for(source, self.output_dir, self.bundle_name, self.suffixes.get(key, ""))
+            grid = "input grid" if self.resample_to_input else "target grid"
+            desc = f"{self.bundle_name} {self.description if clip else key} {grid}"
+            self.written.append(write_nifti_atomic(torch.as_tensor(pred)[0], affine, path, desc, inputs=[source]))
+            d[f"{key}_path"] = self.written[-1]
+        return d
+
+
+def as_bool(value: bool | str | int | None) -> bool:
+    """Command-line friendly boolean: ``True``, ``"true"``, ``"1"``, ``"yes"`` are true; ``None`` is false."""
+    if isinstance(value, str):
+        if value.strip().lower() in ("1", "true", "yes", "y", "on"):
+            return True
+        if value.strip().lower() in ("0", "false", "no", "n", "off", "", "none"):
+            return False
+        raise ValueError(f"not a boolean: {value!r}")
+    return bool(value)

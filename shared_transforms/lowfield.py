@@ -1,0 +1,657 @@
+"""Synthetic low-field MRI from high-field volumes: the two simulators every bundle's training data can be made with.
+
+1. :class:`SimulateLowFieldBlurGamma` (seed 002's recipe, methods.md C.4, seed 002 section 2.3.2):
+   ``I_low = clip(N((G_sigma(resample(I_high)))^gamma), 0, 1)`` on an intensity-normalised input in [0, 1].
+2. :class:`SimulateLowFieldTissueContrast` (Figini et al. 2020 -> Lin et al., MedIA 2023 "Stochastic IQT",
+   methods.md E.1 and E.2): slice-thickness blur and thick-slice resampling, tissue-specific contrast set by a
+   (SNR_WM, SNR_GM) pair drawn from a bivariate Gaussian, and additive Gaussian noise.
+
+Both take channel-first volumes ``(C, X, Y, Z)`` (MONAI MetaTensors carrying an ``affine``, as from ``LoadImage`` +
+``EnsureChannelFirst``; a plain numpy array / torch tensor is taken as 1 mm isotropic with an identity affine) and
+return MetaTensors whose affine is that of their (new) grid. Spacings, factors and shapes are given in the order of
+the array axes (X, Y, Z), not in world (RAS) order: reorient first (``Orientationd``) if the slice axis must be a
+given world axis. Every new grid keeps the input's axis directions and is centred on the input's field of view, so a
+low-field output and its high-field input overlay in world space.
+
+Randomness: everything random goes through MONAI's ``Randomizable.R`` (seed it with ``set_random_state``); the
+simulation parameters are drawn once per call (= per subject) in ``randomize`` and the drawn values are written into
+the output's meta dict (keys ``lowfield_*``), so tools can record them in a datalist.
+
+Library use: resampling is MONAI ``SpatialResample`` (spline ``mode=3`` for images, ``mode=0`` nearest for masks);
+Gaussian smoothing is ``scipy.ndimage.gaussian_filter`` with ``mode="nearest"`` (the border handling of nibabel's
+``smooth_image`` used by the reference code; MONAI's ``GaussianSmooth`` zero-pads and would darken volume faces);
+the intensity-based tissue fallback is scikit-image ``threshold_multiotsu``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, Randomizable, SpatialResample, Transform
+from monai.utils import TransformBackends
+from scipy import ndimage
+from skimage.filters import threshold_multiotsu
+
+from .errors import InputError
+
+__all__ = [
+    "FWHM_TO_SIGMA",
+    "SNR_MEAN_T1W",
+    "SNR_COV_T1W",
+    "SNR_MEAN_FLAIR_MBB",
+    "SNR_COV_FLAIR_MBB",
+    "voxel_spacing",
+    "centred_grid_affine",
+    "resample_to_grid",
+    "fwhm_mm_to_sigma_vox",
+    "draw_snr_pair",
+    "tissue_maps_from_intensity",
+    "SimulateLowFieldBlurGamma",
+    "SimulateLowFieldBlurGammad",
+    "SimulateLowFieldTissueContrast",
+    "SimulateLowFieldTissueContrastd",
+]
+
+#: sigma = FWHM / (2 sqrt(2 ln 2)) for a Gaussian.
+FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+
+#: (SNR_WM, SNR_GM) mean and covariance of the Stochastic-IQT T1w/HCP setting (methods.md E.2, commented block of
+#: the official config; fitted to SNRs measured on real 0.36 T scans).
+SNR_MEAN_T1W = (64.50, 54.14)
+SNR_COV_T1W = ((78.47, 71.50), (71.50, 73.91))
+#: The active Stochastic-IQT config (FLAIR, LEMON/MBB data), methods.md E.2.
+SNR_MEAN_FLAIR_MBB = (35.031, 42.329)
+SNR_COV_FLAIR_MBB = ((34.048, 39.850), (39.850, 50.293))
+
+_TISSUES = ("gm", "wm", "csf")
+
+
+# ----------------------------------------------------------------------------------------------------------- geometry
+def _source(img: object, default: str = "image") -> str:
+    """The file name a volume came from (for error messages), or ``default``."""
+    if isinstance(img, MetaTensor):
+        name = img.meta.get("filename_or_obj")
+        if isinstance(name, str) and name:
+            return name
+    return default
+
+
+def _as_metatensor(img: np.ndarray | torch.Tensor, name: str = "image") -> MetaTensor:
+    """A channel-first ``(C, X, Y, Z)`` float32 MetaTensor; plain arrays get a 1 mm identity affine."""
+    if isinstance(img, MetaTensor):
+        out = img
+    else:
+        data = img.detach().cpu() if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img))
+        out = MetaTensor(data, affine=torch.eye(4, dtype=torch.float64))
+    if out.ndim != 4:
+        raise InputError(_source(img, name), f"expected a channel-first 3D volume (C, X, Y, Z), got shape {tuple(out.shape)}")
+    if not torch.is_floating_point(out):
+        out = out.float()
+    return out
+
+
+def _affine_np(img: MetaTensor) -> np.ndarray:
+    return np.asarray(img.affine.detach().cpu().numpy() if isinstance(img.affine, torch.Tensor) else img.affine, float)
+
+
+def voxel_spacing(affine: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Voxel size in mm along each array axis: the norms of the affine's first three columns."""
+    aff = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
+    return np.linalg.norm(np.asarray(aff, float)[:3, :3], axis=0)
+
+
+def centred_grid_affine(
+    affine: np.ndarray | torch.Tensor, in_shape: Sequence[int], zoom: Sequence[float], out_shape: Sequence[int]
+) -> np.ndarray:
+    """Affine of a grid whose voxels are ``zoom`` times the input's along each array axis, centred on the input.
+
+    Output voxel ``j`` sits at input voxel coordinate ``zoom * j + c`` with ``c = (n_in - 1)/2 - zoom (n_out - 1)/2``,
+    so both grids share their world-space centre and axis directions.
+
+    Args:
+        affine: input voxel-to-world matrix (4x4, mm).
+        in_shape: input spatial shape ``(X, Y, Z)``.
+        zoom: output voxel size / input voxel size, per array axis.
+        out_shape: output spatial shape.
+    Returns:
+        the output voxel-to-world matrix (4x4 float64).
+    """
+    aff = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
+    zoom = np.asarray(zoom, float)
+    offset = (np.asarray(in_shape, float) - 1.0) / 2.0 - zoom * (np.asarray(out_shape, float) - 1.0) / 2.0
+    vox = np.eye(4)
+    vox[:3, :3] = np.diag(zoom)
+    vox[:3, 3] = offset
+    return np.asarray(aff, float) @ vox
+
+
+def resample_to_grid(
+    img: MetaTensor,
+    dst_affine: np.ndarray,
+    spatial_shape: Sequence[int],
+    mode: int = 3,
+    padding_mode: str = "nearest",
+) -> torch.Tensor:
+    """MONAI ``SpatialResample`` onto ``(dst_affine, spatial_shape)``; returns a plain tensor ``(C, *spatial_shape)``.
+
+    Args:
+        mode: spline order (3 cubic for images, 0 nearest for masks), scipy ``map_coordinates`` backend.
+        padding_mode: scipy mode for points outside the input ("nearest" repeats the edge, "constant" gives 0).
+    """
+    resampler = SpatialResample(mode=mode, padding_mode=padding_mode, dtype=torch.float32)
+    src = MetaTensor(img.as_tensor().float(), affine=img.affine)
+    out = resampler(src, dst_affine=torch.as_tensor(dst_affine, dtype=torch.float64), spatial_size=list(spatial_shape))
+    return out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
+
+
+def _output(data: np.ndarray | torch.Tensor, like: MetaTensor, affine: np.ndarray, extra: Mapping) -> MetaTensor:
+    """A float32 MetaTensor on ``affine`` keeping ``like``'s meta (file name, original affine/shape) plus ``extra``."""
+    meta = {k: v for k, v in like.meta.items() if k != "affine"}
+    meta.update(extra)
+    out = MetaTensor(torch.as_tensor(data, dtype=torch.float32), affine=torch.as_tensor(affine, dtype=torch.float64))
+    out.meta.update(meta)
+    return out
+
+
+def fwhm_mm_to_sigma_vox(fwhm_mm: Sequence[float] | np.ndarray, spacing_mm: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Gaussian sigma in voxels from a FWHM in mm: ``sigma = fwhm / (2 sqrt(2 ln 2)) / spacing``."""
+    return np.asarray(fwhm_mm, float) * FWHM_TO_SIGMA / np.asarray(spacing_mm, float)
+
+
+def _range(value: float | Sequence[float], name: str, low: float = 0.0) -> tuple[float, float]:
+    """A (min, max) range from a number or a pair; checks ``low <= min <= max``."""
+    lo, hi = (float(value), float(value)) if np.isscalar(value) else (float(value[0]), float(value[1]))
+    if not (low <= lo <= hi):
+        raise ValueError(f"{name} must be a number or a (min, max) pair with {low} <= min <= max, got {value}")
+    return lo, hi
+
+
+# -------------------------------------------------------------------------------------------- seed 002's recipe (C.4)
+class SimulateLowFieldBlurGamma(Randomizable, Transform):
+    """Seed 002's synthetic low field (methods.md C.4; seed 002 section 2.3.2).
+
+    ``I_low = clip(N((G_sigma(resample(I_high)))^gamma), 0, 1)``, steps in the report's order:
+
+    1. cubic resample (MONAI ``SpatialResample``, spline order 3) to ``spacing_mm`` (default the 64 mT Hyperfine-type
+       grid 1.6 x 1.6 x 5.0 mm) on a grid centred on the input's field of view, of shape ``spatial_shape`` (seed 002:
+       (112, 138, 40)) or, if None, ``round(extent / spacing)`` (the input's field of view). Outside the input's field
+       of view the output is 0. No anti-aliasing filter precedes the resampling (the report names none); the
+       resampled values are clamped to [0, 1] (cubic overshoot) so the power law stays defined;
+    2. Gaussian blur ``G_sigma``, sigma in voxels of the new grid, the same in every axis, drawn from
+       ``blur_sigma_vox``;
+    3. power-law darkening ``(.)^gamma``, gamma drawn from ``gamma`` (gamma > 1 darkens);
+    4. background-weighted Gaussian noise ``N``: ``J + noise_std * (1 + background_weight * (1 - J)) * n``,
+       ``n ~ N(0, 1)``, ``noise_std`` drawn from ``noise_std``: more noise where the image is dark. The report gives
+       no formula for the weighting: this one is our reading of "background-weighted";
+    5. clip to [0, 1].
+
+    The report states no values for sigma, gamma or the noise level (NOT FOUND, methods.md C.4): the default ranges
+    (sigma 0.5-1.5 voxel, gamma 1.1-1.6, noise std 0.01-0.05, background weight 1) are ours. One draw of
+    (sigma, gamma, noise std) per call; recorded in the output's meta as ``lowfield_blur_sigma_vox``,
+    ``lowfield_gamma``, ``lowfield_noise_std``, ``lowfield_background_weight``.
+
+    Args:
+        spacing_mm: output voxel size per array axis (mm).
+        spatial_shape: output shape, or None for ``round(extent / spacing)``.
+        blur_sigma_vox: Gaussian sigma (output voxels), a number or a (min, max) range.
+        gamma: power-law exponent, a number or a (min, max) range.
+        noise_std: noise std in bright tissue (intensity units of the [0, 1] image), a number or a (min, max) range.
+        background_weight: extra noise factor at intensity 0 (std there = ``noise_std * (1 + background_weight)``).
+
+    Input ``(C, X, Y, Z)`` in [0, 1] (a small tolerance is allowed; anything else raises :class:`InputError`);
+    output ``(C, *spatial_shape)`` float32 MetaTensor on the low-field grid.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        spacing_mm: Sequence[float] = (1.6, 1.6, 5.0),
+        spatial_shape: Sequence[int] | None = None,
+        blur_sigma_vox: float | Sequence[float] = (0.5, 1.5),
+        gamma: float | Sequence[float] = (1.1, 1.6),
+        noise_std: float | Sequence[float] = (0.01, 0.05),
+        background_weight: float = 1.0,
+    ):
+        self.spacing_mm = np.asarray(spacing_mm, float)
+        if self.spacing_mm.shape != (3,) or np.any(self.spacing_mm <= 0):
+            raise ValueError(f"spacing_mm must be three positive numbers, got {spacing_mm}")
+        self.spatial_shape = None if spatial_shape is None else tuple(int(s) for s in spatial_shape)
+        if self.spatial_shape is not None and (len(self.spatial_shape) != 3 or min(self.spatial_shape) < 1):
+            raise ValueError(f"spatial_shape must be three positive integers or None, got {spatial_shape}")
+        self.blur_sigma_vox = _range(blur_sigma_vox, "blur_sigma_vox")
+        self.gamma = _range(gamma, "gamma", low=1e-6)
+        self.noise_std = _range(noise_std, "noise_std")
+        if background_weight < 0:
+            raise ValueError(f"background_weight must be >= 0, got {background_weight}")
+        self.background_weight = float(background_weight)
+        self.params: dict[str, float] = {}
+
+    def randomize(self, data: object = None) -> None:
+        """Draw (sigma, gamma, noise std) for one subject, uniformly in their ranges, from ``self.R``."""
+        self.params = {
+            "lowfield_blur_sigma_vox": float(self.R.uniform(*self.blur_sigma_vox)),
+            "lowfield_gamma": float(self.R.uniform(*self.gamma)),
+            "lowfield_noise_std": float(self.R.uniform(*self.noise_std)),
+            "lowfield_background_weight": self.background_weight,
+        }
+
+    def output_grid(self, affine: np.ndarray, in_shape: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:
+        """The low-field grid ``(affine, shape)`` for an input grid."""
+        zoom = self.spacing_mm / voxel_spacing(affine)
+        shape = self.spatial_shape or tuple(max(1, int(round(n / z))) for n, z in zip(in_shape, zoom))
+        return centred_grid_affine(affine, in_shape, zoom, shape), tuple(shape)
+
+    def __call__(self, img: np.ndarray | torch.Tensor, randomize: bool = True) -> MetaTensor:
+        img = _as_metatensor(img)
+        lo, hi = float(img.min()), float(img.max())
+        if lo < -0.05 or hi > 1.05:
+            raise InputError(
+                _source(img),
+                f"seed 002's low-field simulator expects an intensity-normalised image in [0, 1], got range "
+                f"[{lo:.3g}, {hi:.3g}]; normalise it first (e.g. 1-99 percentile scaling to [0, 1])",
+            )
+        if randomize or not self.params:
+            self.randomize()
+        p = self.params
+        dst_affine, shape = self.output_grid(_affine_np(img), img.shape[1:])
+        # (C, *shape): resample, then clamp the cubic overshoot so the power law is defined
+        low = resample_to_grid(img, dst_affine, shape, mode=3, padding_mode="constant").numpy().clip(0.0, 1.0)
+        sigma = p["lowfield_blur_sigma_vox"]
+        if sigma > 0:
+            low = ndimage.gaussian_filter(low, sigma=(0.0, sigma, sigma, sigma), mode="nearest")
+        low = np.power(low, p["lowfield_gamma"], dtype=np.float32)
+        if p["lowfield_noise_std"] > 0:
+            local_std = p["lowfield_noise_std"] * (1.0 + self.background_weight * (1.0 - low))
+            low = low + local_std * self.R.standard_normal(low.shape).astype(np.float32)
+        return _output(np.clip(low, 0.0, 1.0), img, dst_affine, p)
+
+
+class SimulateLowFieldBlurGammad(Randomizable, MapTransform):
+    """Dictionary version of :class:`SimulateLowFieldBlurGamma`.
+
+    Each key in ``keys`` is replaced by its simulated low-field volume; the parameters are drawn once per call and
+    shared by all keys (each key gets its own noise field). Keys in ``mask_keys`` (e.g. a brain mask) are resampled
+    with nearest neighbour onto the same low-field grid (no blur, no noise), taking the grid of the first image key.
+    Keep the high-field target by copying it first (``CopyItemsd(keys="image", names="lowfield")``).
+    """
+
+    backend = SimulateLowFieldBlurGamma.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spacing_mm: Sequence[float] = (1.6, 1.6, 5.0),
+        spatial_shape: Sequence[int] | None = None,
+        blur_sigma_vox: float | Sequence[float] = (0.5, 1.5),
+        gamma: float | Sequence[float] = (1.1, 1.6),
+        noise_std: float | Sequence[float] = (0.01, 0.05),
+        background_weight: float = 1.0,
+        mask_keys: KeysCollection = (),
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, allow_missing_keys)
+        self.sim = SimulateLowFieldBlurGamma(spacing_mm, spatial_shape, blur_sigma_vox, gamma, noise_std, background_weight)
+        self.mask_keys = [mask_keys] if isinstance(mask_keys, str) else list(mask_keys)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.sim.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: object = None) -> None:
+        self.sim.randomize(data)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        self.randomize()
+        grid = None
+        for key in self.key_iterator(d):
+            src = _as_metatensor(d[key], str(key))
+            grid = grid or self.sim.output_grid(_affine_np(src), src.shape[1:])
+            d[key] = self.sim(src, randomize=False)
+        for key in self.mask_keys:
+            if key in d and grid is not None:
+                d[key] = _resample_mask(d[key], str(key), *grid)
+        return d
+
+
+def _resample_mask(mask: object, name: str, dst_affine: np.ndarray, shape: Sequence[int]) -> MetaTensor:
+    """Nearest-neighbour resampling of a mask/label volume onto ``(dst_affine, shape)`` (0 outside its field of view)."""
+    m = _as_metatensor(mask, name)
+    out = resample_to_grid(m, dst_affine, shape, mode=0, padding_mode="constant")
+    return _output(out, m, dst_affine, {})
+
+
+# ----------------------------------------------------------------------- Lin et al. / Figini et al. simulator (E.1)
+def draw_snr_pair(
+    rng: np.random.RandomState | np.random.Generator,
+    snr_mean: Sequence[float] = SNR_MEAN_T1W,
+    snr_cov: Sequence[Sequence[float]] = SNR_COV_T1W,
+    size: int | None = None,
+    min_snr: float = 1.0,
+) -> np.ndarray:
+    """Draw (SNR_WM, SNR_GM) from the bivariate Gaussian of Lin et al. 2023 (methods.md E.2).
+
+    Args:
+        rng: the random state (a transform's ``self.R``).
+        snr_mean: mean (SNR_WM, SNR_GM); default the T1w/HCP values (64.50, 54.14).
+        snr_cov: 2x2 covariance; default ((78.47, 71.50), (71.50, 73.91)).
+        size: None for one pair ``(2,)``, else ``(size, 2)``.
+        min_snr: draws are clipped from below at this value (a negative SNR has no meaning; with the published
+            parameters it is > 6 standard deviations away and never happens).
+    """
+    draws = rng.multivariate_normal(np.asarray(snr_mean, float), np.asarray(snr_cov, float), size=size)
+    return np.maximum(draws, min_snr)
+
+
+def tissue_maps_from_intensity(
+    image: np.ndarray | torch.Tensor,
+    mask: np.ndarray | torch.Tensor | None = None,
+    threshold: float = 0.05,
+    pv_sigma_vox: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fallback GM, WM, CSF probability maps from a T1w image when no SPM/FAST/SynthSeg maps exist.
+
+    A 3-class multi-Otsu segmentation (scikit-image ``threshold_multiotsu``) of the voxels inside ``mask``, the
+    classes named by T1w intensity order CSF < GM < WM. The hard labels (with background as a 4th class) are
+    smoothed by a Gaussian of ``pv_sigma_vox`` voxels to mimic partial volume: the three maps then lie in [0, 1] and
+    sum to at most 1. Meant for skull-stripped T1w images (scalp and skull would be mixed into the classes: pass a
+    brain mask otherwise). Otsu is deterministic, so there is no seed.
+
+    Args:
+        image: ``(X, Y, Z)`` or ``(1, X, Y, Z)``.
+        mask: brain mask of the same spatial shape; default ``image > threshold * max(image)``.
+        threshold: relative intensity threshold of the default mask.
+        pv_sigma_vox: smoothing of the hard labels in voxels (0: hard 0/1 maps).
+    Returns:
+        (gm, wm, csf), each float32 with the image's spatial shape ``(X, Y, Z)``.
+    """
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    arr = np.asarray(arr, np.float32)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3:
+        raise InputError(_source(image), f"expected a 3D volume (X, Y, Z) or (1, X, Y, Z), got shape {arr.shape}")
+    if mask is None:
+        inside = arr > threshold * float(arr.max())
+    else:
+        m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+        inside = np.asarray(m).reshape(m.shape[-3:]) > 0.5
+        if inside.shape != arr.shape:
+            raise InputError(_source(mask, "mask"), f"mask shape {inside.shape} differs from the image's {arr.shape}")
+    values = arr[inside]
+    if values.size < 3 or np.unique(values[: 100_000]).size < 3:
+        raise InputError(_source(image), "too few distinct intensities inside the mask for a 3-class tissue split")
+    t_low, t_high = threshold_multiotsu(values, classes=3)
+    labels = np.zeros(arr.shape, np.int8)  # 0 background, 1 CSF, 2 GM, 3 WM
+    labels[inside] = 1 + np.digitize(values, [t_low, t_high]).astype(np.int8)
+    maps = []
+    for label in (2, 3, 1):  # gm, wm, csf
+        hard = (labels == label).astype(np.float32)
+        maps.append(ndimage.gaussian_filter(hard, pv_sigma_vox, mode="nearest") if pv_sigma_vox > 0 else hard)
+    gm, wm, csf = (np.clip(m, 0.0, 1.0) for m in maps)
+    return gm, wm, csf
+
+
+class SimulateLowFieldTissueContrast(Randomizable, Transform):
+    """Stochastic low-field simulator of Lin et al. 2023 / Figini et al. 2020 (methods.md E.1, E.2).
+
+    Given a (skull-stripped) high-field image ``I`` and tissue probability maps GM, WM, CSF on the same grid
+    (SPM12 c1/c2/c3 in the reference; FAST/SynthSeg posteriors or :func:`tissue_maps_from_intensity` as substitutes),
+    following the reference ``MRI_036T_sim_contrast_custom``:
+
+    1. **Resolution.** Gaussian smoothing of ``I`` and of the three maps with ``FWHM = voxel size x thickness
+       factor`` (mm) on the degraded axes only (those with ``slice_thickness_factor != 1``), then cubic resampling
+       (MONAI ``SpatialResample``, spline order 3) onto the grid with ``spacing = input spacing x (thickness + gap)``
+       and ``shape = floor(extent / spacing)``. Defaults (1, 1, 6) + (0, 0, 2): x8 in z (HCP 0.7 mm -> 4.2 mm FWHM,
+       5.6 mm slice spacing). Non-integer factors are allowed (e.g. 1.6 in-plane). Unlike the reference (whose grid
+       starts at input voxel 0), the grid is centred on the input's field of view; the affine is right either way.
+    2. **Contrast and SNR** (partial-volume weighted, ``mask_threshold`` = 0.9 as in the reference), GM-fixed mode
+       (``fixed_tissue="gm"``, both published configs): ``sigma = mean(I[GM>0.9]) / SNR_GM``,
+       ``newWM = SNR_WM * sigma``, ``I' = (GM + newWM * WM / mean(I[WM>0.9]) + CSF) * I``; WM-fixed mirror:
+       ``sigma = mean(I[WM>0.9]) / SNR_WM``, ``newGM = SNR_GM * sigma``, ``I' = (WM + newGM * GM / mean(I[GM>0.9])
+       + CSF) * I``. The means and maps are those after step 1. Note ``I'`` multiplies by ``I`` everywhere, so voxels
+       outside GM + WM + CSF (background, and tissue the maps do not cover) become 0, as in the reference code;
+       CSF keeps its high-field intensity.
+    3. **Noise.** ``I'' = I' + sigma * N(0, 1)`` (real Gaussian, not Rician, as in the reference).
+    4. Optional ``upsample``: cubic resampling of ``I''`` back onto the input grid (the reference's ``is_upsample``).
+
+    (SNR_WM, SNR_GM) is one bivariate-Gaussian draw per call from ``snr_mean`` / ``snr_cov`` (default the T1w/HCP
+    values of methods.md E.2; :data:`SNR_MEAN_FLAIR_MBB` / :data:`SNR_COV_FLAIR_MBB` for the FLAIR config), or fixed
+    by ``snr``. The drawn values and sigma are written into the output's meta: ``lowfield_snr_wm``,
+    ``lowfield_snr_gm``, ``lowfield_noise_sigma``, ``lowfield_fixed_tissue``, ``lowfield_total_factor``.
+    The output is not intensity-normalised (WM is rescaled to ``SNR_WM * sigma``): normalise afterwards.
+
+    Args:
+        snr_mean: mean (SNR_WM, SNR_GM) of the bivariate Gaussian.
+        snr_cov: its 2x2 covariance.
+        snr: fixed (SNR_WM, SNR_GM); overrides the draw.
+        slice_thickness_factor: slice thickness / input voxel size, per array axis (>= 1).
+        gap_factor: gap between slices / input voxel size, per array axis (>= 0).
+        fixed_tissue: "gm" (GM keeps its intensity, sets sigma) or "wm".
+        upsample: resample the result back onto the input grid.
+        add_noise: False leaves out step 3 (sigma is still computed and recorded); for tests and noise-free pairs.
+        mask_threshold: probability above which a voxel counts as pure tissue for the means.
+
+    Call: ``sim(img, gm, wm, csf)`` with ``img`` ``(1, X, Y, Z)`` and maps ``(X, Y, Z)`` or ``(1, X, Y, Z)`` on the
+    same grid; returns a float32 MetaTensor ``(1, X', Y', Z')`` on the low-field grid (or the input grid).
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(
+        self,
+        snr_mean: Sequence[float] = SNR_MEAN_T1W,
+        snr_cov: Sequence[Sequence[float]] = SNR_COV_T1W,
+        snr: Sequence[float] | None = None,
+        slice_thickness_factor: Sequence[float] = (1, 1, 6),
+        gap_factor: Sequence[float] = (0, 0, 2),
+        fixed_tissue: str = "gm",
+        upsample: bool = False,
+        add_noise: bool = True,
+        mask_threshold: float = 0.9,
+    ):
+        self.snr_mean = np.asarray(snr_mean, float)
+        self.snr_cov = np.asarray(snr_cov, float)
+        if self.snr_mean.shape != (2,) or self.snr_cov.shape != (2, 2):
+            raise ValueError("snr_mean must be (SNR_WM, SNR_GM) and snr_cov a 2x2 matrix")
+        if not np.allclose(self.snr_cov, self.snr_cov.T) or np.any(np.linalg.eigvalsh(self.snr_cov) < -1e-9):
+            raise ValueError(f"snr_cov must be a symmetric positive semi-definite 2x2 matrix, got {snr_cov}")
+        self.snr = None if snr is None else tuple(float(s) for s in snr)
+        if self.snr is not None and (len(self.snr) != 2 or min(self.snr) <= 0):
+            raise ValueError(f"snr must be a pair of positive numbers (SNR_WM, SNR_GM), got {snr}")
+        self.thickness = np.asarray(slice_thickness_factor, float)
+        self.gap = np.asarray(gap_factor, float)
+        if self.thickness.shape != (3,) or self.gap.shape != (3,) or np.any(self.thickness < 1) or np.any(self.gap < 0):
+            raise ValueError("slice_thickness_factor must be three numbers >= 1 and gap_factor three numbers >= 0")
+        if fixed_tissue not in ("gm", "wm"):
+            raise ValueError(f"fixed_tissue must be 'gm' or 'wm', got {fixed_tissue!r}")
+        self.fixed_tissue = fixed_tissue
+        self.upsample = bool(upsample)
+        self.add_noise = bool(add_noise)
+        self.mask_threshold = float(mask_threshold)
+        self.snr_wm, self.snr_gm = self.snr if self.snr is not None else (float("nan"), float("nan"))
+
+    @property
+    def total_factor(self) -> np.ndarray:
+        """Slice spacing / input voxel size per array axis: thickness + gap."""
+        return self.thickness + self.gap
+
+    def randomize(self, data: object = None) -> None:
+        """Draw (SNR_WM, SNR_GM) for one subject from ``self.R`` (or take the fixed ``snr``)."""
+        if self.snr is None:
+            self.snr_wm, self.snr_gm = (float(v) for v in draw_snr_pair(self.R, self.snr_mean, self.snr_cov))
+
+    def output_grid(self, affine: np.ndarray, in_shape: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:
+        """The thick-slice grid ``(affine, shape)``: spacing x (thickness + gap), ``floor(extent / spacing)``."""
+        factor = self.total_factor
+        shape = tuple(int(math.floor(n / f + 1e-9)) for n, f in zip(in_shape, factor))
+        if min(shape) < 1:
+            raise InputError(None, f"volume of shape {tuple(in_shape)} is smaller than one slice of factor {factor}")
+        return centred_grid_affine(affine, in_shape, factor, shape), shape
+
+    def degrade_resolution(self, vols: MetaTensor) -> tuple[torch.Tensor, np.ndarray]:
+        """Step 1 on a channel-first stack ``(C, X, Y, Z)``: slice-profile smoothing and thick-slice resampling.
+
+        Returns:
+            the degraded stack ``(C, X', Y', Z')`` (float32 tensor) and its affine.
+        """
+        affine = _affine_np(vols)
+        degraded = self.thickness != 1  # the reference smooths only axes whose thickness factor differs from 1
+        sigma = np.where(degraded, self.thickness * FWHM_TO_SIGMA, 0.0)  # FWHM = voxel size x factor -> in voxels
+        dst_affine, shape = self.output_grid(affine, vols.shape[1:])
+        arr = vols.as_tensor().float().numpy()
+        if np.any(sigma > 0):
+            arr = ndimage.gaussian_filter(arr, sigma=(0.0, *sigma), mode="nearest")
+        smoothed = MetaTensor(torch.as_tensor(arr), affine=torch.as_tensor(affine, dtype=torch.float64))
+        return resample_to_grid(smoothed, dst_affine, shape, mode=3, padding_mode="nearest"), dst_affine
+
+    def __call__(
+        self,
+        img: np.ndarray | torch.Tensor,
+        gm: np.ndarray | torch.Tensor,
+        wm: np.ndarray | torch.Tensor,
+        csf: np.ndarray | torch.Tensor,
+        randomize: bool = True,
+    ) -> MetaTensor:
+        img = _as_metatensor(img)
+        source = _source(img)
+        if img.shape[0] != 1:
+            raise InputError(source, f"expected one channel (1, X, Y, Z), got shape {tuple(img.shape)}")
+        maps = [self._map(m, name, img) for m, name in zip((gm, wm, csf), _TISSUES)]
+        if randomize:
+            self.randomize()
+        if not (self.snr_wm > 0 and self.snr_gm > 0):
+            raise RuntimeError("no (SNR_WM, SNR_GM) drawn yet: call randomize() or pass randomize=True")
+        stack = MetaTensor(torch.cat([img.as_tensor().float()] + maps, 0), affine=img.affine)  # (4, X, Y, Z)
+        low, dst_affine = self.degrade_resolution(stack)
+        im, gm_l, wm_l, csf_l = (low[i].numpy().astype(np.float64) for i in range(4))
+
+        in_gm, in_wm = gm_l > self.mask_threshold, wm_l > self.mask_threshold
+        for name, inside in (("GM", in_gm), ("WM", in_wm)):
+            if not inside.any():
+                raise InputError(
+                    source,
+                    f"no voxel with {name} probability > {self.mask_threshold} after slice-thickness smoothing; "
+                    "check the tissue maps (they must be probabilities on the image's grid)",
+                )
+        mean_gm, mean_wm = float(im[in_gm].mean()), float(im[in_wm].mean())
+        if self.fixed_tissue == "gm":  # methods.md E.1 step 3, GM-fixed
+            sigma = mean_gm / self.snr_gm
+            contrast = gm_l + (self.snr_wm * sigma) * wm_l / mean_wm + csf_l
+        else:  # WM-fixed
+            sigma = mean_wm / self.snr_wm
+            contrast = wm_l + (self.snr_gm * sigma) * gm_l / mean_gm + csf_l
+        if not sigma > 0:
+            raise InputError(source, "mean tissue intensity is not positive; the image must be a magnitude image")
+        out = contrast * im  # I' (0 outside GM + WM + CSF, as in the reference)
+        if self.add_noise:
+            out = out + sigma * self.R.standard_normal(out.shape)  # I'' = I' + sigma N(0, 1)
+        out = torch.as_tensor(out[None], dtype=torch.float32)
+        if self.upsample:
+            low_img = MetaTensor(out, affine=torch.as_tensor(dst_affine, dtype=torch.float64))
+            dst_affine = _affine_np(img)
+            out = resample_to_grid(low_img, dst_affine, img.shape[1:], mode=3, padding_mode="nearest")
+        meta = {
+            "lowfield_snr_wm": float(self.snr_wm),
+            "lowfield_snr_gm": float(self.snr_gm),
+            "lowfield_noise_sigma": float(sigma),
+            "lowfield_fixed_tissue": self.fixed_tissue,
+            "lowfield_total_factor": [float(f) for f in self.total_factor],
+        }
+        return _output(out, img, dst_affine, meta)
+
+    @staticmethod
+    def _map(m: np.ndarray | torch.Tensor, name: str, img: MetaTensor) -> torch.Tensor:
+        """A tissue map as a float32 ``(1, X, Y, Z)`` tensor on the image's grid (checked)."""
+        t = m.detach().cpu() if isinstance(m, torch.Tensor) else torch.as_tensor(np.asarray(m))
+        t = torch.as_tensor(t).float()
+        if t.ndim == 3:
+            t = t[None]
+        if t.shape != img.shape:
+            raise InputError(_source(m, name), f"{name} map shape {tuple(t.shape)} differs from the image's {tuple(img.shape)}")
+        if isinstance(m, MetaTensor) and not np.allclose(_affine_np(m), _affine_np(img), atol=1e-3):
+            raise InputError(_source(m, name), f"{name} map is not on the image's grid (affines differ)")
+        return t.as_tensor() if isinstance(t, MetaTensor) else t
+
+
+class SimulateLowFieldTissueContrastd(Randomizable, MapTransform):
+    """Dictionary version of :class:`SimulateLowFieldTissueContrast`.
+
+    Each key in ``keys`` (image) is replaced by its simulated low-field volume, with the tissue maps read from
+    ``tissue_keys`` (default ``{"gm": "gm", "wm": "wm", "csf": "csf"}``). The SNR pair is drawn once per call. When a
+    map key is absent and ``allow_missing_keys`` is True, the maps come from :func:`tissue_maps_from_intensity` on
+    the image (multi-Otsu inside ``mask_key`` if present, else inside ``image > 5 % of max``) and the meta records
+    ``lowfield_tissue_maps = "intensity_multiotsu"`` (``"given"`` otherwise); with ``allow_missing_keys`` False an
+    absent map raises :class:`InputError`. The map keys themselves are left unchanged (on the high-field grid). Keys in
+    ``mask_keys`` are resampled with nearest neighbour onto the output grid (the low-field grid unless ``upsample``).
+    """
+
+    backend = SimulateLowFieldTissueContrast.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        tissue_keys: Mapping[str, str] | None = None,
+        snr_mean: Sequence[float] = SNR_MEAN_T1W,
+        snr_cov: Sequence[Sequence[float]] = SNR_COV_T1W,
+        snr: Sequence[float] | None = None,
+        slice_thickness_factor: Sequence[float] = (1, 1, 6),
+        gap_factor: Sequence[float] = (0, 0, 2),
+        fixed_tissue: str = "gm",
+        upsample: bool = False,
+        add_noise: bool = True,
+        mask_threshold: float = 0.9,
+        mask_key: str | None = None,
+        mask_keys: KeysCollection = (),
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, allow_missing_keys)
+        self.tissue_keys = {t: t for t in _TISSUES} | dict(tissue_keys or {})
+        if set(self.tissue_keys) != set(_TISSUES):
+            raise ValueError(f"tissue_keys must map exactly {_TISSUES} to data keys, got {tissue_keys}")
+        self.sim = SimulateLowFieldTissueContrast(
+            snr_mean, snr_cov, snr, slice_thickness_factor, gap_factor, fixed_tissue, upsample, add_noise, mask_threshold
+        )
+        self.mask_key = mask_key
+        self.mask_keys = [mask_keys] if isinstance(mask_keys, str) else list(mask_keys)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.sim.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: object = None) -> None:
+        self.sim.randomize(data)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        self.randomize()
+        grid = None
+        for key in self.key_iterator(d):
+            img = _as_metatensor(d[key], str(key))
+            missing = [k for k in self.tissue_keys.values() if k not in d]
+            if missing and not self.allow_missing_keys:
+                raise InputError(
+                    _source(img, str(key)),
+                    f"tissue map key(s) {missing} not in the data; give GM/WM/CSF maps or set allow_missing_keys=True "
+                    "to estimate them from intensity",
+                )
+            if missing:
+                gm, wm, csf = tissue_maps_from_intensity(img, d.get(self.mask_key) if self.mask_key else None)
+            else:
+                gm, wm, csf = (d[self.tissue_keys[t]] for t in _TISSUES)
+            out = self.sim(img, gm, wm, csf, randomize=False)
+            out.meta["lowfield_tissue_maps"] = "intensity_multiotsu" if missing else "given"
+            grid = grid or (_affine_np(out), tuple(out.shape[1:]))
+            d[key] = out
+        for key in self.mask_keys:
+            if key in d and grid is not None:
+                d[key] = _resample_mask(d[key], str(key), *grid)
+        return d

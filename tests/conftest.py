@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny synthetic volumes written as NIfTI files."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def phantom(shape=(24, 28, 20), seed=0) -> np.ndarray:
+    """A smooth head-like phantom: an ellipsoid 'brain' with a brighter core and a darker rim, in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    r = np.sqrt(sum((g / a) ** 2 for g, a in zip(grid, (0.8, 0.85, 0.8))))
+    vol = np.where(r < 1, 0.4, 0.0) + np.where(r < 0.6, 0.4, 0.0) + 0.2 * np.where(r < 1, grid[0] * 0.5 + 0.5, 0)
+    return (vol + 0.01 * rng.standard_normal(shape) * (r < 1)).astype(np.float32)
+
+
+def save(path, data, affine=None) -> str:
+    affine = np.eye(4) if affine is None else affine
+    nib.save(nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=np.float64)), str(path))
+    return str(path)
+
+
+@pytest.fixture
+def tiny_pair(tmp_path):
+    """A low/high/mask triple on different grids: high 1 mm (24, 28, 20), low 2 x 2 x 4 mm."""
+    high = phantom()
+    mask = (high > 0.1).astype(np.uint8)
+    low = high.reshape(12, 2, 14, 2, 5, 4).mean(axis=(1, 3, 5))  # 2x2x4 block means: voxel centres as below
+    low = low + 0.02 * np.random.default_rng(1).standard_normal((12, 14, 5)).astype(np.float32)
+    aff_low = np.diag([2.0, 2.0, 4.0, 1.0])
+    aff_low[:3, 3] = [0.5, 0.5, 1.5]  # voxel centres of the 2x2x4 blocks
+    return {
+        "high": save(tmp_path / "s1_high.nii.gz", high),
+        "low": save(tmp_path / "s1_low.nii.gz", low, aff_low),
+        "mask": save(tmp_path / "s1_mask.nii.gz", mask),
+    }

@@ -1,0 +1,93 @@
+"""Geometry (low onto the high grid, seed 002's fixed grids) and intensity normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import phantom
+from monai.data import MetaTensor
+from monai.transforms import ResampleToMatchd
+
+from shared_transforms.errors import InputError
+from shared_transforms.geometry import (
+    SEED002_LOW_FIELD,
+    CheckFieldOfViewd,
+    ResampleToShapeSpacing,
+    ResampleToShapeSpacingd,
+    affine_for_grid,
+    voxel_spacing_mm,
+)
+from shared_transforms.intensity import BrainMaskd, PercentileNormalize, PercentileNormalized, brain_mask_from_intensity
+from shared_transforms.io import LoadVolumed
+
+
+def _centre(affine, shape):
+    return np.asarray(affine)[:3, :3] @ ((np.asarray(shape) - 1) / 2) + np.asarray(affine)[:3, 3]
+
+
+def test_seed002_shape_and_spacing():
+    img = MetaTensor(torch.from_numpy(phantom((60, 70, 50)))[None], affine=torch.eye(4, dtype=torch.float64))
+    out = ResampleToShapeSpacing(**SEED002_LOW_FIELD)(img)
+    assert tuple(out.shape[1:]) == (112, 138, 40)
+    assert np.allclose(voxel_spacing_mm(out.affine), (1.6, 1.6, 5.0))
+    assert np.allclose(_centre(out.affine, (112, 138, 40)), _centre(np.eye(4), (60, 70, 50)), atol=1e-6)
+    kept = ResampleToShapeSpacing((30, 35, 25), (9, 9, 9), keep_extent=True)(img)
+    assert np.allclose(voxel_spacing_mm(kept.affine), (2, 2, 2))  # extent kept: 60 mm / 30 voxels
+    # a zoom by 2 and back keeps a smooth image
+    down = ResampleToShapeSpacingd("x", (30, 35, 25), (2, 2, 2))({"x": img})["x"]
+    up = ResampleToShapeSpacing((60, 70, 50), (1, 1, 1))(down)
+    inside = phantom((60, 70, 50)) > 0.05
+    assert np.abs(np.asarray(up[0]) - phantom((60, 70, 50)))[inside].mean() < 0.05
+
+
+def test_affine_for_grid_flipped_axes():
+    aff = np.diag([-2.0, 1.0, 3.0, 1.0])
+    aff[:3, 3] = [10, -5, 7]
+    new = affine_for_grid(aff, (10, 20, 5), (20, 40, 15), (1, 0.5, 1))
+    assert np.allclose(np.sign(np.diag(new)[:3]), [-1, 1, 1])
+    assert np.allclose(_centre(new, (20, 40, 15)), _centre(aff, (10, 20, 5)))
+
+
+def test_low_onto_high_grid_with_monai(tiny_pair):
+    d = LoadVolumed(["low", "high"])(dict(tiny_pair))
+    d = CheckFieldOfViewd("low", ref_key="high")(d)
+    d = ResampleToMatchd("low", key_dst="high", mode=3, padding_mode="border")(d)
+    assert d["low"].shape == d["high"].shape
+    assert np.allclose(np.asarray(d["low"].affine), np.asarray(d["high"].affine))
+    inside = np.asarray(d["high"][0]) > 0.3
+    assert np.abs(np.asarray(d["low"][0]) - np.asarray(d["high"][0]))[inside].mean() < 0.12
+
+
+def test_field_of_view_check_names_both_files(tiny_pair):
+    d = LoadVolumed(["low", "high"])(dict(tiny_pair))
+    d["low"].affine[0, 3] += 500.0
+    with pytest.raises(InputError, match="do not overlap") as info:
+        CheckFieldOfViewd("low", ref_key="high")(d)
+    assert "s1_low" in str(info.value) and "s1_high" in str(info.value)
+
+
+def test_percentile_normalisation():
+    x = torch.arange(1000, dtype=torch.float32).reshape(1, 10, 10, 10)
+    y = PercentileNormalize(1, 99)(x)
+    assert float(y.min()) == 0.0 and float(y.max()) == 1.0
+    assert abs(float(np.median(y.numpy())) - 0.5) < 0.01
+    mask = torch.zeros_like(x)
+    mask[:, 5:] = 1  # the upper half only: its 1st percentile maps to 0
+    ym = PercentileNormalized("x", mask_key="m")({"x": x, "m": mask})["x"]
+    lo, hi = np.percentile(np.arange(500, 1000), [1, 99])
+    assert float(ym[0, 7, 5, 5]) == pytest.approx((755 - lo) / (hi - lo), abs=1e-4)
+    assert float(ym[0, 0, 0, 0]) == 0.0
+    with pytest.raises(InputError, match="mask is empty"):
+        PercentileNormalize()(x, torch.zeros_like(x))
+
+
+def test_brain_mask_from_intensity():
+    vol = phantom((40, 44, 36))
+    vol[2, 2, 2] = 1.0  # an isolated bright voxel is not part of the largest component
+    mask = brain_mask_from_intensity(vol)
+    assert mask.dtype == bool and not mask[2, 2, 2]
+    truth = phantom((40, 44, 36)) > 0.1
+    assert (mask & truth).sum() / (mask | truth).sum() > 0.95
+    d = BrainMaskd("high")({"high": torch.from_numpy(vol)[None]})
+    assert d["mask"].shape == (1, 40, 44, 36)

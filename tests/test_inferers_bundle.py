@@ -1,0 +1,81 @@
+"""The 2D slice inferer (skips empty slices, crops to the content) and the bundle helpers."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+
+from shared_transforms.bundle import activate_bundle, bundle_root
+from shared_transforms.inferers import SliceInferer2D, foreground_box
+
+
+def test_foreground_box_is_divisible_and_inside():
+    fg = torch.zeros(50, 60, dtype=torch.bool)
+    fg[10:21, 30:33] = True
+    y0, y1, z0, z1 = foreground_box(fg, margin=2, divisible_by=8)
+    assert (y1 - y0) % 8 == 0 and (z1 - z0) % 8 == 0
+    assert y0 <= 8 and y1 >= 23 and z0 <= 28 and z1 >= 35 and y1 <= 50 and z1 <= 60
+    y0, y1, z0, z1 = foreground_box(torch.ones(5, 6, dtype=torch.bool), margin=2, divisible_by=8)
+    assert (y0, y1, z0, z1) == (0, 8, 0, 8)  # larger than the image: padded by the inferer
+
+
+def test_slice_inferer_matches_a_pointwise_network_and_skips_empty_slices():
+    torch.manual_seed(0)
+    vol = torch.zeros(2, 1, 12, 30, 26)
+    vol[:, :, 3:9, 5:20, 4:17] = torch.rand(2, 1, 6, 15, 13) + 0.1
+    net = torch.nn.Conv2d(1, 2, 1)
+    calls = []
+
+    def counting(x):
+        calls.append(x.shape)
+        assert x.shape[-1] % 8 == 0 and x.shape[-2] % 8 == 0
+        return net(x)
+
+    inferer = SliceInferer2D(slice_batch_size=4, spatial_dim=0, margin_vox=1)
+    with torch.no_grad():
+        out = inferer(vol, counting)
+        ref = net(vol[0].movedim(1, 0)).movedim(0, 1)  # every slice, no cropping
+    assert out.shape == (2, 2, 12, 30, 26)
+    assert inferer.last_stats["computed_slices"] == 6 and sum(c[0] for c in calls) == 12  # 6 slices x 2 volumes
+    inside = vol[0, 0] > 0
+    assert torch.allclose(out[0][:, inside], ref[:, inside], atol=1e-6)
+    assert torch.all(out[0, :, :3] == 0)  # empty slices were not computed
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_slice_inferer_other_axes(dim):
+    vol = torch.rand(1, 1, 9, 10, 11)
+    out = SliceInferer2D(spatial_dim=dim, empty_threshold=-1)(vol, lambda x: x * 2)
+    assert torch.allclose(out, vol * 2)
+
+
+def test_bundle_root_and_scripts_isolation(tmp_path, monkeypatch):
+    for name in ("one", "two"):
+        (tmp_path / "bundles" / name / "configs").mkdir(parents=True)
+        (tmp_path / "bundles" / name / "configs" / "metadata.json").write_text("{}")
+        (tmp_path / "bundles" / name / "scripts").mkdir()
+        (tmp_path / "bundles" / name / "scripts" / "__init__.py").write_text(f"NAME = '{name}'\n")
+    monkeypatch.chdir(tmp_path)
+    saved = {k: v for k, v in sys.modules.items() if k == "scripts" or k.startswith("scripts.")}
+    try:
+        root = bundle_root("one")
+        import scripts
+
+        assert scripts.NAME == "one" and root.endswith("bundles/one")
+        activate_bundle(tmp_path / "bundles" / "two")
+        import scripts as scripts2  # noqa: F811
+
+        assert scripts2.NAME == "two"
+        monkeypatch.chdir(tmp_path / "bundles" / "two")
+        assert bundle_root("two", activate=False).endswith("bundles/two")
+        with pytest.raises(FileNotFoundError, match="cannot find the bundle 'three'"):
+            bundle_root("three")
+    finally:
+        for k in [k for k in sys.modules if k == "scripts" or k.startswith("scripts.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+        sys.path[:] = [p for p in sys.path if str(tmp_path) not in p]
+    assert isinstance(types, object)

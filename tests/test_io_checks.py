@@ -1,0 +1,146 @@
+"""Every bad input of the bundle contract gets a clear error naming the file; outputs are atomic and safe."""
+
+from __future__ import annotations
+
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import phantom, save
+from monai.data import MetaTensor
+
+from shared_transforms.checks import check_fov_overlap, fov_overlap_fraction
+from shared_transforms.errors import InputError
+from shared_transforms.io import LoadVolume, LoadVolumed, SaveVolumed, as_bool, write_nifti_atomic
+
+
+def _raises(path, match):
+    with pytest.raises(InputError, match=match) as info:
+        LoadVolume()(path)
+    assert str(path) in str(info.value), "the error must name the file"
+
+
+def test_load_good_volume_is_channel_first_with_meta(tmp_path):
+    p = save(tmp_path / "a.nii.gz", phantom(), np.diag([2.0, 2.0, 3.0, 1.0]))
+    img = LoadVolume()(p)
+    assert img.shape == (1, 24, 28, 20) and img.dtype == torch.float32
+    assert np.allclose(np.asarray(img.affine)[:3, :3], np.diag([2, 2, 3]))
+    assert img.meta["filename_or_obj"] == p
+
+
+def test_4d_with_one_volume_is_accepted(tmp_path):
+    p = save(tmp_path / "a4.nii.gz", phantom()[..., None])
+    assert LoadVolume()(p).shape == (1, 24, 28, 20)
+
+
+def test_missing_file(tmp_path):
+    _raises(tmp_path / "nope.nii.gz", "not found")
+
+
+def test_not_nifti(tmp_path):
+    p = tmp_path / "fake.nii.gz"
+    p.write_text("this is not an image")
+    _raises(p, "not a readable NIfTI")
+    q = tmp_path / "scan.png"
+    q.write_bytes(b"\x89PNG....")
+    _raises(q, "not a NIfTI file")
+
+
+def test_not_3d(tmp_path):
+    _raises(save(tmp_path / "two.nii.gz", np.stack([phantom(), phantom()], -1)), "not a 3D volume")
+    _raises(save(tmp_path / "slice.nii.gz", phantom()[:, :, 0]), "not a 3D volume")
+
+
+def test_nan_and_inf(tmp_path):
+    vol = phantom()
+    vol[1, 1, 1] = np.nan
+    vol[2, 2, 2] = np.inf
+    _raises(save(tmp_path / "nan.nii.gz", vol), "1 NaN and 1 Inf")
+
+
+def test_constant_volume(tmp_path):
+    _raises(save(tmp_path / "zero.nii.gz", np.zeros((8, 8, 8), np.float32)), "constant")
+
+
+def test_singular_and_nonfinite_affine(tmp_path):
+    bad = np.eye(4)
+    bad[2, 2] = 0
+    p = save(tmp_path / "sing.nii.gz", phantom())
+    img = nib.load(p)
+    # nibabel refuses to write some bad affines itself: write via the header fields directly
+    hdr = img.header.copy()
+    hdr.set_sform(bad, code=1)
+    hdr.set_qform(None, code=0)
+    nib.save(nib.Nifti1Image(phantom(), None, hdr), p)
+    _raises(p, "singular")
+    nan_aff = np.eye(4)
+    nan_aff[0, 3] = np.nan
+    hdr.set_sform(nan_aff, code=1)
+    q = str(tmp_path / "nanaff.nii.gz")
+    nib.save(nib.Nifti1Image(phantom(), None, hdr), q)
+    _raises(q, "NaN or Inf")
+
+
+def test_fov_overlap():
+    a = np.eye(4)
+    b = np.eye(4)
+    b[:3, 3] = [100, 0, 0]
+    assert fov_overlap_fraction(a, (20, 20, 20), a, (20, 20, 20)) == pytest.approx(1.0)
+    assert fov_overlap_fraction(a, (20, 20, 20), b, (20, 20, 20)) == 0.0
+    with pytest.raises(InputError, match="do not overlap"):
+        check_fov_overlap(a, (20, 20, 20), b, (20, 20, 20), source="low.nii and high.nii")
+
+
+def test_loadd_and_as_bool(tiny_pair):
+    d = LoadVolumed(["low", "high"])(dict(tiny_pair))
+    assert d["low"].shape == (1, 12, 14, 5) and d["high"].shape == (1, 24, 28, 20)
+    assert as_bool("true") and as_bool("1") and not as_bool("false") and not as_bool(None) and as_bool(True)
+    with pytest.raises(ValueError):
+        as_bool("maybe")
+
+
+def test_atomic_write_never_overwrites_user_files(tmp_path):
+    user = save(tmp_path / "mine.nii.gz", phantom())
+    before = open(user, "rb").read()
+    with pytest.raises(InputError, match="not written by this project"):
+        write_nifti_atomic(phantom(), np.eye(4), user)
+    assert open(user, "rb").read() == before
+    out = write_nifti_atomic(phantom(), np.eye(4), tmp_path / "out" / "x.nii.gz", "test")
+    write_nifti_atomic(phantom() * 0.5, np.eye(4), out, "test")  # our own output: a re-run may replace it
+    assert np.allclose(nib.load(out).get_fdata(), phantom() * 0.5, atol=1e-6)
+    assert not [f for f in os.listdir(tmp_path / "out") if f.startswith(".tmp_")]
+    assert nib.load(out).header["descrip"].tobytes().startswith(b"lfmri")
+
+
+def test_save_volumed_target_and_input_grid(tmp_path, tiny_pair):
+    from monai.transforms import Spacing
+
+    low = LoadVolume()(tiny_pair["low"])
+    image = Spacing(pixdim=(1.0, 1.0, 1.0), mode=3)(low)
+    pred = image.clone()
+    saver = SaveVolumed("pred", output_dir=str(tmp_path / "o"), bundle_name="test")
+    out = saver({"image": image, "pred": pred})
+    path = out["pred_path"]
+    assert os.path.basename(path) == "s1_low_test.nii.gz"
+    img = nib.load(path)
+    assert img.shape == tuple(image.shape[1:])
+    assert np.allclose(img.affine, np.asarray(image.affine), atol=1e-5)
+    assert img.get_fdata().max() <= 1.0 + 1e-6  # clipped to the normalised scale
+    back = SaveVolumed("pred", output_dir=str(tmp_path / "o2"), bundle_name="test", resample_to_input="true")
+    img2 = nib.load(back({"image": image, "pred": pred})["pred_path"])
+    assert img2.shape == (12, 14, 5)
+    assert np.allclose(img2.affine, nib.load(tiny_pair["low"]).affine, atol=1e-5)
+    ref = np.clip(nib.load(tiny_pair["low"]).get_fdata(), 0, 1)
+    assert np.abs(img2.get_fdata() - ref).mean() < 0.05  # resampled there and back: close to the input
+
+
+def test_save_volumed_refuses_to_overwrite_input(tmp_path):
+    src = save(tmp_path / "scan.nii.gz", phantom())
+    decoy = save(tmp_path / "scan_test.nii.gz", phantom())  # a user file that has the output's name
+    image = MetaTensor(torch.from_numpy(phantom())[None], affine=torch.eye(4, dtype=torch.float64),
+                       meta={"filename_or_obj": src})
+    with pytest.raises(InputError):
+        SaveVolumed("pred", output_dir=str(tmp_path), bundle_name="test")({"image": image, "pred": image})
+    assert nib.load(decoy).get_fdata().shape == (24, 28, 20)

@@ -1,0 +1,202 @@
+#!/usr/bin/env python
+"""Build the demo data set: synthetic subjects from the MNI152 2009 template that nilearn ships.
+
+There is no HCP, IXI or fastMRI here, so the shipped bundles are trained and tested on this: each subject is the
+template (T1w, skull-stripped, 1 mm) under a random smooth deformation (MONAI ``Rand3DElasticd``: a random affine
+plus a smoothed displacement field, a few mm) and a random intensity variation (tissue contrast through the GM/WM
+maps, a bias field, a gamma), cropped to the brain; its low-field partner comes from the stochastic tissue-contrast
+simulator of Lin et al. / Figini et al. (methods.md E) on a 1.6 x 1.6 x 5 mm grid (slice thickness 4 mm + 1 mm gap,
+the geometry of a 64 mT portable T1w scan as in seed 002), with (SNR_WM, SNR_GM) drawn per subject from the T1w
+bivariate Gaussian of the reference code.
+
+    python tools/make_demo_data.py --out_dir demo_data            # 16 subjects: 10 train / 3 val / 3 test
+    python tools/make_demo_data.py --out_dir demo_data --write_sample true   # also refresh the shipped sample
+
+Writes ``<out_dir>/sub-XXX/sub-XXX_{high,low,mask}.nii.gz``, ``<out_dir>/datalist.json`` and a preview PNG.
+Deterministic under ``--seed``. The template's licence (MNI ICBM 2009, free use with attribution) is in the
+bundles' docs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import fire
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from shared_transforms.datalist import write_datalist  # noqa: E402
+from shared_transforms.io import write_nifti_atomic  # noqa: E402
+from shared_transforms.sample import SAMPLE_DIR, SAMPLE_FILES  # noqa: E402
+
+#: brain bounding box of the 1 mm template (x 26-170, y 27-207, z 0-154) with a margin, each side a multiple of 8.
+CROP = (slice(18, 178), slice(22, 214), slice(0, 168))  # -> (160, 192, 168) voxels
+#: low-field geometry: slice thickness 4 mm + gap 1 mm along z, 1.6 mm in plane (total factors x1.6, x1.6, x5).
+THICKNESS_FACTOR = (1.6, 1.6, 4.0)
+GAP_FACTOR = (0.0, 0.0, 1.0)
+HIGH_SCALE = 1000.0  # high field stored as int16 with this many levels per template unit (the template is 8-bit)
+
+
+def load_template() -> dict[str, torch.Tensor]:
+    """The MNI152 2009 template (T1, GM, WM, brain mask) from nilearn, cropped: ``(1, 160, 192, 168)`` each,
+    plus the cropped affine."""
+    try:
+        from nilearn import datasets
+    except ImportError as err:
+        raise SystemExit("the demo data needs nilearn: pip install -e '.[demo]'") from err
+    t1 = datasets.load_mni152_template(resolution=1)
+    maps = {
+        "image": t1,
+        "gm": datasets.load_mni152_gm_template(resolution=1),
+        "wm": datasets.load_mni152_wm_template(resolution=1),
+        "mask": datasets.load_mni152_brain_mask(resolution=1),
+    }
+    out = {k: torch.from_numpy(np.asarray(v.dataobj, dtype=np.float32)[CROP].copy())[None] for k, v in maps.items()}
+    affine = t1.affine.copy()
+    affine[:3, 3] += affine[:3, :3] @ np.array([c.start for c in CROP])
+    out["affine"] = torch.from_numpy(affine)
+    return out
+
+
+def make_subject(template: dict, seed: int) -> dict:
+    """One synthetic subject: deformed, intensity-varied high field (+ maps, mask) and its simulated low field."""
+    from monai.data import MetaTensor
+    from monai.transforms import RandAdjustContrast, Rand3DElasticd, RandBiasField
+
+    from shared_transforms.lowfield import SimulateLowFieldTissueContrastd
+
+    rng = np.random.default_rng(seed)
+    affine = template["affine"]
+    data = {k: MetaTensor(template[k].clone(), affine=affine) for k in ("image", "gm", "wm", "mask")}
+    deform = Rand3DElasticd(
+        keys=["image", "gm", "wm", "mask"],
+        sigma_range=(8, 10),
+        magnitude_range=(300, 500),  # about 2-3 mm mean displacement (measured on a coordinate grid)
+        prob=1.0,
+        rotate_range=(0.08, 0.08, 0.08),  # radians, about 4.6 degrees
+        scale_range=(0.06, 0.06, 0.06),
+        mode=["bilinear", "bilinear", "bilinear", "nearest"],
+        padding_mode="zeros",
+    )
+    deform.set_random_state(seed)
+    data = deform(data)
+    gm, wm, mask = (data[k].clamp(0, 1) for k in ("gm", "wm", "mask"))
+    # subject-level contrast: WM and GM brightness vary by a few percent through their maps
+    a_wm, a_gm = rng.uniform(-0.08, 0.08, size=2)
+    image = data["image"].clamp(min=0) * (1 + a_wm * wm + a_gm * gm)
+    bias = RandBiasField(degree=3, coeff_range=(0.0, 0.08), prob=1.0)
+    bias.set_random_state(seed + 1)
+    gamma = RandAdjustContrast(prob=1.0, gamma=(0.85, 1.15))
+    gamma.set_random_state(seed + 2)
+    image = gamma(bias(image)) * mask
+    image = MetaTensor(image.as_tensor().float(), affine=affine)
+    csf = (mask - gm - wm).clamp(0, 1)
+    sim = SimulateLowFieldTissueContrastd(
+        keys="image", gm_key="gm", wm_key="wm", csf_key="csf",
+        slice_thickness_factor=THICKNESS_FACTOR, gap_factor=GAP_FACTOR,
+    )
+    sim.set_random_state(seed + 3)
+    low = sim({"image": image, "gm": gm, "wm": wm, "csf": csf})["image"]
+    return {"high": image, "low": low, "mask": (mask > 0.5).float(), "contrast": (float(a_wm), float(a_gm))}
+
+
+def save_preview(rows: list[dict], path: str) -> str:
+    """PNG: per subject, the mid-sagittal and an axial slice of the low field (cubic onto the high-field grid)
+    beside the high field."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from monai.transforms import ResampleToMatch
+
+    fig, axes = plt.subplots(len(rows), 4, figsize=(12, 3 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        low_on_high = ResampleToMatch(mode=3, padding_mode="zeros")(row["low"], img_dst=row["high"])
+        x = row["high"].shape[1] // 2
+        z = int(row["high"].shape[3] * 0.55)
+        views = [
+            (low_on_high[0, x].T, "low field, sagittal"), (row["high"][0, x].T, "high field, sagittal"),
+            (low_on_high[0, :, :, z].T, "low field, axial"), (row["high"][0, :, :, z].T, "high field, axial"),
+        ]
+        for c, (img, title) in enumerate(views):
+            ax = axes[r, c]
+            ax.imshow(np.asarray(img), cmap="gray", origin="lower", vmin=0, vmax=float(np.percentile(np.asarray(img), 99.5)))
+            ax.set_title(f"{row['subject']}: {title}", fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def main(
+    out_dir: str = "demo_data",
+    n_subjects: int = 16,
+    n_val: int = 3,
+    n_test: int = 3,
+    seed: int = 0,
+    write_sample: bool = False,
+    preview: bool = True,
+):
+    """Write ``n_subjects`` synthetic subjects, their datalist (seeded subject split) and a preview PNG.
+
+    Args:
+        write_sample: copy the first test subject into ``shared_transforms/sample_data`` (the shipped sample).
+    """
+    t0 = time.time()
+    template = load_template()
+    os.makedirs(out_dir, exist_ok=True)
+    items, previews = [], []
+    for i in tqdm(range(n_subjects), desc="subjects", unit="subject"):
+        subject = f"sub-{i:03d}"
+        sub = make_subject(template, seed=seed * 10007 + 17 * i)
+        folder = os.path.join(out_dir, subject)
+        paths = {}
+        for key in ("high", "low", "mask"):
+            vol = sub[key]
+            if key == "high":  # the template is 8-bit: 1/1000 steps lose nothing that matters
+                arr, dtype = torch.round(vol[0] * HIGH_SCALE).to(torch.int16).numpy(), np.int16
+            elif key == "mask":
+                arr, dtype = vol[0].numpy().astype(np.uint8), np.uint8
+            else:
+                arr, dtype = vol[0].numpy(), np.float32
+            paths[key] = write_nifti_atomic(arr, vol.affine, os.path.join(folder, f"{subject}_{key}.nii.gz"),
+                                            f"demo {key} field" if key != "mask" else "demo brain mask", dtype=dtype)
+        meta = sub["low"].meta
+        item = {"subject": subject, **paths,
+                "snr_wm": round(float(meta.get("lowfield_snr_wm", float("nan"))), 3),
+                "snr_gm": round(float(meta.get("lowfield_snr_gm", float("nan"))), 3),
+                "contrast_wm_gm": [round(c, 4) for c in sub["contrast"]]}
+        items.append(item)
+        if preview and len(previews) < 3:
+            previews.append({"subject": subject, "low": sub["low"], "high": sub["high"]})
+    splits = write_datalist(items, os.path.join(out_dir, "datalist.json"), n_val=n_val, n_test=n_test, seed=seed)
+    if preview:
+        print("preview:", save_preview(previews, os.path.join(out_dir, "preview.png")))
+    if write_sample:
+        first = splits["testing"][0] if splits["testing"] else splits["training"][0]
+        SAMPLE_DIR.mkdir(exist_ok=True)
+        for key, name in SAMPLE_FILES.items():
+            shutil.copyfile(os.path.join(out_dir, first[key]), SAMPLE_DIR / name)
+        info = {"subject": first["subject"], "snr_wm": first["snr_wm"], "snr_gm": first["snr_gm"],
+                "made_by": f"python tools/make_demo_data.py --out_dir {out_dir} --n_subjects {n_subjects} "
+                           f"--seed {seed} --write_sample true",
+                "source": "MNI ICBM152 2009c nonlinear symmetric template (nilearn), synthetic deformation and "
+                          "low-field simulation; not a real scan"}
+        (SAMPLE_DIR / "sample.json").write_text(json.dumps(info, indent=2) + "\n")
+        print(f"sample ({first['subject']}) written to {SAMPLE_DIR}")
+    print(f"wrote {n_subjects} subjects to {out_dir} in {time.time() - t0:.0f} s: "
+          + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    return os.path.join(out_dir, "datalist.json")
+
+
+if __name__ == "__main__":
+    fire.Fire(main)
