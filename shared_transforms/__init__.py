@@ -3,8 +3,26 @@ low-field simulation, k-space sampling, metrics and the sample volume every bund
 
 Transforms follow MONAI's array + dictionary pattern (``Foo`` / ``Food``), take channel-first arrays or tensors
 ``(C, X, Y, Z)`` and are seeded through ``set_random_state`` where they are random.
+
+Submodules load on first use, so a bundle config needs only ``$import shared_transforms`` and can then refer to
+``shared_transforms.datalist.inference_items`` and the like.
 """
+
+from __future__ import annotations
+
+import importlib
 
 from .errors import InputError
 
-__all__ = ["InputError"]
+SUBMODULES = (
+    "bundle", "checks", "datalist", "errors", "geometry", "inferers", "intensity", "io", "kspace", "lowfield",
+    "metrics", "sample",
+)
+
+__all__ = ["InputError", *SUBMODULES]
+
+
+def __getattr__(name: str):
+    if name in SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

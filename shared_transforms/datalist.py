@@ -163,3 +163,15 @@ def inference_items(input_path: str | os.PathLike, split: str = "testing") -> li
     if not os.path.exists(input_path):
         raise InputError(input_path, "file not found")
     return [{"image": input_path}]
+
+
+def pair_items(datalist: str | os.PathLike, split: str) -> list[dict]:
+    """Training / evaluation items of one split in MONAI's engine keys: ``image`` (low field), ``label`` (high
+    field), ``mask`` (when the datalist has one) and ``subject``."""
+    out = []
+    for it in load_split(datalist, split):
+        item = {"image": it["low"], "label": it["high"], "subject": it["subject"]}
+        if it.get("mask"):
+            item["mask"] = it["mask"]
+        out.append(item)
+    return out

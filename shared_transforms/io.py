@@ -121,7 +121,10 @@ def write_nifti_atomic(
     if arr.ndim != 3:
         raise ValueError(f"write_nifti_atomic expects a 3D volume, got shape {arr.shape}")
     aff = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
-    img = nib.Nifti1Image(arr.astype(dtype), aff.astype(np.float64))
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    img = nib.Nifti1Image(arr, aff.astype(np.float64))
+    img.set_data_dtype(dtype)  # float data into an integer type: nibabel picks scl_slope / scl_inter
     img.set_qform(aff, code=1)
     img.set_sform(aff, code=1)
     img.header.set_xyzt_units("mm")
@@ -133,6 +136,9 @@ def write_nifti_atomic(
     os.close(fd)
     try:
         nib.save(img, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -211,6 +217,7 @@ class SaveVolumed(MapTransform):
             desc = f"{self.bundle_name} {self.description if clip else key} {grid}"
             self.written.append(write_nifti_atomic(torch.as_tensor(pred)[0], affine, path, desc, inputs=[source]))
             d[f"{key}_path"] = self.written[-1]
+            print(f"[{self.bundle_name}] wrote {self.written[-1]}", flush=True)
         return d
 
 

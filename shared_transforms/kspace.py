@@ -174,7 +174,7 @@ def kspace_from_magnitude(magnitude: NdarrayOrTensor, phase: NdarrayOrTensor | N
         image = torch.stack([mag, torch.zeros_like(mag)], dim=-1)  # (..., H, W, 2)
     else:
         phi = torch.as_tensor(convert_to_tensor(phase, track_meta=False), dtype=mag.dtype, device=mag.device)
-        image = torch.stack([mag * torch.cos(phi), mag * torch.cos(phi)], dim=-1)  # (..., H, W, 2)
+        image = torch.stack([mag * torch.cos(phi), mag * torch.sin(phi)], dim=-1)  # (..., H, W, 2)
     kspace = fft2c(image)
     return convert_to_dst_type(kspace, magnitude, dtype=kspace.dtype)[0]
 

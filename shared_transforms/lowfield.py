@@ -17,7 +17,8 @@ Randomness: everything random goes through MONAI's ``Randomizable.R`` (seed it w
 simulation parameters are drawn once per call (= per subject) in ``randomize`` and the drawn values are written into
 the output's meta dict (keys ``lowfield_*``), so tools can record them in a datalist.
 
-Library use: resampling is MONAI ``SpatialResample`` (spline ``mode=3`` for images, ``mode=0`` nearest for masks);
+Library use: resampling is MONAI ``SpatialResample`` (spline ``mode=3`` for images, ``mode=0`` nearest for masks)
+onto grids from :func:`.geometry.affine_for_grid` (same directions, same world centre);
 Gaussian smoothing is ``scipy.ndimage.gaussian_filter`` with ``mode="nearest"`` (the border handling of nibabel's
 ``smooth_image`` used by the reference code; MONAI's ``GaussianSmooth`` zero-pads and would darken volume faces);
 the intensity-based tissue fallback is scikit-image ``threshold_multiotsu``.
@@ -38,6 +39,8 @@ from scipy import ndimage
 from skimage.filters import threshold_multiotsu
 
 from .errors import InputError
+from .geometry import affine_for_grid, voxel_spacing_mm
+from .intensity import brain_mask_from_intensity
 
 __all__ = [
     "FWHM_TO_SIGMA",
@@ -45,8 +48,6 @@ __all__ = [
     "SNR_COV_T1W",
     "SNR_MEAN_FLAIR_MBB",
     "SNR_COV_FLAIR_MBB",
-    "voxel_spacing",
-    "centred_grid_affine",
     "resample_to_grid",
     "fwhm_mm_to_sigma_vox",
     "draw_snr_pair",
@@ -89,7 +90,9 @@ def _as_metatensor(img: np.ndarray | torch.Tensor, name: str = "image") -> MetaT
         data = img.detach().cpu() if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img))
         out = MetaTensor(data, affine=torch.eye(4, dtype=torch.float64))
     if out.ndim != 4:
-        raise InputError(_source(img, name), f"expected a channel-first 3D volume (C, X, Y, Z), got shape {tuple(out.shape)}")
+        raise InputError(
+            _source(img, name), f"expected a channel-first 3D volume (C, X, Y, Z), got shape {tuple(out.shape)}"
+        )
     if not torch.is_floating_point(out):
         out = out.float()
     return out
@@ -97,37 +100,6 @@ def _as_metatensor(img: np.ndarray | torch.Tensor, name: str = "image") -> MetaT
 
 def _affine_np(img: MetaTensor) -> np.ndarray:
     return np.asarray(img.affine.detach().cpu().numpy() if isinstance(img.affine, torch.Tensor) else img.affine, float)
-
-
-def voxel_spacing(affine: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Voxel size in mm along each array axis: the norms of the affine's first three columns."""
-    aff = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
-    return np.linalg.norm(np.asarray(aff, float)[:3, :3], axis=0)
-
-
-def centred_grid_affine(
-    affine: np.ndarray | torch.Tensor, in_shape: Sequence[int], zoom: Sequence[float], out_shape: Sequence[int]
-) -> np.ndarray:
-    """Affine of a grid whose voxels are ``zoom`` times the input's along each array axis, centred on the input.
-
-    Output voxel ``j`` sits at input voxel coordinate ``zoom * j + c`` with ``c = (n_in - 1)/2 - zoom (n_out - 1)/2``,
-    so both grids share their world-space centre and axis directions.
-
-    Args:
-        affine: input voxel-to-world matrix (4x4, mm).
-        in_shape: input spatial shape ``(X, Y, Z)``.
-        zoom: output voxel size / input voxel size, per array axis.
-        out_shape: output spatial shape.
-    Returns:
-        the output voxel-to-world matrix (4x4 float64).
-    """
-    aff = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
-    zoom = np.asarray(zoom, float)
-    offset = (np.asarray(in_shape, float) - 1.0) / 2.0 - zoom * (np.asarray(out_shape, float) - 1.0) / 2.0
-    vox = np.eye(4)
-    vox[:3, :3] = np.diag(zoom)
-    vox[:3, 3] = offset
-    return np.asarray(aff, float) @ vox
 
 
 def resample_to_grid(
@@ -243,9 +215,9 @@ class SimulateLowFieldBlurGamma(Randomizable, Transform):
 
     def output_grid(self, affine: np.ndarray, in_shape: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:
         """The low-field grid ``(affine, shape)`` for an input grid."""
-        zoom = self.spacing_mm / voxel_spacing(affine)
+        zoom = self.spacing_mm / voxel_spacing_mm(affine)
         shape = self.spatial_shape or tuple(max(1, int(round(n / z))) for n, z in zip(in_shape, zoom))
-        return centred_grid_affine(affine, in_shape, zoom, shape), tuple(shape)
+        return affine_for_grid(affine, in_shape, shape, self.spacing_mm), tuple(shape)
 
     def __call__(self, img: np.ndarray | torch.Tensor, randomize: bool = True) -> MetaTensor:
         img = _as_metatensor(img)
@@ -296,7 +268,9 @@ class SimulateLowFieldBlurGammad(Randomizable, MapTransform):
         allow_missing_keys: bool = False,
     ):
         super().__init__(keys, allow_missing_keys)
-        self.sim = SimulateLowFieldBlurGamma(spacing_mm, spatial_shape, blur_sigma_vox, gamma, noise_std, background_weight)
+        self.sim = SimulateLowFieldBlurGamma(
+            spacing_mm, spatial_shape, blur_sigma_vox, gamma, noise_std, background_weight
+        )
         self.mask_keys = [mask_keys] if isinstance(mask_keys, str) else list(mask_keys)
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
@@ -322,7 +296,7 @@ class SimulateLowFieldBlurGammad(Randomizable, MapTransform):
 
 
 def _resample_mask(mask: object, name: str, dst_affine: np.ndarray, shape: Sequence[int]) -> MetaTensor:
-    """Nearest-neighbour resampling of a mask/label volume onto ``(dst_affine, shape)`` (0 outside its field of view)."""
+    """Nearest-neighbour resampling of a mask/label onto ``(dst_affine, shape)`` (0 outside its field of view)."""
     m = _as_metatensor(mask, name)
     out = resample_to_grid(m, dst_affine, shape, mode=0, padding_mode="constant")
     return _output(out, m, dst_affine, {})
@@ -366,7 +340,8 @@ def tissue_maps_from_intensity(
 
     Args:
         image: ``(X, Y, Z)`` or ``(1, X, Y, Z)``.
-        mask: brain mask of the same spatial shape; default ``image > threshold * max(image)``.
+        mask: brain mask of the same spatial shape; default :func:`.intensity.brain_mask_from_intensity`
+            (above ``threshold`` of the min-max range, largest connected component, holes filled; no closing).
         threshold: relative intensity threshold of the default mask.
         pv_sigma_vox: smoothing of the hard labels in voxels (0: hard 0/1 maps).
     Returns:
@@ -379,16 +354,25 @@ def tissue_maps_from_intensity(
     if arr.ndim != 3:
         raise InputError(_source(image), f"expected a 3D volume (X, Y, Z) or (1, X, Y, Z), got shape {arr.shape}")
     if mask is None:
-        inside = arr > threshold * float(arr.max())
+        inside = brain_mask_from_intensity(arr, threshold=threshold, closing_radius_vox=0)
     else:
         m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
         inside = np.asarray(m).reshape(m.shape[-3:]) > 0.5
         if inside.shape != arr.shape:
             raise InputError(_source(mask, "mask"), f"mask shape {inside.shape} differs from the image's {arr.shape}")
     values = arr[inside]
-    if values.size < 3 or np.unique(values[: 100_000]).size < 3:
-        raise InputError(_source(image), "too few distinct intensities inside the mask for a 3-class tissue split")
-    t_low, t_high = threshold_multiotsu(values, classes=3)
+    if values.size < 3:
+        raise InputError(_source(image), "the brain mask for the intensity-based tissue split is empty")
+    try:
+        t_low, t_high = threshold_multiotsu(values, classes=3)
+    except ValueError:  # fewer than 3 distinct intensity bins (or an empty mask)
+        raise InputError(
+            _source(image), "too few distinct intensities inside the mask for a 3-class (CSF/GM/WM) tissue split"
+        ) from None
+    # skimage returns the centre of the last bin of the lower class; move to its upper edge so discrete intensities
+    # sitting in that bin are not put in the class above (matters for piecewise-constant phantoms only)
+    half_bin = 0.5 * (float(values.max()) - float(values.min())) / 256
+    t_low, t_high = t_low + half_bin, t_high + half_bin
     labels = np.zeros(arr.shape, np.int8)  # 0 background, 1 CSF, 2 GM, 3 WM
     labels[inside] = 1 + np.digitize(values, [t_low, t_high]).astype(np.int8)
     maps = []
@@ -494,7 +478,7 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
         shape = tuple(int(math.floor(n / f + 1e-9)) for n, f in zip(in_shape, factor))
         if min(shape) < 1:
             raise InputError(None, f"volume of shape {tuple(in_shape)} is smaller than one slice of factor {factor}")
-        return centred_grid_affine(affine, in_shape, factor, shape), shape
+        return affine_for_grid(affine, in_shape, shape, voxel_spacing_mm(affine) * factor), shape
 
     def degrade_resolution(self, vols: MetaTensor) -> tuple[torch.Tensor, np.ndarray]:
         """Step 1 on a channel-first stack ``(C, X, Y, Z)``: slice-profile smoothing and thick-slice resampling.
@@ -504,7 +488,8 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
         """
         affine = _affine_np(vols)
         degraded = self.thickness != 1  # the reference smooths only axes whose thickness factor differs from 1
-        sigma = np.where(degraded, self.thickness * FWHM_TO_SIGMA, 0.0)  # FWHM = voxel size x factor -> in voxels
+        spacing = voxel_spacing_mm(affine)
+        sigma = np.where(degraded, fwhm_mm_to_sigma_vox(spacing * self.thickness, spacing), 0.0)  # FWHM = vox x factor
         dst_affine, shape = self.output_grid(affine, vols.shape[1:])
         arr = vols.as_tensor().float().numpy()
         if np.any(sigma > 0):
@@ -575,7 +560,9 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
         if t.ndim == 3:
             t = t[None]
         if t.shape != img.shape:
-            raise InputError(_source(m, name), f"{name} map shape {tuple(t.shape)} differs from the image's {tuple(img.shape)}")
+            raise InputError(
+                _source(m, name), f"{name} map shape {tuple(t.shape)} differs from the image's {tuple(img.shape)}"
+            )
         if isinstance(m, MetaTensor) and not np.allclose(_affine_np(m), _affine_np(img), atol=1e-3):
             raise InputError(_source(m, name), f"{name} map is not on the image's grid (affines differ)")
         return t.as_tensor() if isinstance(t, MetaTensor) else t
@@ -587,7 +574,7 @@ class SimulateLowFieldTissueContrastd(Randomizable, MapTransform):
     Each key in ``keys`` (image) is replaced by its simulated low-field volume, with the tissue maps read from
     ``tissue_keys`` (default ``{"gm": "gm", "wm": "wm", "csf": "csf"}``). The SNR pair is drawn once per call. When a
     map key is absent and ``allow_missing_keys`` is True, the maps come from :func:`tissue_maps_from_intensity` on
-    the image (multi-Otsu inside ``mask_key`` if present, else inside ``image > 5 % of max``) and the meta records
+    the image (multi-Otsu inside ``mask_key`` if present, else inside an intensity mask) and the meta records
     ``lowfield_tissue_maps = "intensity_multiotsu"`` (``"given"`` otherwise); with ``allow_missing_keys`` False an
     absent map raises :class:`InputError`. The map keys themselves are left unchanged (on the high-field grid). Keys in
     ``mask_keys`` are resampled with nearest neighbour onto the output grid (the low-field grid unless ``upsample``).
@@ -617,7 +604,15 @@ class SimulateLowFieldTissueContrastd(Randomizable, MapTransform):
         if set(self.tissue_keys) != set(_TISSUES):
             raise ValueError(f"tissue_keys must map exactly {_TISSUES} to data keys, got {tissue_keys}")
         self.sim = SimulateLowFieldTissueContrast(
-            snr_mean, snr_cov, snr, slice_thickness_factor, gap_factor, fixed_tissue, upsample, add_noise, mask_threshold
+            snr_mean,
+            snr_cov,
+            snr,
+            slice_thickness_factor,
+            gap_factor,
+            fixed_tissue,
+            upsample,
+            add_noise,
+            mask_threshold,
         )
         self.mask_key = mask_key
         self.mask_keys = [mask_keys] if isinstance(mask_keys, str) else list(mask_keys)

@@ -8,6 +8,7 @@ import torch
 from monai.data import MetaTensor
 
 from shared_transforms.errors import InputError
+from shared_transforms.geometry import voxel_spacing_mm
 from shared_transforms.lowfield import (
     SNR_COV_T1W,
     SNR_MEAN_T1W,
@@ -17,7 +18,6 @@ from shared_transforms.lowfield import (
     SimulateLowFieldTissueContrastd,
     draw_snr_pair,
     tissue_maps_from_intensity,
-    voxel_spacing,
 )
 
 N = 48
@@ -48,7 +48,9 @@ def world_centre(affine, shape):
 
 def world_centre_of_mass(vol: MetaTensor):
     arr = np.clip(vol[0].numpy(), 0, None)
-    com = np.array([(arr.sum(axis=tuple(j for j in range(3) if j != i)) * np.arange(arr.shape[i])).sum() for i in range(3)])
+    com = np.array(
+        [(arr.sum(axis=tuple(j for j in range(3) if j != i)) * np.arange(arr.shape[i])).sum() for i in range(3)]
+    )
     return (np.asarray(vol.affine) @ np.r_[com / arr.sum(), 1.0])[:3]
 
 
@@ -104,19 +106,31 @@ def test_slice_thickness_removes_z_frequencies_and_keeps_xy():
     assert band_power(out_np, 0) > 0.5 * band_power(src, 0)  # x and y keep theirs
     assert band_power(out_np, 1) > 0.5 * band_power(src, 1)
 
+    # the slice profile (FWHM 4 voxels in z) removes a 0.3 cycle/voxel cosine before the thick-slice sampling, which
+    # would otherwise alias it to 0.2 cycle/slice; the same cosine along x (thickness 1) passes untouched
+    coord = np.arange(N, dtype=np.float32)
+    cos = np.cos(2 * np.pi * 0.3 * coord)
+    waves = np.stack([np.broadcast_to(cos[None, None, :], (N, N, N)), np.broadcast_to(cos[:, None, None], (N, N, N))])
+    low, _ = sim.degrade_resolution(MetaTensor(torch.as_tensor(waves.copy()), affine=torch.eye(4)))
+    assert tuple(low.shape) == (2, N, N, N // 4)
+    assert float(low[0, ..., 1:-1].std()) < 0.05 * cos.std()  # the end slices see the border padding
+    assert float(low[1].std()) > 0.9 * cos.std()
+
 
 @pytest.mark.parametrize("thickness,gap", [((1, 1, 6), (0, 0, 2)), ((1, 1, 3), (0, 0, 1)), ((1.6, 1.6, 3), (0, 0, 1))])
 def test_tissue_contrast_grid_spacing_shape_affine(thickness, gap):
     img, gm, wm, csf = phantom(shift=(3.0, -2.0, 5.0))
     # oblique-free but flipped, anisotropic, shifted input grid
     affine = np.array([[-1.0, 0, 0, 20.0], [0, 1.0, 0, -30.0], [0, 0, 1.2, 7.0], [0, 0, 0, 1]])
-    sim = SimulateLowFieldTissueContrast(snr=(20, 15), slice_thickness_factor=thickness, gap_factor=gap, add_noise=False)
+    sim = SimulateLowFieldTissueContrast(
+        snr=(20, 15), slice_thickness_factor=thickness, gap_factor=gap, add_noise=False
+    )
     out = sim(as_meta(img, affine), gm, wm, csf)
     factor = np.asarray(thickness, float) + np.asarray(gap, float)
     assert tuple(out.shape[1:]) == tuple(int(np.floor(N / f)) for f in factor)
-    assert np.allclose(voxel_spacing(out.affine), voxel_spacing(affine) * factor)
+    assert np.allclose(voxel_spacing_mm(out.affine), voxel_spacing_mm(affine) * factor)
     assert np.allclose(np.sign(np.asarray(out.affine)[:3, :3]), np.sign(affine[:3, :3]))  # axis directions kept
-    in_spacing = voxel_spacing(affine)
+    in_spacing = voxel_spacing_mm(affine)
     assert np.all(np.abs(world_centre(out.affine, out.shape[1:]) - world_centre(affine, img.shape)) <= 0.5 * in_spacing)
     # the content is where the affine says: centre of mass in world space agrees within one input voxel
     clean_hf = as_meta(img * (gm + wm + csf), affine)
@@ -144,8 +158,9 @@ def test_tissue_contrast_seeding():
     data = {"image": as_meta(img), "gm": gm, "wm": wm, "csf": csf}
 
     def run(seed):
-        return SimulateLowFieldTissueContrastd("image", slice_thickness_factor=(1, 1, 3), gap_factor=(0, 0, 1)) \
-            .set_random_state(seed)(data)["image"]
+        return SimulateLowFieldTissueContrastd(
+            "image", slice_thickness_factor=(1, 1, 3), gap_factor=(0, 0, 1)
+        ).set_random_state(seed)(data)["image"]
 
     a, b, c = run(5), run(5), run(6)
     assert torch.equal(a, b) and a.meta["lowfield_snr_wm"] == b.meta["lowfield_snr_wm"]
@@ -191,7 +206,7 @@ def test_blur_gamma_grid_range_and_darkening():
     sim = SimulateLowFieldBlurGamma(spatial_shape=(32, 28, 12), blur_sigma_vox=1.0, gamma=1.4, noise_std=0.0)
     out = sim(as_meta(img, affine))
     assert tuple(out.shape) == (1, 32, 28, 12)
-    assert np.allclose(voxel_spacing(out.affine), (1.6, 1.6, 5.0))
+    assert np.allclose(voxel_spacing_mm(out.affine), (1.6, 1.6, 5.0))
     assert np.allclose(world_centre(out.affine, (32, 28, 12)), world_centre(affine, img.shape))
     assert out.min() >= 0 and out.max() <= 1
     # gamma > 1 darkens: below the input's mean on the same grid (blur alone keeps the mean)

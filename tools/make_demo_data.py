@@ -42,7 +42,10 @@ CROP = (slice(18, 178), slice(22, 214), slice(0, 168))  # -> (160, 192, 168) vox
 #: low-field geometry: slice thickness 4 mm + gap 1 mm along z, 1.6 mm in plane (total factors x1.6, x1.6, x5).
 THICKNESS_FACTOR = (1.6, 1.6, 4.0)
 GAP_FACTOR = (0.0, 0.0, 1.0)
-HIGH_SCALE = 1000.0  # high field stored as int16 with this many levels per template unit (the template is 8-bit)
+#: on-disk types: the template itself is 8-bit, so 8 bits (nibabel scales with scl_slope) lose nothing that matters
+#: for the high field; the noisy low field keeps 16 bits.
+DTYPES = {"high": np.uint8, "low": np.int16, "mask": np.uint8}
+DESCRIPTIONS = {"high": "demo high field (synthetic)", "low": "demo low field (simulated)", "mask": "demo brain mask"}
 
 
 def load_template() -> dict[str, torch.Tensor]:
@@ -99,10 +102,7 @@ def make_subject(template: dict, seed: int) -> dict:
     image = gamma(bias(image)) * mask
     image = MetaTensor(image.as_tensor().float(), affine=affine)
     csf = (mask - gm - wm).clamp(0, 1)
-    sim = SimulateLowFieldTissueContrastd(
-        keys="image", gm_key="gm", wm_key="wm", csf_key="csf",
-        slice_thickness_factor=THICKNESS_FACTOR, gap_factor=GAP_FACTOR,
-    )
+    sim = SimulateLowFieldTissueContrastd(keys="image", slice_thickness_factor=THICKNESS_FACTOR, gap_factor=GAP_FACTOR)
     sim.set_random_state(seed + 3)
     low = sim({"image": image, "gm": gm, "wm": wm, "csf": csf})["image"]
     return {"high": image, "low": low, "mask": (mask > 0.5).float(), "contrast": (float(a_wm), float(a_gm))}
@@ -162,14 +162,9 @@ def main(
         paths = {}
         for key in ("high", "low", "mask"):
             vol = sub[key]
-            if key == "high":  # the template is 8-bit: 1/1000 steps lose nothing that matters
-                arr, dtype = torch.round(vol[0] * HIGH_SCALE).to(torch.int16).numpy(), np.int16
-            elif key == "mask":
-                arr, dtype = vol[0].numpy().astype(np.uint8), np.uint8
-            else:
-                arr, dtype = vol[0].numpy(), np.float32
+            arr = vol[0].numpy().astype(np.uint8) if key == "mask" else vol[0].numpy()
             paths[key] = write_nifti_atomic(arr, vol.affine, os.path.join(folder, f"{subject}_{key}.nii.gz"),
-                                            f"demo {key} field" if key != "mask" else "demo brain mask", dtype=dtype)
+                                            DESCRIPTIONS[key], dtype=DTYPES[key])
         meta = sub["low"].meta
         item = {"subject": subject, **paths,
                 "snr_wm": round(float(meta.get("lowfield_snr_wm", float("nan"))), 3),
