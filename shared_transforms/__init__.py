@@ -15,8 +15,8 @@ import importlib
 from .errors import InputError
 
 SUBMODULES = (
-    "bundle", "checks", "datalist", "errors", "geometry", "inferers", "intensity", "io", "kspace", "lowfield",
-    "metrics", "sample",
+    "bundle", "checkpoint", "checks", "datalist", "errors", "evaluation", "geometry", "inferers", "intensity", "io",
+    "kspace", "lowfield", "metrics", "pipelines", "preview", "sample",
 )
 
 __all__ = ["InputError", *SUBMODULES]

@@ -125,3 +125,34 @@ class CheckFieldOfViewd(MapTransform):
             check_fov_overlap(img.affine, img.shape[1:], ref.affine, ref.shape[1:], source=" and ".join(names),
                               min_fraction=self.min_fraction)
         return d
+
+
+class SelectSlicesd(MapTransform):
+    """Keep ``num_slices`` evenly spaced slices along ``axis`` (0 = sagittal) inside the extent of ``mask_key``.
+
+    For a quick validation of slice models (a flow or diffusion sampler is too slow to run on every slice): the
+    result is a thin stack ``(C, num_slices, Y, Z)``; its slices are not neighbours, so score it slice by slice
+    (``MaskedMetric(..., slice_axis=0)``). The affine is not kept meaningful (MetaTensor meta is dropped).
+    """
+
+    def __init__(self, keys: KeysCollection, num_slices: int = 8, axis: int = 0, mask_key: str | None = "mask",
+                 allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.num_slices, self.axis, self.mask_key = int(num_slices), axis, mask_key
+
+    def indices(self, data: Mapping[Hashable, object]) -> np.ndarray:
+        ref = data[self.mask_key] if self.mask_key and self.mask_key in data else data[self.first_key(data)]
+        arr = torch.as_tensor(ref)[0]
+        other = tuple(d for d in range(arr.ndim) if d != self.axis)
+        present = torch.nonzero(arr.abs().amax(dim=other) > 0).flatten()
+        lo, hi = (int(present[0]), int(present[-1])) if present.numel() else (0, arr.shape[self.axis] - 1)
+        # evenly spaced, away from the first and last slices of the extent (those are mostly partial volume)
+        return np.unique(np.round(np.linspace(lo, hi, self.num_slices + 2)[1:-1]).astype(int))
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        idx = torch.as_tensor(self.indices(d))
+        for key in self.key_iterator(d):
+            img = torch.as_tensor(d[key])
+            d[key] = img.index_select(self.axis + 1, idx.to(img.device))
+        return d

@@ -1,0 +1,58 @@
+"""The two preprocessing chains every bundle shares, defined once so that every method sees the same grid and the
+same intensity scale (and the benchmark measures them all with one yardstick). All of it is MONAI's transforms
+plus this package's checks.
+
+- :func:`inference_transforms`: one volume ``image`` -> RAS, ``target_spacing`` (cubic), [0, 1] by percentiles.
+- :func:`pair_transforms`: a low/high pair (``image``/``label``, optional ``mask``) -> both on the high-field grid
+  at ``target_spacing``: the high field resampled to that spacing, the low field onto the high-field grid (cubic),
+  the mask by nearest neighbour (or made from the high field when absent), both images normalised to [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.transforms import EnsureTyped, Orientationd, ResampleToMatchd, Spacingd
+
+from .geometry import CheckFieldOfViewd
+from .intensity import BrainMaskd, PercentileNormalized
+from .io import LoadVolumed
+
+
+def inference_transforms(
+    target_spacing: Sequence[float] = (1.0, 1.0, 1.0), lower: float = 1.0, upper: float = 99.0, key: str = "image"
+) -> list:
+    """Load (with the contract's checks), orient to RAS, resample to ``target_spacing`` mm by cubic spline
+    (covering the input's field of view), normalise the ``lower``..``upper`` percentiles to [0, 1]."""
+    return [
+        LoadVolumed(key),
+        Orientationd(key, axcodes="RAS"),
+        Spacingd(key, pixdim=tuple(target_spacing), mode=3, padding_mode="border"),
+        PercentileNormalized(key, lower=lower, upper=upper),
+        EnsureTyped(key, dtype=torch.float32),
+    ]
+
+
+def pair_transforms(
+    target_spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    lower: float = 1.0,
+    upper: float = 99.0,
+    track_meta: bool = True,
+) -> list:
+    """Align a low/high pair on the high-field grid (keys ``image`` = low, ``label`` = high, optional ``mask``).
+
+    Raises a clear error when the pair's fields of view do not overlap. Shapes after: ``(1, X, Y, Z)`` each.
+    """
+    keys = ["image", "label", "mask"]
+    return [
+        LoadVolumed(keys, allow_missing_keys=True),
+        CheckFieldOfViewd("image", ref_key="label"),
+        Orientationd(keys, axcodes="RAS", allow_missing_keys=True),
+        Spacingd(["label", "mask"], pixdim=tuple(target_spacing), mode=[3, "nearest"], padding_mode="border",
+                 allow_missing_keys=True),
+        ResampleToMatchd("image", key_dst="label", mode=3, padding_mode="border"),
+        BrainMaskd(source_key="label", mask_key="mask"),
+        PercentileNormalized(["image", "label"], lower=lower, upper=upper),
+        EnsureTyped(keys, dtype=torch.float32, track_meta=track_meta),
+    ]

@@ -1,0 +1,89 @@
+"""A PNG preview beside each output volume: the input and each result in three orthogonal mid slices.
+
+Matplotlib (headless ``Agg``) draws it; the file is written to a temporary name and renamed, like the volumes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from .io import nifti_stem
+
+
+def _volume(x) -> np.ndarray:
+    arr = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float32)
+    return arr[0] if arr.ndim == 4 else arr
+
+
+def save_preview(volumes: Sequence[np.ndarray], titles: Sequence[str], path: str, ranges=None) -> str:
+    """Rows = volumes ``(X, Y, Z)`` (RAS), columns = sagittal / coronal / axial mid slices; returns ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(volumes), 3, figsize=(9, 3 * len(volumes)), squeeze=False)
+    for r, (vol, title) in enumerate(zip(volumes, titles)):
+        x, y, z = (s // 2 for s in vol.shape)
+        lo, hi = ranges[r] if ranges and ranges[r] else (0.0, 1.0)
+        cmap = "magma" if "std" in title or "uncertainty" in title else "gray"
+        for c, (img, view) in enumerate(((vol[x], "sagittal"), (vol[:, y], "coronal"), (vol[:, :, z], "axial"))):
+            ax = axes[r, c]
+            ax.imshow(img.T, cmap=cmap, origin="lower", vmin=lo, vmax=hi)
+            ax.set_title(f"{title}: {view}", fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=folder)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=90)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+class SavePreviewd(MapTransform):
+    """Write ``<output_dir>/<input name>_<bundle>.png`` showing ``keys`` (e.g. image, pred, pred_std).
+
+    Args:
+        titles: one per key (default: the key names).
+        ref_key: the MetaTensor whose ``filename_or_obj`` names the file.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str,
+        bundle_name: str,
+        titles: Sequence[str] | None = None,
+        ref_key: str = "image",
+        allow_missing_keys: bool = True,
+    ):
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir, self.bundle_name, self.ref_key = output_dir, bundle_name, ref_key
+        self.titles = list(titles) if titles else None
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        source = getattr(d[self.ref_key], "meta", {}).get("filename_or_obj", "volume")
+        keys = [k for k in self.keys if d.get(k) is not None]
+        titles = [self.titles[self.keys.index(k)] if self.titles else str(k) for k in keys]
+        volumes = [_volume(d[k]) for k in keys]
+        ranges = [(0.0, float(np.percentile(v, 99.5)) or 1.0) if "std" in str(k) else None for k, v in zip(keys, volumes)]
+        path = os.path.join(self.output_dir, f"{nifti_stem(source)}_{self.bundle_name}.png")
+        d["preview_path"] = save_preview(volumes, titles, path, ranges)
+        print(f"[{self.bundle_name}] wrote {path}", flush=True)
+        return d

@@ -1,0 +1,326 @@
+"""Tests of the cfm bundle's network (CFMUNet), flow (straight path, sources, loss) and ODE solvers.
+
+Facts checked: methods.md A.1 (path, source, loss, Euler grid) and A.2 (network, parameter counts).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+_SCRIPTS = Path(__file__).resolve().parents[1] / "bundles" / "cfm" / "scripts"
+
+
+def _load_scripts():
+    # every bundle has a package called "scripts": load this one under a unique name
+    name = "cfm_bundle_scripts"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, _SCRIPTS / "__init__.py", submodule_search_locations=[str(_SCRIPTS)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_load_scripts()
+from cfm_bundle_scripts import flow, solvers  # noqa: E402
+from cfm_bundle_scripts.network import CFMUNet, count_flops  # noqa: E402
+
+
+def _n_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def _tiny(**kwargs) -> CFMUNet:
+    cfg = dict(dim=16, heads=2, dim_head=8, kernel_sizes=(1, 3, 7, 15))
+    cfg.update(kwargs)
+    return CFMUNet(**cfg)
+
+
+@pytest.fixture(scope="module")
+def default_net() -> CFMUNet:
+    torch.manual_seed(0)
+    return CFMUNet().eval()
+
+
+# ----------------------------------------------------------------------------------------------------------- network
+
+
+def test_parameter_counts_match_paper_and_repo(default_net):
+    assert _n_params(default_net) == 5_253_249  # paper "5.25M": 4 heads x 32
+    assert _n_params(CFMUNet(heads=8)) == 5_384_321  # authors' repository default: 8 heads x 32
+    assert _n_params(CFMUNet(heads=8, dim_head=16)) == 5_253_249  # same inner width 128
+
+
+@pytest.mark.parametrize("hw", [(64, 48), (40, 72)])
+def test_output_shape(default_net, hw):
+    x = torch.randn(2, 2, *hw)
+    with torch.no_grad():
+        y = default_net(x, torch.rand(2))
+    assert y.shape == (2, 1, *hw)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("hw", [(60, 48), (64, 44)])
+def test_size_not_divisible_by_8_raises(default_net, hw):
+    with pytest.raises(ValueError, match="divisible by 8"):
+        default_net(torch.randn(1, 2, *hw), torch.rand(1))
+
+
+def test_wrong_channels_or_time_raise(default_net):
+    with pytest.raises(ValueError, match="x_t, x_low"):
+        default_net(torch.randn(1, 1, 16, 16), torch.rand(1))
+    with pytest.raises(ValueError, match="t must have"):
+        default_net(torch.randn(3, 2, 16, 16), torch.rand(2))
+
+
+def test_time_input_none_scalar_and_batch(default_net):
+    x = torch.randn(2, 2, 32, 24)
+    with torch.no_grad():
+        y_none = default_net(x)  # MONAI verify_net_in_out calls net(x)
+        y_zero = default_net(x, torch.zeros(2))
+        y_scalar = default_net(x, torch.tensor(0.7))
+        y_batch = default_net(x, torch.full((2,), 0.7))
+        y_other = default_net(x, torch.full((2,), 0.2))
+    torch.testing.assert_close(y_none, y_zero)
+    torch.testing.assert_close(y_scalar, y_batch)
+    assert (y_batch - y_other).abs().max() > 1e-4  # the time embedding reaches the output
+
+
+def test_torchscript_and_channels_last_match_eager(default_net):
+    x = torch.randn(2, 2, 32, 40)
+    t = torch.tensor([0.1, 0.9])
+    with torch.no_grad():
+        ref = default_net(x, t)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in torch >= 2.10
+            scripted = torch.jit.script(default_net)
+        out = scripted(x, t)
+        out_none = scripted(x)
+        net_cl = CFMUNet().eval()
+        net_cl.load_state_dict(default_net.state_dict())
+        net_cl = net_cl.to(memory_format=torch.channels_last)
+        out_cl = net_cl(x.contiguous(memory_format=torch.channels_last), t)
+    assert (out - ref).abs().max() < 1e-4
+    assert (out_none - default_net(x)).abs().max() < 1e-4
+    assert (out_cl - ref).abs().max() < 1e-4
+
+
+def test_gradients_correct_with_in_place_ops():
+    # directional derivative d/de L(theta + e d, x + e dx) by central differences vs autograd (float64)
+    torch.manual_seed(1)
+    net = _tiny(dim=8, kernel_sizes=(1, 3)).double()
+    x = torch.randn(2, 2, 16, 8, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.3, 0.8], dtype=torch.float64)
+    params = list(net.parameters())
+    dirs = [torch.randn_like(p) for p in params]
+    dx = torch.randn_like(x)
+    loss = net(x, t).pow(2).sum()
+    grads = torch.autograd.grad(loss, params + [x])
+    analytic = sum((g * d).sum() for g, d in zip(grads, dirs + [dx]))
+    eps = 1e-6
+    with torch.no_grad():
+        values = []
+        for sign in (1.0, -1.0):
+            for p, d in zip(params, dirs):
+                p.add_(d, alpha=sign * eps)
+            values.append(net(x + sign * eps * dx, t).pow(2).sum())
+            for p, d in zip(params, dirs):
+                p.sub_(d, alpha=sign * eps)
+    numeric = (values[0] - values[1]) / (2 * eps)
+    assert abs(numeric - analytic) < 1e-5 * max(1.0, abs(analytic))
+
+
+def test_count_flops_matches_layer_shapes():
+    # independent count: 2 x MACs of every conv / linear from hooks, plus the two attention products
+    net = _tiny().eval()
+    h, w = 48, 40
+    macs = []
+
+    def conv_hook(m, inp, out):
+        macs.append(out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1])
+
+    def linear_hook(m, inp, out):
+        macs.append(out.numel() * m.in_features)
+
+    handles = [m.register_forward_hook(conv_hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
+    handles += [m.register_forward_hook(linear_hook) for m in net.modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        net(torch.zeros(1, 2, h, w), torch.zeros(1))
+    for handle in handles:
+        handle.remove()
+    n_tokens = (h // 8) * (w // 8)
+    attention_macs = 2 * n_tokens * n_tokens * 2 * 8  # q k^T and attn v, heads x dim_head = 16
+    expected = 2 * (sum(macs) + attention_macs)
+    assert count_flops(net, h, w) == pytest.approx(expected, rel=1e-9)
+    # a slice that is not a multiple of 8 is counted on its padded size
+    assert count_flops(net, h - 3, w - 5) == pytest.approx(expected, rel=1e-9)
+
+
+# -------------------------------------------------------------------------------------------------------------- flow
+
+
+def test_straight_path_endpoints_and_target():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 1, 8, 8, generator=g)
+    x1 = torch.randn(3, 1, 8, 8, generator=g)
+    path = flow.StraightPath()
+    t, xt, ut = path.sample_location_and_conditional_flow(x0, x1, torch.tensor([0.0, 1.0, 0.25]))
+    assert torch.equal(xt[0], x0[0])
+    assert torch.equal(xt[1], x1[1])
+    torch.testing.assert_close(xt[2], 0.25 * x1[2] + 0.75 * x0[2])
+    torch.testing.assert_close(ut, x1 - x0)
+    t2, _, _ = path.sample_location_and_conditional_flow(x0, x1, generator=g)
+    assert t2.shape == (3,) and ((t2 >= 0) & (t2 < 1)).all()
+
+
+def test_sources_distribution_and_seed():
+    like = torch.empty(64, 1, 64, 64)
+    u = flow.sample_source(like, "uniform", torch.Generator().manual_seed(3))
+    assert u.shape == like.shape and u.dtype == like.dtype
+    assert u.min() >= -1 and u.max() <= 1
+    assert abs(u.mean().item()) < 0.01
+    assert abs(u.var().item() - 1.0 / 3.0) < 0.01
+    assert u.min() < -0.99 and u.max() > 0.99  # fills [-1, 1], not [0, 1]
+    torch.testing.assert_close(u, flow.sample_source(like, "uniform", torch.Generator().manual_seed(3)))
+    n = flow.sample_source(like, "gaussian", torch.Generator().manual_seed(3))
+    assert abs(n.mean().item()) < 0.01 and abs(n.var().item() - 1.0) < 0.02
+    assert n.abs().max() > 3
+    with pytest.raises(ValueError, match="source kind"):
+        flow.sample_source(like, "laplace")
+
+
+def test_sample_time_and_ranges():
+    t = flow.sample_time(20000, torch.Generator().manual_seed(0))
+    assert t.shape == (20000,) and t.min() >= 0 and t.max() < 1
+    assert abs(t.mean().item() - 0.5) < 0.01
+    x01 = torch.tensor([0.0, 0.25, 1.0])
+    torch.testing.assert_close(flow.to_model_range(x01), torch.tensor([-1.0, -0.5, 1.0]))
+    torch.testing.assert_close(flow.from_model_range(flow.to_model_range(x01)), x01)
+    torch.testing.assert_close(flow.from_model_range(torch.tensor([-1.5, 1.2]), clip=True), torch.tensor([0.0, 1.0]))
+
+
+def test_cfm_loss_is_mse_to_straight_target():
+    torch.manual_seed(0)
+    net = _tiny().eval()
+    x1 = torch.rand(2, 1, 16, 16) * 2 - 1
+    x_low = torch.rand(2, 1, 16, 16) * 2 - 1
+    loss, info = flow.cfm_loss(net, x1, x_low, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)  # same draws, same order: x0 then t
+    x0 = flow.sample_source(x1, "uniform", g)
+    t = flow.sample_time(2, g)
+    xt = t[:, None, None, None] * x1 + (1 - t[:, None, None, None]) * x0
+    with torch.no_grad():
+        v = net(torch.cat([xt, x_low], 1), t)
+    torch.testing.assert_close(info["t"], t)
+    torch.testing.assert_close(info["target"], x1 - x0)
+    torch.testing.assert_close(loss.detach(), ((v - (x1 - x0)) ** 2).mean())
+    assert loss.requires_grad and not info["prediction"].requires_grad
+
+
+def test_loss_decreases_when_overfitting_one_pair():
+    torch.manual_seed(0)
+    net = _tiny(kernel_sizes=(1, 3))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 16), torch.linspace(-1, 1, 16), indexing="ij")
+    x1 = (0.8 * torch.cos(3 * xx) * torch.sin(2 * yy))[None, None].repeat(4, 1, 1, 1)
+    x_low = 0.5 * x1
+
+    def evaluate() -> float:  # fixed draws: the same x0 and t before and after training
+        with torch.no_grad():
+            return flow.cfm_loss(net, x1, x_low, generator=torch.Generator().manual_seed(123))[0].item()
+
+    before = evaluate()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        loss, _ = flow.cfm_loss(net, x1, x_low, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = evaluate()
+    assert after < 0.7 * before, (before, after)
+
+
+def test_conditional_velocity_matches_concatenation():
+    torch.manual_seed(0)
+    net = _tiny().eval()
+    x_low = torch.randn(2, 1, 16, 16)
+    v = flow.ConditionalVelocity(net, x_low)
+    with torch.no_grad():
+        for s in range(2):  # the second call reuses the buffer
+            x = torch.randn(2, 1, 16, 16)
+            t = torch.full((2,), 0.3 * s)
+            torch.testing.assert_close(v(x, t), net(torch.cat([x, x_low], 1), t))
+        out = solvers.solve(v, torch.randn(2, 1, 16, 16), 2, "heun")
+    assert out.shape == (2, 1, 16, 16)
+
+
+# ----------------------------------------------------------------------------------------------------------- solvers
+
+
+def _linear_ode_error(method: str, num_steps: int, a: float = 1.3) -> float:
+    x0 = torch.tensor([[1.0, -0.5]], dtype=torch.float64)
+    x1 = solvers.solve(lambda x, t: a * x, x0, num_steps, method)
+    return (x1 - x0 * math.exp(a)).abs().max().item()
+
+
+@pytest.mark.parametrize("method, order", [("euler", 1), ("midpoint", 2), ("heun", 2)])
+def test_solver_order_on_linear_ode(method, order):
+    ratio = _linear_ode_error(method, 16) / _linear_ode_error(method, 32)
+    assert ratio == pytest.approx(2.0**order, rel=0.1)
+
+
+@pytest.mark.parametrize("method", solvers.METHODS)
+def test_exact_straight_velocity_reaches_x1_in_one_step(method):
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(2, 1, 8, 8, generator=g) * 2 - 1
+    x1 = torch.randn(2, 1, 8, 8, generator=g)
+    x0_copy = x0.clone()
+    out = solvers.solve(lambda x, t: x1 - x0_copy, x0, 1, method)
+    torch.testing.assert_close(out, x1)
+    assert torch.equal(x0, x0_copy)  # the solver works on its own copy
+
+
+def test_euler_uses_the_authors_time_grid_and_keeps_x0():
+    # dx/dt = 2t: Euler on t_i = i dt gives sum 2 i dt^2 = (N - 1) / N, not 1 (or (N + 1) / N on a right grid)
+    x0 = torch.zeros(3, 1, 2, 2, dtype=torch.float64)
+    seen = []
+    out = solvers.euler(
+        lambda x, t: 2 * t[:, None, None, None].expand_as(x), x0, 5, callback=lambda i, t, x: seen.append((i, t))
+    )
+    torch.testing.assert_close(out, torch.full_like(x0, 4.0 / 5.0))
+    assert torch.equal(x0, torch.zeros_like(x0))
+    assert [i for i, _ in seen] == list(range(5)) and seen[-1][1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method, per_step", [("euler", 1), ("midpoint", 2), ("heun", 2)])
+def test_evaluation_counts(method, per_step):
+    calls = []
+
+    def v(x, t):
+        assert t.shape == (x.shape[0],)
+        calls.append(t[0].item())
+        return -x
+
+    solvers.solve(v, torch.ones(2, 1, 4, 4), 7, method)
+    assert len(calls) == solvers.evaluations(method, 7) == per_step * 7
+    assert min(calls) == 0.0 and max(calls) <= 1.0
+
+
+def test_solver_bad_arguments():
+    with pytest.raises(ValueError, match="Unknown ODE solver"):
+        solvers.solve(lambda x, t: x, torch.zeros(1, 1), 3, "rk4")
+    with pytest.raises(ValueError, match="positive integer"):
+        solvers.evaluations("euler", 0)
+    with pytest.raises(ValueError, match="returned shape"):
+        solvers.solve(lambda x, t: x[:, :1], torch.zeros(1, 2), 1)

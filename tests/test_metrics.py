@@ -1,0 +1,408 @@
+"""Tests of shared_transforms.metrics: every check compares with an independent computation or a known value."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from monai.data import DataLoader, Dataset
+from monai.engines import SupervisedEvaluator
+from monai.handlers import IgniteMetricHandler
+from monai.metrics import MultiScaleSSIMMetric, SSIMMetric
+from monai.transforms import CopyItemsd
+from scipy import ndimage
+
+from shared_transforms import metrics as M
+from shared_transforms.errors import InputError
+
+
+def phantom(shape=(40, 48, 44), seed=0):
+    """A brain-like ellipsoid: GM shell 0.5, WM core 0.8, CSF ventricle 0.2, smooth texture; background 0."""
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    rad = np.sqrt((x / 0.8) ** 2 + (y / 0.85) ** 2 + (z / 0.8) ** 2)
+    vol = np.zeros(shape)
+    vol[rad < 1.0] = 0.5
+    vol[rad < 0.7] = 0.8
+    vol[np.sqrt((x / 0.15) ** 2 + (y / 0.3) ** 2 + (z / 0.15) ** 2) < 1] = 0.2
+    vol += 0.03 * ndimage.gaussian_filter(rng.standard_normal(shape), 1.5) * (rad < 1)
+    return np.clip(vol, 0, 1), rad < 1.0
+
+
+def manual_ssim_map(a, b, data_range=1.0, axes=None):
+    """SSIM map with scipy's Gaussian filter (radius 5 = MONAI's 11-tap window, sigma 1.5, mirror padding)."""
+    sig = [1.5 if (axes is None or i in axes) else 0 for i in range(a.ndim)]
+    f = partial(ndimage.gaussian_filter, sigma=sig, truncate=10 / 3, mode="reflect")
+    mx, my = f(a), f(b)
+    sx, sy, sxy = f(a * a) - mx * mx, f(b * b) - my * my, f(a * b) - mx * my
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    return (2 * mx * my + c1) * (2 * sxy + c2) / ((mx * mx + my * my + c1) * (sx + sy + c2))
+
+
+@pytest.fixture(scope="module")
+def vol():
+    return phantom()
+
+
+# --------------------------------------------------------------------------------------------- basic properties
+
+
+def test_identical_volumes(vol):
+    ref, mask = vol
+    out = M.evaluate_volume(ref, ref, mask, lpips_net=None)
+    for key in ("psnr", "psnr_mask", "psnr_slice_mean", "psnr_slice_min", "psnr_slice_max"):
+        assert out[key] == M.PSNR_CAP_DB, key  # documented cap, never inf
+    assert out["psnr_slice_std"] == 0.0
+    for key in ("ssim", "ssim_mask", "msssim", "msssim_mask", "ssim_slice_mean", "ssim_slice_min"):
+        assert out[key] == pytest.approx(1.0, abs=1e-6), key
+    for key in ("mae", "mae_mask", "nmse", "nmse_mask"):
+        assert out[key] == 0.0, key
+    assert out["tissue_miou"] == 1.0 and out["tissue_mdice"] == 1.0
+    assert out["ulf_enc"] == pytest.approx(0.7 + 0.1 * M.PSNR_CAP_DB / 32 + 0.2)
+    assert out["mask_source"] == "given" and out["mask_voxels"] == int(mask.sum())
+    assert out["lpips"] is None and out["lpips_status"] == "not requested"
+
+
+@pytest.mark.parametrize("noise_std", [0.05, 0.01])
+def test_additive_noise_gives_expected_psnr(vol, noise_std):
+    ref, mask = vol
+    pred = ref + noise_std * np.random.default_rng(1).standard_normal(ref.shape)  # no clipping: exact noise level
+    expected = 20 * math.log10(1 / noise_std)
+    out = M.evaluate_volume(pred, ref, mask, lpips_net=None)
+    assert out["psnr"] == pytest.approx(expected, abs=0.2)
+    assert out["psnr_mask"] == pytest.approx(expected, abs=0.2)
+    assert out["psnr_slice_mean"] == pytest.approx(expected, abs=0.2)
+    assert out["mae"] == pytest.approx(noise_std * math.sqrt(2 / math.pi), rel=0.03)
+    assert 0 < out["ssim"] < 1 and 0 < out["msssim"] < 1
+    assert M.psnr(pred[20], ref[20]) == pytest.approx(expected, abs=0.3)  # 2D image
+
+
+def test_error_only_outside_mask(vol):
+    ref, mask = vol
+    noise = 0.1 * np.random.default_rng(2).standard_normal(ref.shape)
+    pred = ref + noise * ~mask
+    out = M.evaluate_volume(pred, ref, mask, lpips_net=None)
+    assert out["psnr_mask"] == M.PSNR_CAP_DB and out["mae_mask"] == 0.0 and out["nmse_mask"] == 0.0
+    assert out["psnr"] < 30 and out["mae"] > 0 and out["nmse"] > 0
+    assert out["psnr_slice_min"] == M.PSNR_CAP_DB
+    # error only inside the mask: the whole-image MSE is diluted by the error-free voxels, by exactly N / N_mask
+    pred = ref + noise * mask
+    whole, inside = M.psnr(pred, ref), M.psnr(pred, ref, mask)
+    assert whole - inside == pytest.approx(10 * math.log10(mask.size / mask.sum()), abs=1e-9)
+    assert M.ssim(pred, ref, mask) < M.ssim(pred, ref)
+
+
+def test_inputs_torch_channel_and_errors(vol):
+    ref, mask = vol
+    pred = ref + 0.02
+    a = M.evaluate_volume(torch.from_numpy(pred)[None], torch.from_numpy(ref)[None, None], mask[None], lpips_net=None)
+    b = M.evaluate_volume(pred, ref, mask, lpips_net=None)
+    assert a == b
+    with pytest.raises(InputError, match="shape"):
+        M.psnr(pred[:-1], ref)
+    bad = ref.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="1 NaN"):
+        M.evaluate_volume(pred, bad)
+    with pytest.raises(InputError, match="empty"):
+        M.evaluate_volume(pred, ref, np.zeros_like(mask))
+
+
+# ---------------------------------------------------------------------------------------- SSIM / MS-SSIM vs MONAI
+
+
+def test_filter_matrix_matches_scipy_reflect():
+    rng = np.random.default_rng(3)
+    for n in (7, 30):
+        v = rng.random(n)
+        mat = M._reflect_filter_matrix(n, 11, 1.5, "gaussian").double().numpy()
+        w = M._kernel_1d(11, 1.5, "gaussian")
+        np.testing.assert_allclose(mat @ v, ndimage.correlate1d(v, w, mode="reflect"), atol=1e-6)
+
+
+def test_ssim_matches_monai_and_manual_map(vol):
+    ref, mask = vol
+    pred = np.clip(ref + 0.05 * np.random.default_rng(4).standard_normal(ref.shape), 0, 1)
+
+    def t(a):
+        return torch.from_numpy(a)[None, None].float()
+
+    assert M.ssim(pred, ref) == pytest.approx(float(SSIMMetric(spatial_dims=3)(t(pred), t(ref))), abs=1e-5)
+    assert M.ssim(pred[20], ref[20]) == pytest.approx(
+        float(SSIMMetric(spatial_dims=2)(t(pred[20]), t(ref[20]))), abs=1e-5
+    )
+    smap = manual_ssim_map(pred, ref)
+    np.testing.assert_allclose(M.ssim_map(pred, ref), smap, atol=2e-4)  # float32 moments, as MONAI
+    assert M.ssim(pred, ref, mask) == pytest.approx(smap[mask].mean(), abs=1e-5)
+    assert M.ssim(pred, ref, data_range=2.0) > M.ssim(pred, ref)  # larger constants: closer to 1
+
+
+def test_ms_ssim_setup_and_matches_monai(vol):
+    assert M.ms_ssim_setup((200, 230, 190))[0] == 11 and len(M.ms_ssim_setup((200, 230, 190))[1]) == 5
+    assert len(M.ms_ssim_setup((150, 172, 142))[1]) == 4
+    assert len(M.ms_ssim_setup((32, 32, 32))[1]) == 2
+    assert M.ms_ssim_setup((8, 9, 10)) == (7, (1.0,))
+    for shape in ((150, 172, 142), (48, 52, 50)):
+        kernel, weights = M.ms_ssim_setup(shape)
+        assert sum(weights) == pytest.approx(1.0)
+        assert M._ms_ssim_fits(shape, kernel, len(weights)) and not M._ms_ssim_fits(shape, kernel, len(weights) + 1)
+    with pytest.raises(ValueError):  # MONAI itself refuses one scale more than the setup picks
+        x = torch.rand(1, 1, 48, 52, 50)
+        MultiScaleSSIMMetric(spatial_dims=3, weights=M.MS_SSIM_WEIGHTS[:4])(x, x)
+    ref, _ = phantom((48, 52, 50), seed=5)
+    pred = np.clip(ref + 0.05 * np.random.default_rng(5).standard_normal(ref.shape), 0, 1)
+    kernel, weights = M.ms_ssim_setup(ref.shape)
+    assert len(weights) == 3
+    monai = MultiScaleSSIMMetric(spatial_dims=3, kernel_size=kernel, weights=weights)
+    expected = float(monai(torch.from_numpy(pred)[None, None].float(), torch.from_numpy(ref)[None, None].float()))
+    assert M.ms_ssim(pred, ref) == pytest.approx(expected, abs=1e-5)
+    assert 0 < expected < 1
+
+
+# ------------------------------------------------------------------------------------------------ per-slice stats
+
+
+def test_per_slice_stats_match_numpy(vol):
+    ref, mask = vol
+    rng = np.random.default_rng(6)
+    level = np.linspace(0.01, 0.1, ref.shape[0])[:, None, None]  # a different noise level per sagittal slice
+    pred = ref + level * rng.standard_normal(ref.shape)
+    out = M.evaluate_volume(pred, ref, mask, lpips_net=None)
+    smap2d = manual_ssim_map(pred, ref, axes=(1, 2))
+    psnrs, ssims, skipped = [], [], 0
+    for x in range(ref.shape[0]):
+        m = mask[x]
+        if not m.any() or not np.any(ref[x][m]):
+            skipped += 1
+            continue
+        psnrs.append(10 * np.log10(1.0 / np.mean((ref[x][m] - pred[x][m]) ** 2)))
+        ssims.append(smap2d[x][m].mean())
+    assert skipped >= 2 and out["slices_skipped"] == skipped and out["slices_used"] == len(psnrs)
+    for name, values in (("psnr", psnrs), ("ssim", ssims)):
+        for stat, fn in (("mean", np.mean), ("median", np.median), ("std", np.std), ("min", np.min), ("max", np.max)):
+            assert out[f"{name}_slice_{stat}"] == pytest.approx(fn(values), abs=1e-4), (name, stat)
+    # no mask: whole slices, SSIM = MONAI's 2D SSIM per slice; an all-zero reference slice is skipped
+    ref0 = ref.copy()
+    ref0[:6] = 0
+    nonzero = np.flatnonzero(ref0.reshape(ref0.shape[0], -1).any(axis=1))
+    res = M.per_slice_metrics(pred, ref0, axis=0)
+    assert nonzero[0] == 6 and res["skipped"] == ref0.shape[0] - nonzero.size and list(res["index"]) == list(nonzero)
+    per = SSIMMetric(spatial_dims=2, reduction="none")(
+        torch.from_numpy(pred[nonzero]).float()[:, None], torch.from_numpy(ref0[nonzero]).float()[:, None]
+    )
+    np.testing.assert_allclose(res["ssim"], per.numpy().ravel(), atol=5e-5)  # both float32
+    st = M.slice_stats([1.0, 2.0, 6.0])
+    assert st == {"mean": 3.0, "median": 2.0, "std": pytest.approx(np.std([1, 2, 6])), "min": 1.0, "max": 6.0}
+
+
+# ------------------------------------------------------------------------------------------- ULF-EnC and tissue
+
+
+def test_ulf_enc_formula(vol):
+    assert M.ulf_enc_score(0.9, 32.0, 0.05, 0.02) == pytest.approx(0.63 + 0.1 + 0.095 + 0.098)
+    assert M.ulf_enc_score(1.0, 0.0, 1.0, 1.0) == pytest.approx(0.7)
+    ref, mask = vol
+    pred = ref + 0.03 * np.random.default_rng(7).standard_normal(ref.shape)
+    res = M.protocol_ulf_enc(pred, ref, mask)
+    assert res["score"] == pytest.approx(M.ulf_enc_score(res["ssim"], res["psnr"], res["mae"], res["nmse"]))
+    assert res["score"] == pytest.approx(M.evaluate_volume(pred, ref, mask, lpips_net=None)["ulf_enc"])
+
+
+def test_tissue_overlap(vol):
+    ref, mask = vol
+    same = M.tissue_overlap(ref, ref, mask)
+    assert same["tissue_miou"] == 1.0 and all(same[f"tissue_iou_{c}"] == 1.0 for c in ("csf", "gm", "wm"))
+    labels = M.tissue_segmentation(ref, mask)
+    assert set(np.unique(labels[mask])) == {1, 2, 3} and not labels[~mask].any()
+    assert labels[20, 24, 22] == 1  # the ventricle (0.2) is the darkest class: CSF
+    shifted = M.tissue_overlap(np.roll(ref, 2, axis=0), ref, mask)
+    assert 0 < shifted["tissue_miou"] < 1
+    assert all(shifted[f"tissue_dice_{c}"] >= shifted[f"tissue_iou_{c}"] for c in ("csf", "gm", "wm"))
+    assert math.isnan(M.tissue_overlap(np.zeros_like(ref), ref, mask)["tissue_miou"])  # constant image: no classes
+
+
+def test_reference_foreground_mask(vol):
+    ref, mask = vol
+    auto = M.reference_foreground_mask(ref)
+    assert (auto & mask).sum() / (auto | mask).sum() > 0.95
+    out = M.evaluate_volume(ref, ref, lpips_net=None)
+    assert out["mask_source"] == "reference_threshold"
+
+
+# ---------------------------------------------------------------------------------------------- paper protocols
+
+
+def test_cfm_slice_mask():
+    img = np.zeros((40, 40))
+    yy, xx = np.mgrid[:40, :40]
+    img[(yy - 20) ** 2 + (xx - 18) ** 2 < 100] = 1.0
+    img[20, 10:26] = 0.0  # a 1-pixel dark crack: closing fills it
+    img[2:4, 36:38] = 1.0  # a small separate blob: not the largest component
+    img[30:40, 0:4] = 0.5  # a bright region touching the border, joined to nothing
+    m = M.cfm_slice_mask(img)
+    assert m[20, 12:24].all() and not m[2:4, 36:38].any() and not m[35, 1]
+    edge = np.zeros((20, 20))
+    edge[:, :8] = 1.0
+    assert M.cfm_slice_mask(edge)[:, :8].all()  # OpenCV border semantics: nothing eroded at the image border
+
+
+def test_protocol_cfm(vol):
+    ref, _ = vol
+    ref = 0.8 * ref + 0.1  # away from 0 and 1: the [0, 1] clipping leaves the noise untouched
+    same = M.protocol_cfm(ref, ref, lpips_net=None)
+    assert same["psnr"] == M.PSNR_CAP_DB and same["ssim"] == pytest.approx(1.0)
+    pred = ref + 0.02 * np.random.default_rng(8).standard_normal(ref.shape)
+    res = M.protocol_cfm(pred, ref, lpips_net=None)
+    assert res["psnr"] == pytest.approx(20 * math.log10(1 / 0.02), abs=0.3)
+    constant = int(np.sum(ref.max(axis=(1, 2)) == ref.min(axis=(1, 2))))  # the empty edge slices of the phantom
+    assert constant > 0 and res["slices_skipped"] == constant and res["slices_used"] == ref.shape[0] - constant
+    assert 0 < res["ssim"] < 1
+    ref2, mask2 = phantom()
+    pred2 = ref2 + 0.1 * (~mask2) * (ref2 == 0)  # error only in the background: removed by the authors' mask
+    assert M.protocol_cfm(pred2, ref2, use_mask=True, lpips_net=None)["psnr"] == M.PSNR_CAP_DB
+    assert M.protocol_cfm(pred2, ref2, use_mask=False, lpips_net=None)["psnr"] < 40
+
+
+def test_protocol_diffusion_iqt(vol):
+    ref, _ = vol
+    same = M.protocol_diffusion_iqt(ref, ref, lpips_net=None)
+    assert same["psnr"] == M.PSNR_CAP_DB and same["msssim"] == pytest.approx(1.0, abs=1e-6)
+    assert same["crop_margin"] == "5,6,6" and same["msssim_scales"] == 2 and same["msssim_kernel"] == 11
+    pred = np.clip(ref + 0.05 * np.random.default_rng(9).standard_normal(ref.shape), 0, 1)
+    res = M.protocol_diffusion_iqt(pred, ref, lpips_net=None)
+    assert 15 < res["psnr"] < 40 and 0 < res["msssim"] < 1
+    scaled = M.protocol_diffusion_iqt(3 * pred + 1, ref, lpips_net=None)  # min-max normalisation: invariant
+    assert scaled["psnr"] == pytest.approx(res["psnr"], abs=1e-6)
+    assert scaled["msssim"] == pytest.approx(res["msssim"], abs=1e-5)
+
+    def norm(v):
+        return (v - v.min()) / (v.max() - v.min())
+
+    crop = (slice(5, 35), slice(6, 42), slice(6, 38))
+    assert res["msssim"] == pytest.approx(M.ms_ssim(norm(pred)[crop], norm(ref)[crop]), abs=1e-5)
+    assert M.protocol_diffusion_iqt(pred, ref, margin=2, lpips_net=None)["crop_margin"] == "2,2,2"
+
+
+def test_protocol_siqt(vol):
+    ref, mask = vol
+    same = M.protocol_siqt(ref, ref, mask)
+    assert same["rmse"] == 0 and same["psnr"] == M.PSNR_CAP_DB and same["mssim"] == pytest.approx(1.0)
+    pred = ref + 0.03 * np.random.default_rng(10).standard_normal(ref.shape)
+    res = M.protocol_siqt(pred, ref, mask)
+    rmse = np.sqrt(np.mean((ref[mask] - pred[mask]) ** 2))
+    assert res["rmse"] == pytest.approx(rmse)
+    assert res["nrmse"] == pytest.approx(rmse / ref[mask].mean())
+    assert res["psnr"] == pytest.approx(20 * np.log10(ref[mask].max() / rmse))
+    assert 0 < res["mssim"] < 1
+    shifted = M.protocol_siqt(pred - 0.5, ref - 0.5, mask)  # negative values: R = max - min
+    assert shifted["psnr"] == pytest.approx(20 * np.log10((ref[mask].max() - ref[mask].min()) / rmse))
+    assert M.protocol_siqt(pred, ref)["rmse"] == pytest.approx(np.sqrt(np.mean((ref - pred)[ref != 0] ** 2)))
+
+
+def test_protocol_amir(vol):
+    ref, _ = vol
+    pred = np.clip(ref + 0.04 * np.random.default_rng(11).standard_normal(ref.shape), 0, 1)
+    res = M.protocol_amir(pred, ref)
+    constant = int(np.sum(ref.max(axis=(1, 2)) == ref.min(axis=(1, 2))))  # the empty edge slices of the phantom
+    assert res["slices_skipped"] == constant and res["slices_used"] == ref.shape[0] - constant
+    x = 20
+    mse = np.mean((ref[x] - pred[x]) ** 2)
+    assert res["psnr_max"] >= 10 * np.log10((ref[x].max() - ref[x].min()) ** 2 / mse) >= res["psnr_min"]
+    scaled = M.protocol_amir(7 * pred, 7 * ref)  # R = max - min and SSIM constants scaled by R: scale-invariant
+    for key in ("psnr_mean", "psnr_median", "ssim_mean", "ssim_min"):
+        assert scaled[key] == pytest.approx(res[key], abs=1e-4), key
+    shifted = M.protocol_amir(pred - 3, ref - 3)  # PSNR with R = max - min is shift-invariant; SSIM's luminance is not
+    assert shifted["psnr_mean"] == pytest.approx(res["psnr_mean"], abs=1e-6)
+    assert shifted["ssim_mean"] != pytest.approx(res["ssim_mean"], abs=1e-3)
+    ref0 = ref.copy()
+    ref0[:10] = 0.3  # slices 0-9 made constant (the first 4 already were)
+    assert M.protocol_amir(pred, ref0)["slices_skipped"] == constant - 4 + 10
+
+
+# ---------------------------------------------------------------------------------------------------------- LPIPS
+
+
+def test_lpips_skipped_without_backbone_weights(vol, tmp_path, monkeypatch):
+    import lpips
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # in case torch.hub.set_dir was called in this process
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("LPIPS must not be built without local backbone weights")
+
+    monkeypatch.setattr(lpips, "LPIPS", refuse)
+    path = M.lpips_checkpoint_path("alex")
+    assert path == tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    assert M.lpips_checkpoint_path("vgg").name == "vgg16-397923af.pth"
+    ref, mask = vol
+    assert M.lpips_distance(ref, ref) == (None, f"skipped: no backbone weights ({path})")
+    out = M.evaluate_volume(ref, ref, mask)
+    assert out["lpips"] is None and out["lpips_mask"] is None
+    assert out["lpips_status"] == f"skipped: no backbone weights ({path})"
+    assert M.protocol_diffusion_iqt(ref, ref)["lpips_status"].startswith("skipped: no backbone weights")
+    with pytest.raises(InputError):
+        M.lpips_checkpoint_path("resnet")
+
+
+# ------------------------------------------------------------------------------------------- MONAI / Ignite plug-in
+
+
+def test_masked_metric_direct(vol):
+    ref, mask = vol
+    rng = np.random.default_rng(12)
+    refs = torch.from_numpy(np.stack([ref, ref])[:, None])
+    preds = refs + 0.05 * torch.from_numpy(rng.standard_normal(refs.shape))
+    masks = torch.from_numpy(np.stack([mask, np.zeros_like(mask)])[:, None]).double()
+    metric = M.MaskedMetric("psnr", get_not_nans=True)
+    values = metric(preds, torch.cat([refs, masks], dim=1))
+    assert values[0, 0] == pytest.approx(M.psnr(preds[0, 0], ref, mask), abs=1e-4)
+    assert math.isnan(values[1, 0])  # empty mask: NaN, left out of the mean
+    value, not_nans = metric.aggregate()
+    assert float(value) == pytest.approx(float(values[0, 0])) and int(not_nans) == 1
+    whole = M.MaskedMetric("ssim")(preds, refs)  # one channel: no mask
+    assert float(whole[1, 0]) == pytest.approx(M.ssim(preds[1, 0], ref), abs=1e-6)
+    with pytest.raises(InputError):
+        M.MaskedMetric("dice")
+
+
+def test_masked_metric_in_supervised_evaluator(vol):
+    ref, mask = vol
+    rng = np.random.default_rng(13)
+    noise_outside = 0.1 * rng.standard_normal(ref.shape) * ~mask
+    items = [
+        {
+            "image": torch.from_numpy(ref + k * noise_outside).float()[None],
+            "label": torch.from_numpy(ref).float()[None],
+            "mask": torch.from_numpy(mask).float()[None],
+        }
+        for k in (1.0, 2.0)
+    ]
+    loader = DataLoader(Dataset(items), batch_size=2)
+    evaluator = SupervisedEvaluator(
+        device=torch.device("cpu"),
+        val_data_loader=loader,
+        network=torch.nn.Identity(),
+        postprocessing=CopyItemsd(keys="mask", names=M.EVAL_MASK_KEY),
+        key_val_metric={
+            "psnr_mask": IgniteMetricHandler(metric_fn=M.MaskedMetric("psnr"), output_transform=M.pred_and_masked_label)
+        },
+        additional_metrics={
+            "psnr_whole": IgniteMetricHandler(
+                metric_fn=M.MaskedMetric("psnr"), output_transform=partial(M.pred_and_masked_label, mask_key=None)
+            ),
+            "mae_mask": IgniteMetricHandler(metric_fn=M.MaskedMetric("mae"), output_transform=M.pred_and_masked_label),
+        },
+    )
+    evaluator.run()
+    assert evaluator.state.iteration == 1
+    metrics = evaluator.state.metrics
+    assert metrics["psnr_mask"] == pytest.approx(M.PSNR_CAP_DB) and metrics["mae_mask"] == 0.0
+    expected = np.mean([M.psnr(it["image"], it["label"]) for it in items])
+    assert metrics["psnr_whole"] == pytest.approx(expected, abs=1e-3) and metrics["psnr_whole"] < 40
+    # without the postprocessing copy the mask is not in the engine output: a clear error, not a silent whole-image
+    with pytest.raises(InputError, match="eval_mask"):
+        M.pred_and_masked_label([{"pred": items[0]["image"], "label": items[0]["label"]}])
