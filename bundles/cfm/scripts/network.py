@@ -28,17 +28,19 @@ What is MONAI's and what is written here (MONAI 1.6.1):
   ``torch.nn.PixelUnshuffle``.
 - ``monai.networks.blocks.ChannelSELayer`` has biases in both linear layers (the authors' SE has none: 5.25M needs
   that), so SE is written here (4 lines).
-- MONAI's ResBlocks (``monai.networks.nets.diffusion_model_unet.DiffusionUNetResnetBlock``) add the time embedding
-  after GN -> SiLU -> Conv with different norm placement and no SE; the authors add it between the two convolutions
-  after the first activation, so ResBlock is written here.
+- MONAI's ``monai.networks.nets.diffusion_model_unet.DiffusionUNetResnetBlock`` is pre-activation
+  (GN -> SiLU -> Conv -> + temb -> GN -> SiLU -> Conv) without SE; the authors' block is post-activation
+  (Conv -> GN -> SiLU -> + temb -> Conv -> GN -> SiLU -> SE), so ResBlock is written here.
 - ``monai.networks.blocks.SpatialAttentionBlock`` ties the attention inner width to the channel count (256, we need
   heads x dim_head = 128), uses GN eps 1e-6 and owns its norm (the authors reuse one GN(1) before attention and FF),
-  so the transformer block is written here; the attention itself is ``torch.nn.functional.scaled_dot_product_attention``.
+  so the transformer block is written here; the attention product itself is
+  ``torch.nn.functional.scaled_dot_product_attention``.
 
 Performance notes: every op works on NCHW or channels_last tensors (call ``network.to(memory_format=
 torch.channels_last)`` and pass channels_last inputs); the attention reshapes are views for channels_last; the
 time-frequency table is a buffer (no per-forward allocation); activations, time and residual additions and (without
-autograd) the SE scaling work in place on temporaries, which autograd allows (no backward formula reads them). Scriptable with ``torch.jit.script``.
+autograd) the SE scaling work in place on temporaries, which autograd allows (no backward formula reads them).
+Scriptable with ``torch.jit.script`` (output identical to eager).
 """
 
 from __future__ import annotations
@@ -51,7 +53,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-__all__ = ["CFMUNet", "count_flops", "SinusoidalTimeEmbedding", "ResBlock", "TransformerBlock", "Upsample", "Downsample"]
+__all__ = [
+    "CFMUNet",
+    "count_flops",
+    "SinusoidalTimeEmbedding",
+    "ResBlock",
+    "TransformerBlock",
+    "Upsample",
+    "Downsample",
+]
 
 
 class SinusoidalTimeEmbedding(nn.Module):
@@ -83,7 +93,8 @@ class MultiScaleInput(nn.Module):
     """Parallel convolutions with kernel sizes ``kernel_sizes`` ('same' padding), concatenated on channels.
 
     Shapes: (B, in_channels, H, W) -> (B, out_channels, H, W); each branch gives out_channels / len(kernel_sizes).
-    (One k=15 conv with zero-padded smaller kernels would avoid the concatenation but cost ~4x the arithmetic.)
+    (A single k=15 conv with zero-padded smaller kernels
+    would save the concatenation but cost ~4x the arithmetic.)
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_sizes: Sequence[int]) -> None:
@@ -147,8 +158,8 @@ class ResBlock(nn.Module):
         self.residual = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        # in-place activations and additions: each overwrites a temporary that no backward formula reads
-        # (autograd keeps silu's input itself), so training is unaffected and inference allocates less
+        # in-place activations and additions overwrite temporaries that no backward formula reads (for the in-place
+        # silu autograd keeps what it needs), so training gives the same gradients and inference allocates less
         h = F.silu(self.norm1(self.conv1(x)), inplace=True)
         h += self.time_proj(temb)[:, :, None, None]
         h = F.silu(self.norm2(self.conv2(h)), inplace=True)

@@ -1,0 +1,44 @@
+"""Flow-matching training in MONAI's ``SupervisedTrainer``: the path sampling as a ``PrepareBatch``.
+
+As MONAI's ``DiffusionPrepareBatch`` turns a batch into (noisy input, target, timesteps), this turns a batch of
+low/high-field slices into the network input [x_t, x_low], the target velocity x1 - x0 and the time t (passed to the
+network as ``t=``); the trainer's MSE loss is then the CFM loss of methods.md A.1. (``DiffusionPrepareBatch`` itself
+samples integer timesteps and noise from the global RNG, and its target is the noise: neither fits the flow.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from monai.engines.utils import PrepareBatch
+
+from .flow import StraightPath, model_input, sample_source, to_model_range
+
+
+class FlowMatchingPrepareBatch(PrepareBatch):
+    """``batch{"image": x_low, "label": x1}`` (each (B, 1, H, W) in [0, 1]) -> ([x_t, x_low], x1 - x0, (), {"t": t}).
+
+    Args:
+        source: "uniform" (the authors) or "gaussian" source for x0.
+        seed: seeds the generator of x0 and t (one per device, offset by the distributed rank).
+    """
+
+    def __init__(self, source: str = "uniform", seed: int = 0):
+        self.source, self.seed = source, int(seed)
+        self.path = StraightPath()
+        self.generator: torch.Generator | None = None
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if self.generator is None or self.generator.device != torch.device(device):
+            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+            self.generator = torch.Generator(device=device).manual_seed(self.seed + 1000 * rank)
+        return self.generator
+
+    def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
+        x_low = to_model_range(batchdata["image"].to(device, non_blocking=non_blocking).float())
+        x1 = to_model_range(batchdata["label"].to(device, non_blocking=non_blocking).float())
+        generator = self._generator(x1.device)
+        x0 = sample_source(x1, self.source, generator)
+        t, x_t, u_t = self.path.sample_location_and_conditional_flow(x0, x1, generator=generator)
+        return model_input(x_t, x_low), u_t, (), {"t": t}
