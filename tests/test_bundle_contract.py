@@ -1,0 +1,233 @@
+"""The bundle contract (``../shared/BUNDLE_CONTRACT.md``), checked for every folder in ``bundles/``.
+
+A new bundle is held to it automatically. Learned bundles are those with ``configs/train.json``; a bundle without
+one (``interpolation``) has no weights and evaluates with ``evaluate.json`` merged on top of ``inference.json``.
+The end-to-end checks run through MONAI's bundle runner in a subprocess, on tiny synthetic volumes, so they prove
+the pipelines, not the quality.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import phantom, save
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs").is_dir())
+SCHEMA = Path(os.environ.get("BUNDLE_SCHEMA", REPO.parent / "shared" / "schemas" / "meta_schema_20240725.json"))
+VERSION = re.compile(r"^\d+(\.\d+)*([a-z]+\d*)?$")
+
+
+def root(name: str) -> Path:
+    return REPO / "bundles" / name
+
+
+def learned(name: str) -> bool:
+    return (root(name) / "configs" / "train.json").is_file()
+
+
+def run_bundle(args: list[str], cwd: Path = REPO, timeout: int = 600, torchrun: int = 0) -> str:
+    """Run MONAI's bundle runner (or torchrun around it) and return its output; fail with the output on error."""
+    env = dict(os.environ, OMP_NUM_THREADS="1" if torchrun else "2", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="")
+    if torchrun:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}", "-m",
+               "monai.bundle", "run", *args]
+    else:
+        cmd = [sys.executable, "-m", "monai.bundle", "run", *args]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """Five subjects (2 training, 2 validation, 1 testing: two ranks of torchrun need two of each): high field 1 mm
+    (16, 32, 24), low field 2 x 2 x 4 mm, brain mask."""
+    folder = tmp_path_factory.mktemp("tiny")
+    items = []
+    for i in range(5):
+        high = phantom((16, 32, 24), seed=i)
+        low = high.reshape(8, 2, 16, 2, 6, 4).mean(axis=(1, 3, 5))
+        low = low + 0.03 * np.random.default_rng(10 + i).standard_normal(low.shape).astype(np.float32)
+        aff_low = np.diag([2.0, 2.0, 4.0, 1.0])
+        aff_low[:3, 3] = [0.5, 0.5, 1.5]
+        items.append({
+            "subject": f"t{i}",
+            "high": save(folder / f"t{i}_high.nii.gz", high),
+            "low": save(folder / f"t{i}_low.nii.gz", low, aff_low),
+            "mask": save(folder / f"t{i}_mask.nii.gz", (high > 0.1).astype(np.uint8)),
+        })
+    datalist = folder / "datalist.json"
+    datalist.write_text(json.dumps({"training": items[:2], "validation": items[2:4], "testing": items[4:]}))
+    return {"dir": folder, "datalist": str(datalist), "items": items}
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_files_and_metadata(name):
+    r = root(name)
+    required = ["LICENSE", "configs/metadata.json", "configs/inference.json", "configs/evaluate.json",
+                "configs/logging.conf", "docs/README.md"]
+    if learned(name):
+        required += ["configs/multi_gpu_train.json", "models/model.pt"]
+    missing = [f for f in required if not (r / f).is_file()]
+    assert not missing, f"{name} lacks {missing}"
+    meta = json.loads((r / "configs" / "metadata.json").read_text())
+    if SCHEMA.is_file():
+        import jsonschema
+
+        jsonschema.validate(meta, json.loads(SCHEMA.read_text()))
+    assert meta["version"] in meta["changelog"]
+    for key in ("monai_version", "pytorch_version", "numpy_version"):
+        assert VERSION.match(meta[key]), f"{key} {meta[key]!r} is not a plain PyPI version"
+    for pkg, ver in meta["required_packages_version"].items():
+        assert VERSION.match(ver), f"{pkg} {ver!r} is not a plain PyPI version"
+    fmt = meta["network_data_format"]
+    assert "image" in fmt["inputs"] and "pred" in fmt["outputs"]
+    readme = (r / "docs" / "README.md").read_text()
+    assert "python -m monai.bundle run" in readme
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_properties(name):
+    from monai.bundle import ConfigWorkflow
+
+    c = root(name) / "configs"
+    wf = ConfigWorkflow(config_file=str(c / "inference.json"), workflow_type="infer", logging_file=False)
+    assert wf.check_properties() == [], f"{name} inference.json misses MONAI inference properties"
+    if learned(name):
+        wf = ConfigWorkflow(config_file=str(c / "train.json"), workflow_type="train", logging_file=False)
+        assert wf.check_properties() == [], f"{name} train.json misses MONAI train properties"
+
+
+def _parser(name: str):
+    from monai.bundle import ConfigParser
+
+    from shared_transforms.bundle import activate_bundle
+
+    activate_bundle(root(name))
+    parser = ConfigParser()
+    parser.read_config(str(root(name) / "configs" / "inference.json"))
+    parser.read_meta(str(root(name) / "configs" / "metadata.json"))
+    return parser
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_network_io_torchscript_and_weights(name):
+    from monai.bundle import verify_net_in_out
+
+    c = root(name) / "configs"
+    verify_net_in_out(net_id="network_def", meta_file=str(c / "metadata.json"), config_file=str(c / "inference.json"),
+                      device="cpu", n=4, any=16)
+    parser = _parser(name)
+    net = parser.get_parsed_content("network_def").eval()
+    if learned(name):
+        state = torch.load(root(name) / "models" / "model.pt", map_location="cpu", weights_only=True)
+        state = state.get("model", state) if isinstance(state, dict) and "model" in state else state
+        net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    inp = parser["_meta_"]["network_data_format"]["inputs"]["image"]
+    shape = [16 if s == "*" else 32 for s in inp["spatial_shape"]]
+    x = torch.rand(1, inp["num_channels"], *shape)
+    with torch.no_grad():
+        eager = net(x)
+        try:
+            exported = torch.jit.script(net)
+        except Exception:
+            exported = torch.jit.trace(net, x)
+        assert torch.allclose(exported(x), eager, atol=1e-4), f"{name}: TorchScript output differs from eager"
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_inferer_is_a_monai_inferer_over_volumes(name):
+    """MONAI Label calls ``inferer(inputs, network)`` on the preprocessed volume: it must return the image."""
+    parser = _parser(name)
+    parser["device"] = "cpu"
+    inferer, network = parser.get_parsed_content("inferer"), parser.get_parsed_content("network")
+    vol = torch.zeros(1, 1, 12, 32, 24)
+    vol[:, :, 2:10, 4:28, 4:20] = torch.rand(1, 1, 8, 24, 16)
+    with torch.no_grad():
+        out = inferer(vol, network.eval())
+    assert out.shape[0] == 1 and out.shape[2:] == vol.shape[2:] and torch.isfinite(out).all()
+
+
+def _check_output(path: str, input_path: str, spacing=(1.0, 1.0, 1.0), on_input_grid=False):
+    out, src = nib.load(path), nib.load(input_path)
+    data = out.get_fdata()
+    assert np.isfinite(data).all() and data.min() >= 0 and data.max() <= 1
+    assert out.header["descrip"].tobytes().startswith(b"lfmri")
+    if on_input_grid:
+        assert out.shape == src.shape and np.allclose(out.affine, src.affine, atol=1e-4)
+        return
+    assert np.allclose(np.sqrt((out.affine[:3, :3] ** 2).sum(0)), spacing, atol=1e-4)
+    from shared_transforms.checks import world_bounding_box
+
+    o0, o1 = world_bounding_box(out.affine, out.shape)
+    s0, s1 = world_bounding_box(src.affine, src.shape)
+    assert np.all(np.abs(o0 - s0) <= max(spacing) + 2.0) and np.all(np.abs(o1 - s1) <= max(spacing) + 2.0), (
+        "output grid must cover the input's field of view")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUNDLES)
+def test_train_evaluate_infer_end_to_end(name, tiny_data, tmp_path):
+    c = root(name) / "configs"
+    work = tmp_path / name
+    ckpt = []
+    if learned(name):
+        run_bundle(["--config_file", str(c / "train.json"), "--datalist", tiny_data["datalist"], "--max_epochs", "1",
+                    "--val_interval", "1", "--output_dir", str(work / "train")])
+        found = sorted((work / "train").rglob("*.pt"))
+        assert found, f"{name}: training wrote no checkpoint"
+        ckpt = ["--ckpt_path", str(work / "train" / "model.pt")]
+        assert (work / "train" / "model.pt").is_file()
+        evaluate = f"['{c / 'train.json'}','{c / 'evaluate.json'}']"
+    else:
+        evaluate = f"['{c / 'inference.json'}','{c / 'evaluate.json'}']"
+    run_bundle(["--config_file", evaluate, "--datalist", tiny_data["datalist"], "--output_dir", str(work / "eval"),
+                *ckpt])
+    rows = list(csv.DictReader(open(work / "eval" / "metrics.csv")))
+    assert len(rows) == 1 and np.isfinite(float(rows[0]["psnr_mask"]))
+    test_low = tiny_data["items"][4]["low"]
+    out = run_bundle(["--config_file", str(c / "inference.json"), "--input_path", test_low, "--output_dir",
+                      str(work / "infer"), *ckpt])
+    path = work / "infer" / f"t4_low_{name}.nii.gz"
+    assert str(path) in out, "inference must say where it wrote"
+    _check_output(str(path), test_low)
+    # the bundle folder as working directory, and the output on the input's own grid
+    run_bundle(["--config_file", "configs/inference.json", "--input_path", test_low, "--output_dir",
+                str(work / "infer_in"), "--resample_to_input", "true", *ckpt], cwd=root(name))
+    _check_output(str(work / "infer_in" / f"t4_low_{name}.nii.gz"), test_low, on_input_grid=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [b for b in BUNDLES if learned(b)])
+def test_multi_gpu_config_runs_on_cpu_with_torchrun(name, tiny_data, tmp_path):
+    c = root(name) / "configs"
+    files = f"['{c / 'train.json'}','{c / 'multi_gpu_train.json'}']"
+    run_bundle(["--config_file", files, "--datalist", tiny_data["datalist"], "--max_epochs", "1", "--val_interval", "1",
+                "--output_dir", str(tmp_path / "ddp")], torchrun=2)
+    assert (tmp_path / "ddp" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_bad_inputs_get_clear_errors(name, tmp_path):
+    c = root(name) / "configs"
+    bad = tmp_path / "nan.nii.gz"
+    vol = phantom((16, 32, 24))
+    vol[3, 3, 3] = np.nan
+    save(bad, vol)
+    with pytest.raises(AssertionError) as info:
+        run_bundle(["--config_file", str(c / "inference.json"), "--input_path", str(bad), "--output_dir",
+                    str(tmp_path / "o")])
+    assert f"{bad}: contains 1 NaN" in str(info.value)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir()), "nothing half-written"
