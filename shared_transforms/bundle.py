@@ -28,6 +28,9 @@ def bundle_root(name: str, activate: bool = True) -> str:
     env = os.environ.get("LFMRI_BUNDLES_DIR")
     if env:
         candidates.insert(0, Path(env) / name)
+    from .errors import install_excepthook
+
+    install_excepthook()
     for cand in candidates:
         if _is_bundle(cand, name):
             root = str(cand.resolve())

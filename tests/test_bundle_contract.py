@@ -104,9 +104,11 @@ def test_properties(name):
 
     c = root(name) / "configs"
     wf = ConfigWorkflow(config_file=str(c / "inference.json"), workflow_type="infer", logging_file=False)
+    wf.initialize()
     assert wf.check_properties() == [], f"{name} inference.json misses MONAI inference properties"
     if learned(name):
         wf = ConfigWorkflow(config_file=str(c / "train.json"), workflow_type="train", logging_file=False)
+        wf.initialize()
         assert wf.check_properties() == [], f"{name} train.json misses MONAI train properties"
 
 
@@ -219,15 +221,50 @@ def test_multi_gpu_config_runs_on_cpu_with_torchrun(name, tiny_data, tmp_path):
     assert (tmp_path / "ddp" / "model.pt").is_file()
 
 
+def _run_in_process(name: str, **override) -> None:
+    """Run the inference workflow here; re-raise the InputError that MONAI wraps in RuntimeErrors."""
+    from monai.bundle import ConfigWorkflow
+
+    from shared_transforms.bundle import activate_bundle
+    from shared_transforms.errors import find_input_error
+
+    activate_bundle(root(name))
+    wf = ConfigWorkflow(config_file=str(root(name) / "configs" / "inference.json"), workflow_type="infer",
+                        logging_file=False, **override)
+    try:
+        wf.initialize()
+        wf.run()
+    except Exception as err:
+        found = find_input_error(err)
+        if found is not None:
+            raise found from err
+        raise
+
+
 @pytest.mark.parametrize("name", BUNDLES)
 def test_bad_inputs_get_clear_errors(name, tmp_path):
-    c = root(name) / "configs"
+    from shared_transforms.errors import InputError
+
     bad = tmp_path / "nan.nii.gz"
     vol = phantom((16, 32, 24))
     vol[3, 3, 3] = np.nan
     save(bad, vol)
-    with pytest.raises(AssertionError) as info:
-        run_bundle(["--config_file", str(c / "inference.json"), "--input_path", str(bad), "--output_dir",
-                    str(tmp_path / "o")])
-    assert f"{bad}: contains 1 NaN" in str(info.value)
+    with pytest.raises(InputError, match="contains 1 NaN") as info:
+        _run_in_process(name, input_path=str(bad), output_dir=str(tmp_path / "o"), device="cpu")
+    assert str(bad) in str(info.value)
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir()), "nothing half-written"
+    with pytest.raises(InputError, match="file not found"):
+        _run_in_process(name, input_path=str(tmp_path / "missing.nii.gz"), output_dir=str(tmp_path / "o"))
+
+
+@pytest.mark.parametrize("name", [b for b in BUNDLES if learned(b)])
+def test_checkpoint_that_does_not_fit_is_named(name, tmp_path):
+    from shared_transforms.errors import InputError
+
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"conv.weight": torch.zeros(3, 3)}, wrong)
+    good = save(tmp_path / "in.nii.gz", phantom((16, 32, 24)))
+    with pytest.raises(InputError, match="checkpoint does not fit the network") as info:
+        _run_in_process(name, input_path=good, output_dir=str(tmp_path / "o"), ckpt_path=str(wrong), device="cpu")
+    assert str(wrong) in str(info.value)
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir()), "nothing half-written"
