@@ -9,6 +9,7 @@ when float32 would exceed the Model Zoo's 25 MB file limit (``load_state_dict`` 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 import torch
@@ -72,6 +73,29 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike) -> torch.nn.
     net = network.module if hasattr(network, "module") and isinstance(network.module, torch.nn.Module) else network
     net.load_state_dict(state, strict=True)
     return network
+
+
+def latest_training_state(output_dir: str | os.PathLike, final_name: str = "checkpoint.pt") -> str:
+    """The newest training state in ``output_dir``, for ``--resume true``.
+
+    MONAI's ``CheckpointSaver`` writes ``checkpoint_epoch=N.pt`` every epoch and ``final_name`` only when the run ends
+    (or raises): after a killed run only the former exists. Returns the newer of the two (by epoch, the final file
+    winning a tie), or the path of ``final_name`` when neither exists (the loader then says it is missing).
+    """
+    output_dir = os.fspath(output_dir)
+    final = os.path.join(output_dir, final_name)
+    epochs = []
+    if os.path.isdir(output_dir):
+        for name in os.listdir(output_dir):
+            found = re.fullmatch(r"checkpoint_epoch=(\d+)\.pt", name)
+            if found:
+                epochs.append((int(found.group(1)), os.path.join(output_dir, name)))
+    if not epochs:
+        return final
+    newest = max(epochs)[1]
+    if os.path.isfile(final) and os.path.getmtime(final) >= os.path.getmtime(newest):
+        return final
+    return newest
 
 
 def export_weights(source: str | os.PathLike | Mapping, destination: str | os.PathLike) -> str:

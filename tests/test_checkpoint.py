@@ -1,0 +1,62 @@
+"""Weights: shipping, loading with the contract's errors, and finding the state to resume from."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from shared_transforms.checkpoint import (
+    ZOO_FILE_LIMIT_BYTES,
+    export_weights,
+    latest_training_state,
+    load_weights,
+    read_state_dict,
+)
+from shared_transforms.errors import InputError
+
+
+def test_export_is_a_plain_state_dict_and_loads_back(tmp_path):
+    net = torch.nn.Conv2d(2, 3, 3)
+    torch.save({"model": net.state_dict(), "optimizer": {}}, tmp_path / "ckpt.pt")  # MONAI's training layout
+    out = export_weights(tmp_path / "ckpt.pt", tmp_path / "models" / "model.pt")
+    state = torch.load(out, weights_only=True)
+    assert set(state) == {"weight", "bias"} and state["weight"].dtype == torch.float32
+    other = load_weights(torch.nn.Conv2d(2, 3, 3), out)
+    assert torch.equal(other.weight, net.weight)
+    assert not os.path.exists(out + ".tmp")
+
+
+def test_large_export_is_float16_and_loads_into_float32(tmp_path):
+    net = torch.nn.Linear(ZOO_FILE_LIMIT_BYTES // 4 // 1024 + 8, 1024, bias=False)  # just over 25 MB in float32
+    out = export_weights(net.state_dict(), tmp_path / "model.pt")
+    assert torch.load(out, weights_only=True)["weight"].dtype == torch.float16
+    assert os.path.getsize(out) < ZOO_FILE_LIMIT_BYTES
+    loaded = load_weights(torch.nn.Linear(net.in_features, 1024, bias=False), out)
+    assert loaded.weight.dtype == torch.float32
+    assert torch.allclose(loaded.weight, net.weight, atol=1e-3)
+
+
+def test_errors_name_the_file(tmp_path):
+    with pytest.raises(InputError, match="checkpoint not found"):
+        read_state_dict(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(InputError, match="not a readable PyTorch checkpoint") as info:
+        read_state_dict(tmp_path / "junk.pt")
+    assert str(tmp_path / "junk.pt") in str(info.value)
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(InputError, match="does not fit the network Conv2d"):
+        load_weights(torch.nn.Conv2d(2, 3, 3), tmp_path / "other.pt")
+
+
+def test_resume_finds_the_newest_training_state(tmp_path):
+    final = tmp_path / "checkpoint.pt"
+    assert latest_training_state(tmp_path / "absent") == str(tmp_path / "absent" / "checkpoint.pt")
+    assert latest_training_state(tmp_path) == str(final)  # nothing yet: the loader will say it is missing
+    for epoch in (3, 12):  # a run killed after epoch 12: only the interval saves exist
+        torch.save({}, tmp_path / f"checkpoint_epoch={epoch}.pt")
+    assert latest_training_state(tmp_path) == str(tmp_path / "checkpoint_epoch=12.pt")
+    torch.save({}, final)  # the run then ended normally: its final state is the newest
+    os.utime(final, (os.path.getmtime(tmp_path / "checkpoint_epoch=12.pt") + 1,) * 2)
+    assert latest_training_state(tmp_path) == str(final)
