@@ -30,6 +30,32 @@ def save(path, data, affine=None) -> str:
     return str(path)
 
 
+def tiny_subjects(folder, n: int, splits: tuple[int, int, int]) -> dict:
+    """``n`` tiny subjects written to ``folder``: high field 1 mm (16, 32, 24), low field 2 x 2 x 4 mm (block means
+    plus noise), brain mask; and ``folder/datalist.json`` with ``splits`` = (training, validation, testing) counts.
+    Returns {"dir", "datalist", "items"}."""
+    import json
+
+    items = []
+    for i in range(n):
+        high = phantom((16, 32, 24), seed=i)
+        low = high.reshape(8, 2, 16, 2, 6, 4).mean(axis=(1, 3, 5))
+        low = low + 0.03 * np.random.default_rng(10 + i).standard_normal(low.shape).astype(np.float32)
+        aff_low = np.diag([2.0, 2.0, 4.0, 1.0])
+        aff_low[:3, 3] = [0.5, 0.5, 1.5]
+        items.append({
+            "subject": f"t{i}",
+            "high": save(folder / f"t{i}_high.nii.gz", high),
+            "low": save(folder / f"t{i}_low.nii.gz", low, aff_low),
+            "mask": save(folder / f"t{i}_mask.nii.gz", (high > 0.1).astype(np.uint8)),
+        })
+    n_train, n_val, _ = splits
+    datalist = folder / "datalist.json"
+    datalist.write_text(json.dumps({"training": items[:n_train], "validation": items[n_train:n_train + n_val],
+                                    "testing": items[n_train + n_val:]}))
+    return {"dir": folder, "datalist": str(datalist), "items": items}
+
+
 @pytest.fixture
 def tiny_pair(tmp_path):
     """A low/high/mask triple on different grids: high 1 mm (24, 28, 20), low 2 x 2 x 4 mm."""

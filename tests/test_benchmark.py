@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import phantom, save
+from conftest import tiny_subjects
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
@@ -50,26 +50,11 @@ def _random_weights(name: str, path: Path) -> tuple[str, int]:
 def data(tmp_path_factory):
     """Five subjects (1 training, 1 validation, 3 testing): high field 1 mm (16, 32, 24), low field 2 x 2 x 4 mm,
     brain masks; plus random weights for unet and cfm."""
-    folder = tmp_path_factory.mktemp("bench_data")
-    items = []
-    for i in range(5):
-        high = phantom((16, 32, 24), seed=i)
-        low = high.reshape(8, 2, 16, 2, 6, 4).mean(axis=(1, 3, 5))
-        low = low + 0.03 * np.random.default_rng(10 + i).standard_normal(low.shape).astype(np.float32)
-        aff_low = np.diag([2.0, 2.0, 4.0, 1.0])
-        aff_low[:3, 3] = [0.5, 0.5, 1.5]
-        items.append({
-            "subject": f"t{i}",
-            "high": save(folder / f"t{i}_high.nii.gz", high),
-            "low": save(folder / f"t{i}_low.nii.gz", low, aff_low),
-            "mask": save(folder / f"t{i}_mask.nii.gz", (high > 0.1).astype(np.uint8)),
-        })
-    datalist = folder / "datalist.json"
-    datalist.write_text(json.dumps({"training": items[:1], "validation": items[1:2], "testing": items[2:]}))
+    tiny = tiny_subjects(tmp_path_factory.mktemp("bench_data"), 5, (1, 1, 3))
+    folder = tiny["dir"]
     unet, unet_params = _random_weights("unet", folder / "unet.pt")
     cfm, _ = _random_weights("cfm", folder / "cfm.pt")
-    return {"dir": folder, "datalist": str(datalist), "items": items, "unet": unet, "unet_params": unet_params,
-            "cfm": cfm}
+    return {**tiny, "unet": unet, "unet_params": unet_params, "cfm": cfm}
 
 
 @pytest.fixture(scope="module")

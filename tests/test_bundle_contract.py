@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import phantom, save
+from conftest import phantom, save, tiny_subjects
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs").is_dir())
@@ -54,23 +54,7 @@ def run_bundle(args: list[str], cwd: Path = REPO, timeout: int = 600, torchrun: 
 def tiny_data(tmp_path_factory):
     """Five subjects (2 training, 2 validation, 1 testing: two ranks of torchrun need two of each): high field 1 mm
     (16, 32, 24), low field 2 x 2 x 4 mm, brain mask."""
-    folder = tmp_path_factory.mktemp("tiny")
-    items = []
-    for i in range(5):
-        high = phantom((16, 32, 24), seed=i)
-        low = high.reshape(8, 2, 16, 2, 6, 4).mean(axis=(1, 3, 5))
-        low = low + 0.03 * np.random.default_rng(10 + i).standard_normal(low.shape).astype(np.float32)
-        aff_low = np.diag([2.0, 2.0, 4.0, 1.0])
-        aff_low[:3, 3] = [0.5, 0.5, 1.5]
-        items.append({
-            "subject": f"t{i}",
-            "high": save(folder / f"t{i}_high.nii.gz", high),
-            "low": save(folder / f"t{i}_low.nii.gz", low, aff_low),
-            "mask": save(folder / f"t{i}_mask.nii.gz", (high > 0.1).astype(np.uint8)),
-        })
-    datalist = folder / "datalist.json"
-    datalist.write_text(json.dumps({"training": items[:2], "validation": items[2:4], "testing": items[4:]}))
-    return {"dir": folder, "datalist": str(datalist), "items": items}
+    return tiny_subjects(tmp_path_factory.mktemp("tiny"), 5, (2, 2, 1))
 
 
 @pytest.mark.parametrize("name", BUNDLES)

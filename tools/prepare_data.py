@@ -243,7 +243,6 @@ def simulate(
         seed: per-subject seeds are ``seed + index`` in sorted subject order (300 is the reference code's).
     """
     import torch
-    from monai.transforms import CopyItemsd
 
     from shared_transforms.intensity import PercentileNormalize
     from shared_transforms.io import LoadVolume
