@@ -79,3 +79,18 @@ def test_bundle_root_and_scripts_isolation(tmp_path, monkeypatch):
         sys.modules.update(saved)
         sys.path[:] = [p for p in sys.path if str(tmp_path) not in p]
     assert isinstance(types, object)
+
+
+def test_precision_auto_follows_the_hardware_and_bad_values_raise(monkeypatch):
+    from shared_transforms import inferers
+
+    assert inferers.resolve_precision("cpu", "float16") == "float16"
+    for fast, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(inferers, "fast_bfloat16", lambda device_type, fast=fast: fast)
+        assert inferers.resolve_precision("cpu", "auto") == expected
+        with inferers.autocast("cpu", "auto"), torch.no_grad():
+            y = torch.nn.Linear(4, 4)(torch.rand(2, 4))
+        assert y.dtype == (torch.bfloat16 if fast else torch.float32)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        inferers.resolve_precision("cpu", "half")
+    assert inferers.fast_bfloat16("mps") is False
