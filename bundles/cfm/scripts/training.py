@@ -17,7 +17,8 @@ from .flow import StraightPath, model_input, sample_source, to_model_range
 
 
 class FlowMatchingPrepareBatch(PrepareBatch):
-    """``batch{"image": x_low, "label": x1}`` (each (B, 1, H, W) in [0, 1]) -> ([x_t, x_low], x1 - x0, (), {"t": t}).
+    """``batch{"image": x_low, "label": x1}`` (each (B, 1, H, W) in [0, 1]) -> ([x_t, x_low], x1 - x0, (), {"t": t}),
+    the network input a plain channels-last tensor (the network's own memory format in train.json).
 
     Args:
         source: "uniform" (the authors) or "gaussian" source for x0.
@@ -36,9 +37,18 @@ class FlowMatchingPrepareBatch(PrepareBatch):
         return self.generator
 
     def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
-        x_low = to_model_range(batchdata["image"].to(device, non_blocking=non_blocking).float())
-        x1 = to_model_range(batchdata["label"].to(device, non_blocking=non_blocking).float())
+        # plain tensors: a MetaTensor would carry its metadata through every operation of the network
+        # (measured: twice the time per training step on the CPU)
+        x_low = to_model_range(_plain(batchdata["image"], device, non_blocking))
+        x1 = to_model_range(_plain(batchdata["label"], device, non_blocking))
         generator = self._generator(x1.device)
         x0 = sample_source(x1, self.source, generator)
         t, x_t, u_t = self.path.sample_location_and_conditional_flow(x0, x1, generator=generator)
-        return model_input(x_t, x_low), u_t, (), {"t": t}
+        inputs = model_input(x_t, x_low).contiguous(memory_format=torch.channels_last)
+        return inputs, u_t, (), {"t": t}
+
+
+def _plain(x: torch.Tensor, device, non_blocking: bool) -> torch.Tensor:
+    """A float32 ``torch.Tensor`` (not a MetaTensor) on ``device``."""
+    x = x.as_tensor() if hasattr(x, "as_tensor") else x
+    return x.to(device=device, dtype=torch.float32, non_blocking=non_blocking)
