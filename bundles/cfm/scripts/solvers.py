@@ -5,8 +5,10 @@ With dt = 1 / num_steps and t_i = i dt, i = 0 .. num_steps - 1:
 - ``euler`` (the authors' sampler [READ-code solver.py]): x <- x + dt v(x, t_i).                       1 evaluation/step
 - ``midpoint`` (explicit RK2): x <- x + dt v(x + dt/2 v(x, t_i), t_i + dt/2).                         2 evaluations/step
 - ``heun`` (explicit trapezoid, RK2): x~ = x + dt v(x, t_i); x <- x + dt/2 (v(x, t_i) + v(x~, t_i + dt)).
-  The standard method with 2 evaluations in EVERY step, the last included: the last-step shortcut of EDM (Karras
-  et al. 2022) exists because their ODE is singular at sigma = 0, which the flow ODE at t = 1 is not.
+  The standard method with 2 evaluations in every step, the last included (no EDM-style last-step shortcut).
+  Measured in the step study (docs/README.md): poor with few steps. With the independent coupling of the authors'
+  recipe the ideal velocity at t = 1 is v(x, 1) = x - E[x0] = x (the source is forgotten), so a 1-step Heun solve
+  returns E[x1 | x_low] + x0 / 2: half the source noise stays. Euler never evaluates t = 1.
 
 Local error O(dt^2) per step for Euler, O(dt^3) for midpoint/Heun: global error O(dt) and O(dt^2).
 For a velocity constant along the path (the exact straight-path velocity x1 - x0) every method is exact in 1 step.
