@@ -83,15 +83,16 @@ def test_files_and_metadata(name):
 
 
 @pytest.mark.parametrize("name", BUNDLES)
-def test_properties(name):
+def test_properties(name, tiny_data):
     from monai.bundle import ConfigWorkflow
 
     c = root(name) / "configs"
     wf = ConfigWorkflow(config_file=str(c / "inference.json"), workflow_type="infer", logging_file=False)
     wf.initialize()
     assert wf.check_properties() == [], f"{name} inference.json misses MONAI inference properties"
-    if learned(name):
-        wf = ConfigWorkflow(config_file=str(c / "train.json"), workflow_type="train", logging_file=False)
+    if learned(name):  # the train properties include the datasets, so they need a datalist that exists
+        wf = ConfigWorkflow(config_file=str(c / "train.json"), workflow_type="train", logging_file=False,
+                            datalist=tiny_data["datalist"], output_dir=str(tiny_data["dir"] / f"props_{name}"))
         wf.initialize()
         assert wf.check_properties() == [], f"{name} train.json misses MONAI train properties"
 
