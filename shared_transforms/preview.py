@@ -85,5 +85,5 @@ class SavePreviewd(MapTransform):
         ranges = [(0.0, float(np.percentile(v, 99.5)) or 1.0) if "std" in str(k) else None for k, v in zip(keys, volumes)]
         path = os.path.join(self.output_dir, f"{nifti_stem(source)}_{self.bundle_name}.png")
         d["preview_path"] = save_preview(volumes, titles, path, ranges)
-        print(f"[{self.bundle_name}] wrote {path}", flush=True)
+        print(f"[{self.bundle_name}] wrote {os.path.abspath(path)}", flush=True)
         return d
