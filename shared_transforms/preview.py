@@ -40,12 +40,20 @@ def save_preview(volumes: Sequence[np.ndarray], titles: Sequence[str], path: str
             ax.set_title(f"{title}: {view}", fontsize=8)
             ax.axis("off")
     fig.tight_layout()
+    return save_figure_atomic(fig, path, dpi=90)
+
+
+def save_figure_atomic(fig, path: str, dpi: int = 100) -> str:
+    """Write a matplotlib figure to ``path`` through a temporary file in the same folder and a rename (never a
+    half-written PNG), then close the figure. Returns ``path``."""
+    import matplotlib.pyplot as plt
+
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=folder)
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=90)
+        fig.savefig(tmp, dpi=dpi)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:

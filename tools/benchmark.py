@@ -68,6 +68,7 @@ from shared_transforms.errors import InputError  # noqa: E402
 from shared_transforms.io import NORMALISED_NOTE, as_bool, write_nifti_atomic  # noqa: E402
 from shared_transforms.metrics import LPIPS_BACKBONE_FILES, evaluate_volume  # noqa: E402
 from shared_transforms.pipelines import pair_transforms  # noqa: E402
+from shared_transforms.preview import save_figure_atomic  # noqa: E402
 
 #: the Markdown table: (CSV column, header, number format); mean ± std over subjects unless the format is "const".
 TABLE_COLUMNS = (
@@ -453,15 +454,7 @@ def save_figure(panels: list[dict], methods: list[str], path: str, error_max: fl
             spine.set_visible(False)
     if err_im is not None:
         fig.colorbar(err_im, ax=list(axes[:, -len(methods):].flat), shrink=0.8, label="absolute error")
-    tmp = path + ".tmp.png"
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return save_figure_atomic(fig, path, dpi=100)
 
 
 def command_line(arguments: dict[str, Any]) -> str:
