@@ -2,6 +2,9 @@
 
     cd bundles/cfm && python -m scripts.step_study --datalist ../../demo_data/datalist.json --out_dir ../../outputs/cfm/step_study
 
+``--precision`` as the bundle's ("auto": bfloat16 where native, else float32); ``--steps 1,2,4 --solvers euler``
+for a subset; ``--slice_stride`` for fewer slices; ``--ckpt_path`` for other weights (default: models/model.pt).
+
 Quality: every ``slice_stride``-th sagittal slice inside the brain of each test subject (the same slices, the same
 source samples for every setting), PSNR and SSIM inside the mask per slice (``shared_transforms.metrics``, 2D),
 averaged over slices and subjects, for ``steps`` x ``solvers``. Time: one whole test volume per step count with the
@@ -86,7 +89,7 @@ def main(
     slice_stride: int = 4,
     batch: int = 8,
     time_volumes: int = 1,
-    precision: str = "float32",
+    precision: str = "auto",
     device: str | None = None,
     seed: int = 0,
 ):
