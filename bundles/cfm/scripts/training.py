@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import torch
 from monai.engines.utils import PrepareBatch
+from monai.utils import convert_to_tensor
 
 from .flow import StraightPath, model_input, sample_source, to_model_range
 
@@ -39,16 +40,13 @@ class FlowMatchingPrepareBatch(PrepareBatch):
     def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
         # plain tensors: a MetaTensor would carry its metadata through every operation of the network
         # (measured: twice the time per training step on the CPU)
-        x_low = to_model_range(_plain(batchdata["image"], device, non_blocking))
-        x1 = to_model_range(_plain(batchdata["label"], device, non_blocking))
+        x_low, x1 = (
+            to_model_range(convert_to_tensor(batchdata[k], track_meta=False).to(device, torch.float32, non_blocking))
+            for k in ("image", "label")
+        )
         generator = self._generator(x1.device)
         x0 = sample_source(x1, self.source, generator)
         t, x_t, u_t = self.path.sample_location_and_conditional_flow(x0, x1, generator=generator)
         inputs = model_input(x_t, x_low).contiguous(memory_format=torch.channels_last)
         return inputs, u_t, (), {"t": t}
 
-
-def _plain(x: torch.Tensor, device, non_blocking: bool) -> torch.Tensor:
-    """A float32 ``torch.Tensor`` (not a MetaTensor) on ``device``."""
-    x = x.as_tensor() if hasattr(x, "as_tensor") else x
-    return x.to(device=device, dtype=torch.float32, non_blocking=non_blocking)
