@@ -16,6 +16,7 @@ import torch
 from monai.handlers import CheckpointLoader as MonaiCheckpointLoader
 
 from .errors import InputError
+from .files import atomic_path
 
 ZOO_FILE_LIMIT_BYTES = 25 * 1024 * 1024
 
@@ -106,8 +107,6 @@ def export_weights(source: str | os.PathLike | Mapping, destination: str | os.Pa
     if size > ZOO_FILE_LIMIT_BYTES:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     destination = os.fspath(destination)
-    os.makedirs(os.path.dirname(os.path.abspath(destination)), exist_ok=True)
-    tmp = destination + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, destination)
+    with atomic_path(destination) as tmp:
+        torch.save(state, tmp)
     return destination

@@ -2,15 +2,14 @@
 
 Reading reuses MONAI ``LoadImage`` (nibabel reader) and ``EnsureChannelFirst``; what is added is the check of each
 bad input of the bundle contract *before* anything runs, so the error names the file and the problem.
-Writing is by hand (nibabel) because MONAI's ``SaveImage`` writes in place: here a volume goes to a temporary file
-in the destination folder and is renamed over the target, so a crash never leaves a half-written NIfTI, and a file
-this project did not write is never overwritten.
+Writing is by hand (nibabel) because MONAI's ``SaveImage`` writes in place: here a volume goes through
+:func:`shared_transforms.files.atomic_path`, so a crash never leaves a half-written NIfTI, and a file this project
+did not write is never overwritten.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 
 import nibabel as nib
@@ -22,6 +21,7 @@ from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, Spatia
 
 from .checks import check_nifti_file, check_values, is_nifti_path
 from .errors import InputError
+from .files import atomic_path
 
 #: Every NIfTI this project writes carries this prefix in its header description, so it can tell its own outputs
 #: (which a re-run may replace) from a user's files (which are never overwritten).
@@ -129,20 +129,8 @@ def write_nifti_atomic(
     img.set_sform(aff, code=1)
     img.header.set_xyzt_units("mm")
     img.header["descrip"] = f"{DESCRIPTION_PREFIX} {description}".strip()[:79].encode("latin-1", "replace")
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    suffix = ".nii.gz" if path.lower().endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         nib.save(img, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

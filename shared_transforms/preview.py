@@ -1,12 +1,12 @@
 """A PNG preview beside each output volume: the input and each result in three orthogonal mid slices.
 
-Matplotlib (headless ``Agg``) draws it; the file is written to a temporary name and renamed, like the volumes.
+Matplotlib (headless ``Agg``) draws it; the file is written through
+:func:`shared_transforms.files.atomic_path`, like the volumes.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -14,6 +14,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from .files import atomic_path
 from .io import nifti_stem
 
 
@@ -48,18 +49,11 @@ def save_figure_atomic(fig, path: str, dpi: int = 100) -> str:
     half-written PNG), then close the figure. Returns ``path``."""
     import matplotlib.pyplot as plt
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".png", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=dpi)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -5,8 +5,8 @@ There is no HCP, IXI or fastMRI here, so the shipped bundles are trained and tes
 template (T1w, skull-stripped, 1 mm) under a random smooth deformation (MONAI ``Rand3DElasticd``: a random affine
 plus a smoothed displacement field, a few mm) and a random intensity variation (tissue contrast through the GM/WM
 maps, a bias field, a gamma), cropped to the brain; its low-field partner comes from the stochastic tissue-contrast
-simulator of Lin et al. / Figini et al. (methods.md E) on a 1.6 x 1.6 x 5 mm grid (slice thickness 4 mm + 1 mm gap,
-the geometry of a 64 mT portable T1w scan as in seed 002), with (SNR_WM, SNR_GM) drawn per subject from the T1w
+simulator of Lin et al. 2023 (Medical Image Analysis 87:102807) / Figini et al. 2020 (arXiv 2003.07216) on a
+1.6 x 1.6 x 5 mm grid (slice thickness 4 mm + 1 mm gap, the geometry of a 64 mT portable T1w scan as in seed 002), with (SNR_WM, SNR_GM) drawn per subject from the T1w
 bivariate Gaussian of the reference code.
 
     python tools/make_demo_data.py --out_dir demo_data            # 16 subjects: 10 train / 3 val / 3 test
@@ -22,20 +22,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
-from pathlib import Path
 
 import fire
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from shared_transforms.datalist import write_datalist  # noqa: E402
-from shared_transforms.io import write_nifti_atomic  # noqa: E402
-from shared_transforms.sample import SAMPLE_DIR, SAMPLE_FILES  # noqa: E402
+from shared_transforms.datalist import write_datalist
+from shared_transforms.files import atomic_path, write_text_atomic
+from shared_transforms.io import write_nifti_atomic
+from shared_transforms.preview import save_figure_atomic
+from shared_transforms.sample import SAMPLE_DIR, SAMPLE_FILES
 
 #: brain bounding box of the 1 mm template (x 26-170, y 27-207, z 0-154) with a margin, each side a multiple of 8.
 CROP = (slice(18, 178), slice(22, 214), slice(0, 168))  # -> (160, 192, 168) voxels
@@ -132,9 +130,7 @@ def save_preview(rows: list[dict], path: str) -> str:
             ax.set_title(f"{row['subject']}: {title}", fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return save_figure_atomic(fig, path, dpi=80)
 
 
 def main(
@@ -180,13 +176,14 @@ def main(
         first = splits["testing"][0] if splits["testing"] else splits["training"][0]
         SAMPLE_DIR.mkdir(exist_ok=True)
         for key, name in SAMPLE_FILES.items():
-            shutil.copyfile(os.path.join(out_dir, first[key]), SAMPLE_DIR / name)
+            with atomic_path(SAMPLE_DIR / name) as tmp:
+                shutil.copyfile(os.path.join(out_dir, first[key]), tmp)
         info = {"subject": first["subject"], "snr_wm": first["snr_wm"], "snr_gm": first["snr_gm"],
                 "made_by": f"python tools/make_demo_data.py --out_dir {out_dir} --n_subjects {n_subjects} "
                            f"--seed {seed} --write_sample true",
                 "source": "MNI ICBM152 2009c nonlinear symmetric template (nilearn), synthetic deformation and "
                           "low-field simulation; not a real scan"}
-        (SAMPLE_DIR / "sample.json").write_text(json.dumps(info, indent=2) + "\n")
+        write_text_atomic(SAMPLE_DIR / "sample.json", json.dumps(info, indent=2) + "\n")
         print(f"sample ({first['subject']}) written to {SAMPLE_DIR}")
     print(f"wrote {n_subjects} subjects to {out_dir} in {time.time() - t0:.0f} s: "
           + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))

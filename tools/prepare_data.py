@@ -20,30 +20,24 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import fire
 import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from shared_transforms.checks import check_fov_overlap, check_nifti_file, check_values, is_nifti_path  # noqa: E402
-from shared_transforms.datalist import write_datalist  # noqa: E402
-from shared_transforms.errors import InputError  # noqa: E402
-from shared_transforms.io import nifti_stem, write_nifti_atomic  # noqa: E402
+from shared_transforms.checks import check_fov_overlap, check_nifti_file, check_values, is_nifti_path
+from shared_transforms.datalist import write_datalist
+from shared_transforms.errors import InputError
+from shared_transforms.geometry import SEED002_HIGH_FIELD, SEED002_LOW_FIELD
+from shared_transforms.io import nifti_stem, write_nifti_atomic
 
 #: ``sub-01_slice-012.nii.gz``, ``sub01_12.nii``, ``patient7-slice_3.nii.gz``: subject, then the slice index last.
 DEFAULT_SLICE_PATTERN = r"^(?P<subject>.+?)[_-](?:slice[_-]?)?(?P<slice>\d+)$"
 #: the role suffix stripped from a file name to get its subject id (``sub-01_low.nii.gz`` -> ``sub-01``).
 ROLE_SUFFIX = r"[_-](low|high|lf|hf|lr|hr|lq|hq|mask|brainmask|brain_mask|t1w?)$"
-PRESETS = {
-    "low": {"spatial_shape": (112, 138, 40), "spacing_mm": (1.6, 1.6, 5.0)},
-    "high": {"spatial_shape": (179, 221, 200), "spacing_mm": (1.0, 1.0, 1.0)},
-}
+PRESETS = {"low": SEED002_LOW_FIELD, "high": SEED002_HIGH_FIELD}
 
 
 def _nifti_files(folder: str) -> list[str]:
