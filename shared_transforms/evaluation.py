@@ -3,23 +3,31 @@
 MONAI's ``MetricsSaver`` writes what MONAI metric handlers computed; the project's standard set (masked and whole
 PSNR/SSIM/MS-SSIM/MAE/NMSE, per-slice statistics, the ULF-EnC score, tissue overlap, LPIPS or its skip reason) is a
 dictionary per volume, so this handler computes it on each decollated item and writes ``metrics.csv`` (one row per
-volume) and ``metrics_summary.json`` (mean and std per metric) when the run completes.
+volume) and ``metrics_summary.json`` (mean and std per metric) when the run completes. Paper protocols
+(:data:`shared_transforms.metrics.protocols.PROTOCOLS`, e.g. the CFM paper's per-slice evaluation) can be added to
+each row, so a bundle's table can be compared with its paper. Both files are written atomically
+(:func:`shared_transforms.files.write_text_atomic`): a crash never leaves a half-written table.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from .errors import InputError
+from .files import write_text_atomic
 from .metrics import evaluate_volume
+from .metrics.protocols import PROTOCOLS
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +52,13 @@ class VolumeMetricsSaver:
     Args:
         output_dir: folder for the two files (created).
         pred_key, label_key, mask_key: keys in the decollated engine output / batch.
-        lpips_net: ``alex`` or ``vgg``, computed only when its backbone weights are in the torch hub cache.
+        lpips_net: ``alex`` or ``vgg``, computed only when its backbone weights are in the torch hub cache (also
+            passed to the protocols); None: no LPIPS.
         summary_prefix: the means also go into ``engine.state.metrics`` under this prefix.
+        extra_columns: constant columns added to every row (e.g. the method's name).
+        protocols: names in :data:`shared_transforms.metrics.protocols.PROTOCOLS`; each one's values for a volume
+            are added to its row with the name as a prefix (``cfm`` adds ``cfm_psnr``, ``cfm_ssim``,
+            ``cfm_slices_used``, ...), and so to the summary.
     """
 
     def __init__(
@@ -57,7 +70,12 @@ class VolumeMetricsSaver:
         lpips_net: str | None = "alex",
         summary_prefix: str = "test_",
         extra_columns: dict | None = None,
+        protocols: Sequence[str] = (),
     ):
+        unknown = [name for name in protocols if name not in PROTOCOLS]
+        if unknown:
+            raise InputError("protocols", f"has unknown name(s) {unknown}, expected names in {sorted(PROTOCOLS)}")
+        self.protocols = tuple(protocols)
         self.output_dir = output_dir
         self.pred_key, self.label_key, self.mask_key = pred_key, label_key, mask_key
         self.lpips_net = lpips_net
@@ -83,13 +101,14 @@ class VolumeMetricsSaver:
         for i, out in enumerate(outputs):
             item = batch[i] if i < len(batch) else {}
             mask = item.get(self.mask_key, out.get(self.mask_key))
+            pred, label = _first_channel(out[self.pred_key]), _first_channel(out[self.label_key])
             scores = evaluate_volume(
-                _first_channel(out[self.pred_key]),
-                _first_channel(out[self.label_key]),
-                None if mask is None else _first_channel(mask) > 0.5,
-                lpips_net=self.lpips_net,
+                pred, label, None if mask is None else _first_channel(mask) > 0.5, lpips_net=self.lpips_net
             )
             row = {"subject": _subject(item, len(self.rows)), **self.extra_columns, **scores}
+            for name in self.protocols:
+                values = PROTOCOLS[name](pred, label, lpips_net=self.lpips_net)
+                row.update({f"{name}_{key}": value for key, value in values.items()})
             self.rows.append(row)
             logger.info("%s: PSNR %.2f dB, SSIM %.4f inside the mask", row["subject"], scores.get("psnr_mask", math.nan),
                         scores.get("ssim_mask", math.nan))
@@ -108,19 +127,16 @@ class VolumeMetricsSaver:
         return out
 
     def _completed(self, engine) -> None:
-        os.makedirs(self.output_dir, exist_ok=True)
         columns: list[str] = []
         for row in self.rows:
             columns += [k for k in row if k not in columns]
-        path = os.path.join(self.output_dir, "metrics.csv")
-        with open(path + ".tmp", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(path + ".tmp", path)
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        path = write_text_atomic(os.path.join(self.output_dir, "metrics.csv"), table.getvalue(), newline="")
         summary = self.summary()
-        with open(os.path.join(self.output_dir, "metrics_summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        write_text_atomic(os.path.join(self.output_dir, "metrics_summary.json"), json.dumps(summary, indent=2))
         for k, v in summary.items():
             if isinstance(v, dict):
                 engine.state.metrics[f"{self.summary_prefix}{k}"] = v["mean"]

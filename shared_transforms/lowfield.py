@@ -1,9 +1,9 @@
 """Synthetic low-field MRI from high-field volumes: the two simulators every bundle's training data can be made with.
 
-1. :class:`SimulateLowFieldBlurGamma` (seed 002's recipe, methods.md C.4, seed 002 section 2.3.2):
+1. :class:`SimulateLowFieldBlurGamma` (seed 002's recipe, its section 2.3.2):
    ``I_low = clip(N((G_sigma(resample(I_high)))^gamma), 0, 1)`` on an intensity-normalised input in [0, 1].
-2. :class:`SimulateLowFieldTissueContrast` (Figini et al. 2020 -> Lin et al., MedIA 2023 "Stochastic IQT",
-   methods.md E.1 and E.2): slice-thickness blur and thick-slice resampling, tissue-specific contrast set by a
+2. :class:`SimulateLowFieldTissueContrast` (Figini et al. 2020, arXiv 2003.07216 -> Lin et al., Medical Image
+   Analysis 87:102807, 2023, "Stochastic IQT", and its public code): slice-thickness blur and thick-slice resampling, tissue-specific contrast set by a
    (SNR_WM, SNR_GM) pair drawn from a bivariate Gaussian, and additive Gaussian noise.
 
 Both take channel-first volumes ``(C, X, Y, Z)`` (MONAI MetaTensors carrying an ``affine``, as from ``LoadImage`` +
@@ -36,11 +36,11 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, SpatialResample, Transform
 from monai.utils import TransformBackends
 from scipy import ndimage
-from skimage.filters import threshold_multiotsu
 
 from .errors import InputError
-from .geometry import affine_for_grid, voxel_spacing_mm
+from .geometry import SEED002_LOW_FIELD, affine_for_grid, voxel_spacing_mm
 from .intensity import brain_mask_from_intensity
+from .metrics.tissue import tissue_segmentation
 
 __all__ = [
     "FWHM_TO_SIGMA",
@@ -61,11 +61,11 @@ __all__ = [
 #: sigma = FWHM / (2 sqrt(2 ln 2)) for a Gaussian.
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
-#: (SNR_WM, SNR_GM) mean and covariance of the Stochastic-IQT T1w/HCP setting (methods.md E.2, commented block of
-#: the official config; fitted to SNRs measured on real 0.36 T scans).
+#: (SNR_WM, SNR_GM) mean and covariance of the Stochastic-IQT T1w/HCP setting (Lin et al. 2023: the commented block
+#: of the official config.py; fitted to SNRs measured on real 0.36 T scans).
 SNR_MEAN_T1W = (64.50, 54.14)
 SNR_COV_T1W = ((78.47, 71.50), (71.50, 73.91))
-#: The active Stochastic-IQT config (FLAIR, LEMON/MBB data), methods.md E.2.
+#: The active Stochastic-IQT config (FLAIR, LEMON/MBB data) of Lin et al. 2023's config.py.
 SNR_MEAN_FLAIR_MBB = (35.031, 42.329)
 SNR_COV_FLAIR_MBB = ((34.048, 39.850), (39.850, 50.293))
 
@@ -143,9 +143,24 @@ def _range(value: float | Sequence[float], name: str, low: float = 0.0) -> tuple
     return lo, hi
 
 
-# -------------------------------------------------------------------------------------------- seed 002's recipe (C.4)
+class _SimulatorDict(Randomizable, MapTransform):
+    """Base of the simulators' dictionary versions: their array simulator ``self.sim`` is seeded with them and draws
+    the parameters (MONAI's dictionary transforms delegate the same way)."""
+
+    sim: Randomizable
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.sim.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: object = None) -> None:
+        self.sim.randomize(data)
+
+
+# ------------------------------------------------------------------------------------------------- seed 002's recipe
 class SimulateLowFieldBlurGamma(Randomizable, Transform):
-    """Seed 002's synthetic low field (methods.md C.4; seed 002 section 2.3.2).
+    """Seed 002's synthetic low field (its section 2.3.2).
 
     ``I_low = clip(N((G_sigma(resample(I_high)))^gamma), 0, 1)``, steps in the report's order:
 
@@ -162,7 +177,7 @@ class SimulateLowFieldBlurGamma(Randomizable, Transform):
        no formula for the weighting: this one is our reading of "background-weighted";
     5. clip to [0, 1].
 
-    The report states no values for sigma, gamma or the noise level (NOT FOUND, methods.md C.4): the default ranges
+    The report states no values for sigma, gamma or the noise level: the default ranges
     (sigma 0.5-1.5 voxel, gamma 1.1-1.6, noise std 0.01-0.05, background weight 1) are ours. One draw of
     (sigma, gamma, noise std) per call; recorded in the output's meta as ``lowfield_blur_sigma_vox``,
     ``lowfield_gamma``, ``lowfield_noise_std``, ``lowfield_background_weight``.
@@ -183,7 +198,7 @@ class SimulateLowFieldBlurGamma(Randomizable, Transform):
 
     def __init__(
         self,
-        spacing_mm: Sequence[float] = (1.6, 1.6, 5.0),
+        spacing_mm: Sequence[float] = SEED002_LOW_FIELD["spacing_mm"],
         spatial_shape: Sequence[int] | None = None,
         blur_sigma_vox: float | Sequence[float] = (0.5, 1.5),
         gamma: float | Sequence[float] = (1.1, 1.6),
@@ -244,7 +259,7 @@ class SimulateLowFieldBlurGamma(Randomizable, Transform):
         return _output(np.clip(low, 0.0, 1.0), img, dst_affine, p)
 
 
-class SimulateLowFieldBlurGammad(Randomizable, MapTransform):
+class SimulateLowFieldBlurGammad(_SimulatorDict):
     """Dictionary version of :class:`SimulateLowFieldBlurGamma`.
 
     Each key in ``keys`` is replaced by its simulated low-field volume; the parameters are drawn once per call and
@@ -258,7 +273,7 @@ class SimulateLowFieldBlurGammad(Randomizable, MapTransform):
     def __init__(
         self,
         keys: KeysCollection,
-        spacing_mm: Sequence[float] = (1.6, 1.6, 5.0),
+        spacing_mm: Sequence[float] = SEED002_LOW_FIELD["spacing_mm"],
         spatial_shape: Sequence[int] | None = None,
         blur_sigma_vox: float | Sequence[float] = (0.5, 1.5),
         gamma: float | Sequence[float] = (1.1, 1.6),
@@ -272,14 +287,6 @@ class SimulateLowFieldBlurGammad(Randomizable, MapTransform):
             spacing_mm, spatial_shape, blur_sigma_vox, gamma, noise_std, background_weight
         )
         self.mask_keys = [mask_keys] if isinstance(mask_keys, str) else list(mask_keys)
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        super().set_random_state(seed, state)
-        self.sim.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: object = None) -> None:
-        self.sim.randomize(data)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -302,7 +309,7 @@ def _resample_mask(mask: object, name: str, dst_affine: np.ndarray, shape: Seque
     return _output(out, m, dst_affine, {})
 
 
-# ----------------------------------------------------------------------- Lin et al. / Figini et al. simulator (E.1)
+# ---------------------------------------------------------------------------- Lin et al. / Figini et al. simulator
 def draw_snr_pair(
     rng: np.random.RandomState | np.random.Generator,
     snr_mean: Sequence[float] = SNR_MEAN_T1W,
@@ -310,7 +317,7 @@ def draw_snr_pair(
     size: int | None = None,
     min_snr: float = 1.0,
 ) -> np.ndarray:
-    """Draw (SNR_WM, SNR_GM) from the bivariate Gaussian of Lin et al. 2023 (methods.md E.2).
+    """Draw (SNR_WM, SNR_GM) from the bivariate Gaussian of Lin et al. 2023 (its config.py).
 
     Args:
         rng: the random state (a transform's ``self.R``).
@@ -332,16 +339,17 @@ def tissue_maps_from_intensity(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fallback GM, WM, CSF probability maps from a T1w image when no SPM/FAST/SynthSeg maps exist.
 
-    A 3-class multi-Otsu segmentation (scikit-image ``threshold_multiotsu``) of the voxels inside ``mask``, the
-    classes named by T1w intensity order CSF < GM < WM. The hard labels (with background as a 4th class) are
-    smoothed by a Gaussian of ``pv_sigma_vox`` voxels to mimic partial volume: the three maps then lie in [0, 1] and
-    sum to at most 1. Meant for skull-stripped T1w images (scalp and skull would be mixed into the classes: pass a
-    brain mask otherwise). Otsu is deterministic, so there is no seed.
+    The project's 3-class multi-Otsu segmentation (:func:`.metrics.tissue.tissue_segmentation`, scikit-image
+    ``threshold_multiotsu``) of the voxels inside ``mask``, the classes named by T1w intensity order CSF < GM < WM.
+    The hard labels (with background as a 4th class) are smoothed by a Gaussian of ``pv_sigma_vox`` voxels to mimic
+    partial volume: the three maps then lie in [0, 1] and sum to at most 1. Meant for skull-stripped T1w images
+    (scalp and skull would be mixed into the classes: pass a brain mask otherwise). Otsu is deterministic, so there
+    is no seed.
 
     Args:
         image: ``(X, Y, Z)`` or ``(1, X, Y, Z)``.
         mask: brain mask of the same spatial shape; default :func:`.intensity.brain_mask_from_intensity`
-            (above ``threshold`` of the min-max range, largest connected component, holes filled; no closing).
+            (above ``threshold`` of the min-max range, largest 6-connected component, holes filled; no closing).
         threshold: relative intensity threshold of the default mask.
         pv_sigma_vox: smoothing of the hard labels in voxels (0: hard 0/1 maps).
     Returns:
@@ -360,21 +368,12 @@ def tissue_maps_from_intensity(
         inside = np.asarray(m).reshape(m.shape[-3:]) > 0.5
         if inside.shape != arr.shape:
             raise InputError(_source(mask, "mask"), f"mask shape {inside.shape} differs from the image's {arr.shape}")
-    values = arr[inside]
-    if values.size < 3:
+    if not inside.any():
         raise InputError(_source(image), "the brain mask for the intensity-based tissue split is empty")
     try:
-        t_low, t_high = threshold_multiotsu(values, classes=3)
-    except ValueError:  # fewer than 3 distinct intensity bins (or an empty mask)
-        raise InputError(
-            _source(image), "too few distinct intensities inside the mask for a 3-class (CSF/GM/WM) tissue split"
-        ) from None
-    # skimage returns the centre of the last bin of the lower class; move to its upper edge so discrete intensities
-    # sitting in that bin are not put in the class above (matters for piecewise-constant phantoms only)
-    half_bin = 0.5 * (float(values.max()) - float(values.min())) / 256
-    t_low, t_high = t_low + half_bin, t_high + half_bin
-    labels = np.zeros(arr.shape, np.int8)  # 0 background, 1 CSF, 2 GM, 3 WM
-    labels[inside] = 1 + np.digitize(values, [t_low, t_high]).astype(np.int8)
+        labels = tissue_segmentation(arr, inside)  # 0 background, 1 CSF, 2 GM, 3 WM
+    except InputError as err:
+        raise InputError(_source(image), err.problem) from None
     maps = []
     for label in (2, 3, 1):  # gm, wm, csf
         hard = (labels == label).astype(np.float32)
@@ -384,7 +383,7 @@ def tissue_maps_from_intensity(
 
 
 class SimulateLowFieldTissueContrast(Randomizable, Transform):
-    """Stochastic low-field simulator of Lin et al. 2023 / Figini et al. 2020 (methods.md E.1, E.2).
+    """Stochastic low-field simulator of Lin et al. 2023 / Figini et al. 2020 (their ``MRI_036T_sim_contrast_custom``).
 
     Given a (skull-stripped) high-field image ``I`` and tissue probability maps GM, WM, CSF on the same grid
     (SPM12 c1/c2/c3 in the reference; FAST/SynthSeg posteriors or :func:`tissue_maps_from_intensity` as substitutes),
@@ -407,7 +406,7 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
     4. Optional ``upsample``: cubic resampling of ``I''`` back onto the input grid (the reference's ``is_upsample``).
 
     (SNR_WM, SNR_GM) is one bivariate-Gaussian draw per call from ``snr_mean`` / ``snr_cov`` (default the T1w/HCP
-    values of methods.md E.2; :data:`SNR_MEAN_FLAIR_MBB` / :data:`SNR_COV_FLAIR_MBB` for the FLAIR config), or fixed
+    values of Lin et al.'s config.py; :data:`SNR_MEAN_FLAIR_MBB` / :data:`SNR_COV_FLAIR_MBB` for the FLAIR config), or fixed
     by ``snr``. The drawn values and sigma are written into the output's meta: ``lowfield_snr_wm``,
     ``lowfield_snr_gm``, ``lowfield_noise_sigma``, ``lowfield_fixed_tissue``, ``lowfield_total_factor``.
     The output is not intensity-normalised (WM is rescaled to ``SNR_WM * sigma``): normalise afterwards.
@@ -527,7 +526,7 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
                     "check the tissue maps (they must be probabilities on the image's grid)",
                 )
         mean_gm, mean_wm = float(im[in_gm].mean()), float(im[in_wm].mean())
-        if self.fixed_tissue == "gm":  # methods.md E.1 step 3, GM-fixed
+        if self.fixed_tissue == "gm":  # the reference's step 3, GM-fixed
             sigma = mean_gm / self.snr_gm
             contrast = gm_l + (self.snr_wm * sigma) * wm_l / mean_wm + csf_l
         else:  # WM-fixed
@@ -568,7 +567,7 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
         return t.as_tensor() if isinstance(t, MetaTensor) else t
 
 
-class SimulateLowFieldTissueContrastd(Randomizable, MapTransform):
+class SimulateLowFieldTissueContrastd(_SimulatorDict):
     """Dictionary version of :class:`SimulateLowFieldTissueContrast`.
 
     Each key in ``keys`` (image) is replaced by its simulated low-field volume, with the tissue maps read from
@@ -616,14 +615,6 @@ class SimulateLowFieldTissueContrastd(Randomizable, MapTransform):
         )
         self.mask_key = mask_key
         self.mask_keys = [mask_keys] if isinstance(mask_keys, str) else list(mask_keys)
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        super().set_random_state(seed, state)
-        self.sim.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: object = None) -> None:
-        self.sim.randomize(data)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)

@@ -91,3 +91,33 @@ def test_brain_mask_from_intensity():
     assert (mask & truth).sum() / (mask | truth).sum() > 0.95
     d = BrainMaskd("high")({"high": torch.from_numpy(vol)[None]})
     assert d["mask"].shape == (1, 40, 44, 36)
+    assert not brain_mask_from_intensity(np.full((8, 8, 8), 0.3)).any()  # constant: empty, no error
+
+
+def test_brain_mask_connectivity_closing_and_holes():
+    vol = np.zeros((20, 20, 20))
+    vol[2:10, 2:10, 2:10] = 1.0  # the large block, with a dark hole inside
+    vol[5:7, 5:7, 5:7] = 0.0
+    vol[10:13, 10:13, 10:13] = 1.0  # a smaller block touching it at one corner only
+    faces = brain_mask_from_intensity(vol, closing_radius_vox=0, connectivity=1)
+    full = brain_mask_from_intensity(vol, closing_radius_vox=0, connectivity=3)
+    assert faces[5, 5, 5] and full[5, 5, 5]  # hole filled
+    assert not faces[11, 11, 11] and full[11, 11, 11]  # 6-connected: two components; 26-connected: one
+    assert faces.sum() == 8**3 and full.sum() == 8**3 + 3**3
+    gap = np.zeros((20, 20, 20))
+    gap[2:18, 2:18, 2:9] = gap[2:18, 2:18, 10:18] = 1.0  # a one-voxel dark crack
+    assert not brain_mask_from_intensity(gap, closing_radius_vox=0)[8, 8, 9]
+    assert brain_mask_from_intensity(gap, closing_radius_vox=1)[8, 8, 9]  # closing bridges it
+
+
+def test_validation_slices_lie_in_the_central_part_of_the_brain():
+    """cfm's validation PSNR swung because its slices included the first and last brain slices: keep them central."""
+    from shared_transforms.geometry import SelectSlicesd
+
+    mask = torch.zeros(1, 100, 8, 8)
+    mask[:, 20:80] = 1  # brain extent: slices 20..79
+    sel = SelectSlicesd(["mask"], num_slices=8, mask_key="mask")
+    idx = sel.indices({"mask": mask})
+    assert len(idx) == 8 and idx.min() >= 20 + 0.2 * 59 - 1 and idx.max() <= 79 - 0.2 * 59 + 1
+    assert np.all(np.diff(idx) > 0)
+    assert sel({"mask": mask})["mask"].shape == (1, 8, 8, 8)

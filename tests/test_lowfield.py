@@ -9,6 +9,7 @@ from monai.data import MetaTensor
 
 from shared_transforms.errors import InputError
 from shared_transforms.geometry import voxel_spacing_mm
+from shared_transforms.intensity import brain_mask_from_intensity
 from shared_transforms.lowfield import (
     SNR_COV_T1W,
     SNR_MEAN_T1W,
@@ -19,6 +20,7 @@ from shared_transforms.lowfield import (
     draw_snr_pair,
     tissue_maps_from_intensity,
 )
+from shared_transforms.metrics import tissue_segmentation
 
 N = 48
 T1W = {"csf": 0.25, "gm": 0.6, "wm": 0.9}
@@ -183,6 +185,10 @@ def test_intensity_fallback_orders_classes():
     img, gm, wm, csf = phantom()
     noisy = img + 0.03 * np.random.default_rng(1).standard_normal(img.shape).astype(np.float32) * (img > 0)
     gm_e, wm_e, csf_e = tissue_maps_from_intensity(noisy[None], pv_sigma_vox=0.0)
+    # the project's one tissue split and brain mask (no closing, 6-connected)
+    labels = tissue_segmentation(noisy, brain_mask_from_intensity(noisy, closing_radius_vox=0))
+    for est, label in ((gm_e, 2), (wm_e, 3), (csf_e, 1)):
+        np.testing.assert_array_equal(est, (labels == label).astype(np.float32))
     for est, true in ((gm_e, gm), (wm_e, wm), (csf_e, csf)):
         assert ((est > 0.5) == (true > 0.5)).mean() > 0.97
     means = [noisy[m > 0.5].mean() for m in (csf_e, gm_e, wm_e)]

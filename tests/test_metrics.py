@@ -17,6 +17,8 @@ from scipy import ndimage
 
 from shared_transforms import metrics as M
 from shared_transforms.errors import InputError
+from shared_transforms.intensity import brain_mask_from_intensity
+from shared_transforms.metrics.structural import _ms_ssim_fits
 
 
 def phantom(shape=(40, 48, 44), seed=0):
@@ -114,13 +116,30 @@ def test_inputs_torch_channel_and_errors(vol):
 # ---------------------------------------------------------------------------------------- SSIM / MS-SSIM vs MONAI
 
 
-def test_filter_matrix_matches_scipy_reflect():
-    rng = np.random.default_rng(3)
-    for n in (7, 30):
-        v = rng.random(n)
-        mat = M._reflect_filter_matrix(n, 11, 1.5, "gaussian").double().numpy()
-        w = M._kernel_1d(11, 1.5, "gaussian")
-        np.testing.assert_allclose(mat @ v, ndimage.correlate1d(v, w, mode="reflect"), atol=1e-6)
+def test_ssim_map_is_the_former_separable_definition(vol):
+    """scikit-image's map equals the definition of the former hand-written filter (11-tap Gaussian, sigma 1.5, mirror
+    padding, population covariances) and the numbers evaluate_volume gave with it (computed before the switch)."""
+    ref, mask = vol
+    pred = np.clip(ref + 0.05 * np.random.default_rng(4).standard_normal(ref.shape), 0, 1)
+    np.testing.assert_allclose(M.ssim_map(pred, ref), manual_ssim_map(pred, ref), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(M.ssim_map(pred[20], ref[20]), manual_ssim_map(pred[20], ref[20]), rtol=0, atol=1e-12)
+    before = {  # the former float32 implementation on this volume
+        "ssim": 0.7805958193192456,
+        "ssim_mask": 0.9161648784834525,
+        "msssim": 0.9785530203045333,
+        "msssim_mask": 0.9800420794543359,
+        "ssim_slice_mean": 0.8066550155447947,
+        "ssim_slice_min": 0.6435273592589331,
+        "psnr_slice_mean": 25.971619981285905,
+    }
+    out = M.evaluate_volume(pred, ref, mask, lpips_net=None)
+    for key, value in before.items():
+        assert out[key] == pytest.approx(value, abs=2e-6), key
+    assert M.ssim(pred[20], ref[20]) == pytest.approx(0.872055334641653, abs=2e-6)
+    assert M.ssim(pred[20], ref[20], mask[20]) == pytest.approx(0.8963614395403774, abs=2e-6)
+    with pytest.raises(InputError, match="taps"):
+        M.ssim(pred, ref, win_size=7)  # a Gaussian window's size follows from sigma
+    assert M.ssim(pred, ref, win_size=7, kernel_type="uniform") != M.ssim(pred, ref)
 
 
 def test_ssim_matches_monai_and_manual_map(vol):
@@ -135,8 +154,7 @@ def test_ssim_matches_monai_and_manual_map(vol):
         float(SSIMMetric(spatial_dims=2)(t(pred[20]), t(ref[20]))), abs=1e-5
     )
     smap = manual_ssim_map(pred, ref)
-    np.testing.assert_allclose(M.ssim_map(pred, ref), smap, atol=2e-4)  # float32 moments, as MONAI
-    assert M.ssim(pred, ref, mask) == pytest.approx(smap[mask].mean(), abs=1e-5)
+    assert M.ssim(pred, ref, mask) == pytest.approx(smap[mask].mean(), abs=1e-12)
     assert M.ssim(pred, ref, data_range=2.0) > M.ssim(pred, ref)  # larger constants: closer to 1
 
 
@@ -148,11 +166,11 @@ def test_ms_ssim_setup_and_matches_monai(vol):
     for shape in ((150, 172, 142), (48, 52, 50)):
         kernel, weights = M.ms_ssim_setup(shape)
         assert sum(weights) == pytest.approx(1.0)
-        assert M._ms_ssim_fits(shape, kernel, len(weights)) and not M._ms_ssim_fits(shape, kernel, len(weights) + 1)
+        assert _ms_ssim_fits(shape, kernel, len(weights)) and not _ms_ssim_fits(shape, kernel, len(weights) + 1)
     with pytest.raises(ValueError):  # MONAI itself refuses one scale more than the setup picks
         x = torch.rand(1, 1, 48, 52, 50)
         MultiScaleSSIMMetric(spatial_dims=3, weights=M.MS_SSIM_WEIGHTS[:4])(x, x)
-    ref, _ = phantom((48, 52, 50), seed=5)
+    ref, mask = phantom((48, 52, 50), seed=5)
     pred = np.clip(ref + 0.05 * np.random.default_rng(5).standard_normal(ref.shape), 0, 1)
     kernel, weights = M.ms_ssim_setup(ref.shape)
     assert len(weights) == 3
@@ -160,6 +178,10 @@ def test_ms_ssim_setup_and_matches_monai(vol):
     expected = float(monai(torch.from_numpy(pred)[None, None].float(), torch.from_numpy(ref)[None, None].float()))
     assert M.ms_ssim(pred, ref) == pytest.approx(expected, abs=1e-5)
     assert 0 < expected < 1
+    # evaluate_volume reuses the whole volume's first-scale moments for the mask's box: the same value
+    out = M.evaluate_volume(pred, ref, mask, lpips_net=None)
+    assert out["msssim_mask"] == pytest.approx(M.ms_ssim(pred, ref, mask), abs=1e-12)
+    assert out["msssim"] == pytest.approx(M.ms_ssim(pred, ref), abs=1e-12)
 
 
 # ------------------------------------------------------------------------------------------------ per-slice stats
@@ -206,9 +228,11 @@ def test_ulf_enc_formula(vol):
     assert M.ulf_enc_score(1.0, 0.0, 1.0, 1.0) == pytest.approx(0.7)
     ref, mask = vol
     pred = ref + 0.03 * np.random.default_rng(7).standard_normal(ref.shape)
-    res = M.protocol_ulf_enc(pred, ref, mask)
-    assert res["score"] == pytest.approx(M.ulf_enc_score(res["ssim"], res["psnr"], res["mae"], res["nmse"]))
-    assert res["score"] == pytest.approx(M.evaluate_volume(pred, ref, mask, lpips_net=None)["ulf_enc"])
+    parts = (M.ssim(pred, ref, mask), M.psnr(pred, ref, mask), M.mae(pred, ref, mask), M.nmse(pred, ref, mask))
+    score = M.ulf_enc_score(*parts)
+    assert M.evaluate_volume(pred, ref, mask, lpips_net=None)["ulf_enc"] == pytest.approx(score, abs=1e-12)
+    y = torch.from_numpy(np.stack([ref, mask])[None])
+    assert float(M.MaskedMetric("ulf_enc")(torch.from_numpy(pred)[None, None], y)) == pytest.approx(score, abs=1e-6)
 
 
 def test_tissue_overlap(vol):
@@ -224,12 +248,25 @@ def test_tissue_overlap(vol):
     assert math.isnan(M.tissue_overlap(np.zeros_like(ref), ref, mask)["tissue_miou"])  # constant image: no classes
 
 
-def test_reference_foreground_mask(vol):
+def test_tissue_segmentation_keeps_discrete_values_in_their_class():
+    # 0.3 sits in the upper half of the histogram bin whose centre scikit-image returns as the upper threshold:
+    # without the half-bin shift it would land in the bright class
+    img = np.repeat(np.array([0.0, 0.3, 1.0], dtype=np.float32), 1000).reshape(30, 10, 10)
+    labels = M.tissue_segmentation(img, np.ones(img.shape, bool))
+    classes = [set(np.unique(labels[i * 10 : (i + 1) * 10])) for i in range(3)]
+    assert labels.dtype == np.int8 and classes == [{1}, {2}, {3}]
+    with pytest.raises(InputError, match="too few distinct"):
+        M.tissue_segmentation(np.where(img > 0.5, 1.0, 0.0), np.ones(img.shape, bool))
+
+
+def test_default_mask(vol):
     ref, mask = vol
-    auto = M.reference_foreground_mask(ref)
-    assert (auto & mask).sum() / (auto | mask).sum() > 0.95
     out = M.evaluate_volume(ref, ref, lpips_net=None)
-    assert out["mask_source"] == "reference_threshold"
+    auto = brain_mask_from_intensity(ref, closing_radius_vox=2, connectivity=3)
+    assert out["mask_source"] == "reference_threshold" and out["mask_voxels"] == int(auto.sum())
+    assert (auto & mask).sum() / (auto | mask).sum() > 0.95
+    with pytest.raises(InputError, match="constant"):
+        M.evaluate_volume(ref, np.full(ref.shape, 0.3), lpips_net=None)
 
 
 # ---------------------------------------------------------------------------------------------- paper protocols
@@ -264,62 +301,7 @@ def test_protocol_cfm(vol):
     pred2 = ref2 + 0.1 * (~mask2) * (ref2 == 0)  # error only in the background: removed by the authors' mask
     assert M.protocol_cfm(pred2, ref2, use_mask=True, lpips_net=None)["psnr"] == M.PSNR_CAP_DB
     assert M.protocol_cfm(pred2, ref2, use_mask=False, lpips_net=None)["psnr"] < 40
-
-
-def test_protocol_diffusion_iqt(vol):
-    ref, _ = vol
-    same = M.protocol_diffusion_iqt(ref, ref, lpips_net=None)
-    assert same["psnr"] == M.PSNR_CAP_DB and same["msssim"] == pytest.approx(1.0, abs=1e-6)
-    assert same["crop_margin"] == "5,6,6" and same["msssim_scales"] == 2 and same["msssim_kernel"] == 11
-    pred = np.clip(ref + 0.05 * np.random.default_rng(9).standard_normal(ref.shape), 0, 1)
-    res = M.protocol_diffusion_iqt(pred, ref, lpips_net=None)
-    assert 15 < res["psnr"] < 40 and 0 < res["msssim"] < 1
-    scaled = M.protocol_diffusion_iqt(3 * pred + 1, ref, lpips_net=None)  # min-max normalisation: invariant
-    assert scaled["psnr"] == pytest.approx(res["psnr"], abs=1e-6)
-    assert scaled["msssim"] == pytest.approx(res["msssim"], abs=1e-5)
-
-    def norm(v):
-        return (v - v.min()) / (v.max() - v.min())
-
-    crop = (slice(5, 35), slice(6, 42), slice(6, 38))
-    assert res["msssim"] == pytest.approx(M.ms_ssim(norm(pred)[crop], norm(ref)[crop]), abs=1e-5)
-    assert M.protocol_diffusion_iqt(pred, ref, margin=2, lpips_net=None)["crop_margin"] == "2,2,2"
-
-
-def test_protocol_siqt(vol):
-    ref, mask = vol
-    same = M.protocol_siqt(ref, ref, mask)
-    assert same["rmse"] == 0 and same["psnr"] == M.PSNR_CAP_DB and same["mssim"] == pytest.approx(1.0)
-    pred = ref + 0.03 * np.random.default_rng(10).standard_normal(ref.shape)
-    res = M.protocol_siqt(pred, ref, mask)
-    rmse = np.sqrt(np.mean((ref[mask] - pred[mask]) ** 2))
-    assert res["rmse"] == pytest.approx(rmse)
-    assert res["nrmse"] == pytest.approx(rmse / ref[mask].mean())
-    assert res["psnr"] == pytest.approx(20 * np.log10(ref[mask].max() / rmse))
-    assert 0 < res["mssim"] < 1
-    shifted = M.protocol_siqt(pred - 0.5, ref - 0.5, mask)  # negative values: R = max - min
-    assert shifted["psnr"] == pytest.approx(20 * np.log10((ref[mask].max() - ref[mask].min()) / rmse))
-    assert M.protocol_siqt(pred, ref)["rmse"] == pytest.approx(np.sqrt(np.mean((ref - pred)[ref != 0] ** 2)))
-
-
-def test_protocol_amir(vol):
-    ref, _ = vol
-    pred = np.clip(ref + 0.04 * np.random.default_rng(11).standard_normal(ref.shape), 0, 1)
-    res = M.protocol_amir(pred, ref)
-    constant = int(np.sum(ref.max(axis=(1, 2)) == ref.min(axis=(1, 2))))  # the empty edge slices of the phantom
-    assert res["slices_skipped"] == constant and res["slices_used"] == ref.shape[0] - constant
-    x = 20
-    mse = np.mean((ref[x] - pred[x]) ** 2)
-    assert res["psnr_max"] >= 10 * np.log10((ref[x].max() - ref[x].min()) ** 2 / mse) >= res["psnr_min"]
-    scaled = M.protocol_amir(7 * pred, 7 * ref)  # R = max - min and SSIM constants scaled by R: scale-invariant
-    for key in ("psnr_mean", "psnr_median", "ssim_mean", "ssim_min"):
-        assert scaled[key] == pytest.approx(res[key], abs=1e-4), key
-    shifted = M.protocol_amir(pred - 3, ref - 3)  # PSNR with R = max - min is shift-invariant; SSIM's luminance is not
-    assert shifted["psnr_mean"] == pytest.approx(res["psnr_mean"], abs=1e-6)
-    assert shifted["ssim_mean"] != pytest.approx(res["ssim_mean"], abs=1e-3)
-    ref0 = ref.copy()
-    ref0[:10] = 0.3  # slices 0-9 made constant (the first 4 already were)
-    assert M.protocol_amir(pred, ref0)["slices_skipped"] == constant - 4 + 10
+    assert M.PROTOCOLS == {"cfm": M.protocol_cfm}
 
 
 # ---------------------------------------------------------------------------------------------------------- LPIPS
@@ -343,7 +325,7 @@ def test_lpips_skipped_without_backbone_weights(vol, tmp_path, monkeypatch):
     out = M.evaluate_volume(ref, ref, mask)
     assert out["lpips"] is None and out["lpips_mask"] is None
     assert out["lpips_status"] == f"skipped: no backbone weights ({path})"
-    assert M.protocol_diffusion_iqt(ref, ref)["lpips_status"].startswith("skipped: no backbone weights")
+    assert M.protocol_cfm(ref, ref)["lpips_status"].startswith("skipped: no backbone weights")
     with pytest.raises(InputError):
         M.lpips_checkpoint_path("resnet")
 
