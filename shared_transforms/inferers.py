@@ -1,4 +1,10 @@
-"""Running a 2D slice model over a 3D volume.
+"""Running a model over a 3D volume: the declared interface of the project's inferers, and the 2D slice inferer.
+
+:class:`VolumeInferer` is what the benchmark and the docs' cost columns ask an inferer for, instead of probing
+attributes: the unit it computes on (``"slice"``, ``"window"``, ``"volume"``), the network evaluations per unit,
+and the statistics of its last call (units in the volume, units computed, network evaluations). Every bundle inferer
+derives from it: the slice inferer here, and a 3D patch inferer (diffusion_iqt) alike.
+
 
 MONAI's ``SliceInferer`` runs a 2D network over every slice through a sliding window; it cannot skip empty slices
 or crop a batch of slices to the head's bounding box, which for a brain volume removes a third or more of the
@@ -91,7 +97,34 @@ def foreground_box(fg: torch.Tensor, margin: int, divisible_by: int) -> tuple[in
     return box[0], box[1], box[2], box[3]
 
 
-class SliceInferer2D(Inferer):
+class VolumeInferer(Inferer):
+    """Base of the project's inferers: MONAI's ``Inferer`` (``inferer(inputs, network)``) plus a declared cost.
+
+    Subclasses set :attr:`unit`, override :meth:`evaluations_per_unit` when a unit takes more than one network call
+    (a sampler), and fill :attr:`last_stats` in each call with at least ``units`` (in the last volume),
+    ``computed_units`` (those actually computed; empty ones may be skipped) and ``network_evaluations``.
+
+    Args:
+        progress: show a progress bar over the units of a volume.
+    """
+
+    unit: str = "volume"
+
+    def __init__(self, progress: bool = False):
+        super().__init__()
+        self.progress = bool(progress)
+        self.last_stats: dict[str, Any] = {}
+
+    def evaluations_per_unit(self) -> int:
+        """Network evaluations for one unit (1 for a single forward pass)."""
+        return 1
+
+    def reset_stats(self) -> None:
+        """Forget the last call's statistics."""
+        self.last_stats = {}
+
+
+class SliceInferer2D(VolumeInferer):
     """Apply a 2D predictor to every slice along ``spatial_dim`` of ``(B, C, X, Y, Z)`` volumes, in batches.
 
     Slices whose maximum is at most ``empty_threshold`` are not computed (their output is 0, the normalised
@@ -105,7 +138,11 @@ class SliceInferer2D(Inferer):
         precision: "float32", or "bfloat16"/"float16" to run :meth:`predict` under autocast.
     Returns (call):
         ``(B, C_out, X, Y, Z)`` on the inputs' device and dtype.
+    Statistics (:attr:`last_stats`, of the last volume): ``units``/``computed_units`` (slices), ``box_hw`` (the
+    in-plane crop), ``image_hw``, ``network_evaluations``.
     """
+
+    unit = "slice"
 
     def __init__(
         self,
@@ -117,7 +154,7 @@ class SliceInferer2D(Inferer):
         progress: bool = False,
         precision: str = "float32",
     ):
-        super().__init__()
+        super().__init__(progress=progress)
         autocast("cpu", precision)  # validate early
         self.precision = precision
         if spatial_dim not in (0, 1, 2):
@@ -127,8 +164,6 @@ class SliceInferer2D(Inferer):
         self.divisible_by = int(divisible_by)
         self.empty_threshold = float(empty_threshold)
         self.margin_vox = int(margin_vox)
-        self.progress = progress
-        self.last_stats: dict[str, Any] = {}
 
     def predict(self, slices: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         """``(N, C, H, W)`` slices -> ``(N, C_out, H, W)``; H and W are multiples of ``divisible_by``."""
@@ -146,7 +181,8 @@ class SliceInferer2D(Inferer):
         n_slices, _, h, w = slices.shape
         content = slices.amax(dim=1) > self.empty_threshold  # (S, H, W)
         keep = torch.nonzero(content.flatten(1).any(1)).flatten()
-        self.last_stats = {"slices": n_slices, "computed_slices": int(keep.numel()), "box_hw": (0, 0), "image_hw": (h, w)}
+        self.last_stats = {"units": n_slices, "computed_units": int(keep.numel()), "box_hw": (0, 0), "image_hw": (h, w),
+                           "network_evaluations": int(keep.numel()) * self.evaluations_per_unit()}
         out: torch.Tensor | None = None
         if keep.numel() > 0:
             y0, y1, z0, z1 = foreground_box(content[keep].any(0), self.margin_vox, self.divisible_by)

@@ -88,10 +88,10 @@ def test_one_row_per_method_and_subject_with_cost_columns(run, data):
             float(r["seconds_per_volume"]) + float(r["model_load_seconds"]), rel=1e-6)
         assert float(r["seconds_per_volume"]) > 0 and float(r["peak_memory_mb"]) >= 0
     by = {m: [r for r in rows if r["method"] == m] for m in METHODS}
-    assert {int(r["evaluations_per_slice"]) for r in by["interpolation"]} == {0}
+    assert {(r["unit"], int(r["evaluations_per_unit"])) for r in by["interpolation"]} == {("volume", 0)}
     assert {int(r["evaluations_per_volume"]) for r in by["interpolation"]} == {0}
-    assert {int(r["evaluations_per_slice"]) for r in by["unet"]} == {1}
-    assert {int(r["evaluations_per_slice"]) for r in by["cfm"]} == {1}  # euler, 1 step, 1 sample
+    assert {(r["unit"], int(r["evaluations_per_unit"])) for r in by["unet"]} == {("slice", 1)}
+    assert {(r["unit"], int(r["evaluations_per_unit"])) for r in by["cfm"]} == {("slice", 1)}  # euler, 1 step, 1 sample
     assert {int(r["parameters"]) for r in by["interpolation"]} == {0}
     assert {int(r["parameters"]) for r in by["unet"]} == {data["unet_params"]}
     # per volume: one evaluation per non-empty sagittal slice of the aligned low field (SliceInferer2D skips the rest)
@@ -119,6 +119,7 @@ def test_markdown_table_and_command(run):
     text = (run["out"] / "results.md").read_text()
     for method in METHODS:
         assert f"| {method} | 3 |" in text
+    assert "| 0 / volume |" in text and "| 1 / slice |" in text  # network evaluations per unit, as declared
     assert "--bundles interpolation,unet,cfm" in text and "Command: `python tools/benchmark.py" in text
     assert "torch " + torch.__version__ in text and "split `testing`" in text
     table_rows = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith(("| method", "| ---"))]
@@ -142,7 +143,7 @@ def test_overrides_reach_the_bundle_config(data, tmp_path):
     benchmark.main(bundles="cfm", datalist=data["datalist"], out_dir=str(out), device="cpu", max_subjects=1,
                    overrides={"cfm": {**CFM_FAST, "num_steps": 2}}, weights={"cfm": data["cfm"]}, lpips_net="none")
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert len(rows) == 1 and int(rows[0]["evaluations_per_slice"]) == 2
+    assert len(rows) == 1 and int(rows[0]["evaluations_per_unit"]) == 2
     image = _aligned(data["items"][2])["image"][0]
     assert int(rows[0]["evaluations_per_volume"]) == 2 * int((image.flatten(1).amax(1) > 1e-3).sum())
 

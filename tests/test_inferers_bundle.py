@@ -8,8 +8,8 @@ import types
 import pytest
 import torch
 
-from shared_transforms.bundle import activate_bundle, bundle_root
-from shared_transforms.inferers import SliceInferer2D, foreground_box
+from shared_transforms.bundle import activate_bundle, bundle_root, setup_bundle
+from shared_transforms.inferers import SliceInferer2D, VolumeInferer, foreground_box
 
 
 def test_foreground_box_is_divisible_and_inside():
@@ -39,7 +39,8 @@ def test_slice_inferer_matches_a_pointwise_network_and_skips_empty_slices():
         out = inferer(vol, counting)
         ref = net(vol[0].movedim(1, 0)).movedim(0, 1)  # every slice, no cropping
     assert out.shape == (2, 2, 12, 30, 26)
-    assert inferer.last_stats["computed_slices"] == 6 and sum(c[0] for c in calls) == 12  # 6 slices x 2 volumes
+    assert inferer.last_stats["computed_units"] == 6 and sum(c[0] for c in calls) == 12  # 6 slices x 2 volumes
+    assert inferer.last_stats["network_evaluations"] == 6 and isinstance(inferer, VolumeInferer)
     inside = vol[0, 0] > 0
     assert torch.allclose(out[0][:, inside], ref[:, inside], atol=1e-6)
     assert torch.all(out[0, :, :3] == 0)  # empty slices were not computed
@@ -60,24 +61,32 @@ def test_bundle_root_and_scripts_isolation(tmp_path, monkeypatch):
         (tmp_path / "bundles" / name / "scripts" / "__init__.py").write_text(f"NAME = '{name}'\n")
     monkeypatch.chdir(tmp_path)
     saved = {k: v for k, v in sys.modules.items() if k == "scripts" or k.startswith("scripts.")}
+    saved_path, saved_hook = list(sys.path), sys.excepthook
     try:
+        for k in list(saved):
+            del sys.modules[k]
         root = bundle_root("one")
+        assert root.endswith("bundles/one")
+        assert sys.path == saved_path and sys.excepthook is saved_hook  # finding a folder changes nothing
+        setup_bundle(root)  # the explicit step every config's initialize runs first
+        assert getattr(sys.excepthook, "_lfmri", False)
         import scripts
 
-        assert scripts.NAME == "one" and root.endswith("bundles/one")
+        assert scripts.NAME == "one"
         activate_bundle(tmp_path / "bundles" / "two")
         import scripts as scripts2  # noqa: F811
 
         assert scripts2.NAME == "two"
         monkeypatch.chdir(tmp_path / "bundles" / "two")
-        assert bundle_root("two", activate=False).endswith("bundles/two")
+        assert bundle_root("two").endswith("bundles/two")
         with pytest.raises(FileNotFoundError, match="cannot find the bundle 'three'"):
             bundle_root("three")
     finally:
         for k in [k for k in sys.modules if k == "scripts" or k.startswith("scripts.")]:
             del sys.modules[k]
         sys.modules.update(saved)
-        sys.path[:] = [p for p in sys.path if str(tmp_path) not in p]
+        sys.path[:] = saved_path
+        sys.excepthook = saved_hook
     assert isinstance(types, object)
 
 

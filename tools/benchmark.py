@@ -13,14 +13,15 @@ Every bundle is built from its own ``configs/inference.json`` by MONAI's ``Confi
 then its ``inferer`` runs ``inferer(image, network)`` on every item of the split. All bundles see the same input: the
 pair aligned once per subject by :func:`shared_transforms.pipelines.pair_transforms` (low field onto the high-field
 grid, both normalised to [0, 1]) and kept in memory (about 50 MB per 1 mm subject: use ``--max_subjects`` for large
-splits). Each prediction (channel 0: the mean when the cfm inferer returns mean and std), clamped to [0, 1], is scored
-with :func:`shared_transforms.metrics.evaluate_volume`.
+splits). Each prediction (the mean when a sampler returns mean and std, :mod:`shared_transforms.uncertainty`),
+clamped to [0, 1], is scored with :func:`shared_transforms.metrics.evaluate_volume`.
 
 Writes to ``--out_dir``:
 
 - ``results.csv``: one row per (method, subject): every key of ``evaluate_volume`` plus ``seconds_per_volume``
   (the inferer call only, CUDA synchronised), ``seconds_with_model_load`` (plus the bundle's network build and weight
-  load), ``evaluations_per_slice`` / ``evaluations_per_volume`` (network evaluations), ``parameters`` and
+  load), ``unit``, ``evaluations_per_unit`` / ``evaluations_per_volume`` (network evaluations, as the bundle's
+  :class:`~shared_transforms.inferers.VolumeInferer` declares them), ``parameters`` and
   ``peak_memory_mb`` (what the bundle's load keeps plus its largest rise during one inference; see
   :class:`PeakMemory`).
 - ``results.md``: one row per method, mean ± std over subjects (population std), with a header naming the date,
@@ -43,6 +44,7 @@ import ctypes
 import datetime
 import gc
 import inspect
+import io
 import json
 import os
 import platform
@@ -59,16 +61,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from shared_transforms.bundle import REPO_ROOT, activate_bundle  # noqa: E402
-from shared_transforms.checkpoint import load_weights  # noqa: E402
-from shared_transforms.datalist import pair_items  # noqa: E402
-from shared_transforms.errors import InputError  # noqa: E402
-from shared_transforms.io import NORMALISED_NOTE, as_bool, write_nifti_atomic  # noqa: E402
-from shared_transforms.metrics import LPIPS_BACKBONE_FILES, evaluate_volume  # noqa: E402
-from shared_transforms.pipelines import pair_transforms  # noqa: E402
-from shared_transforms.preview import save_figure_atomic  # noqa: E402
+from shared_transforms.bundle import REPO_ROOT, activate_bundle
+from shared_transforms.checkpoint import load_weights
+from shared_transforms.datalist import pair_items
+from shared_transforms.errors import InputError
+from shared_transforms.files import write_text_atomic
+from shared_transforms.inferers import VolumeInferer
+from shared_transforms.io import NORMALISED_NOTE, as_bool, write_nifti_atomic
+from shared_transforms.metrics import LPIPS_BACKBONE_FILES, evaluate_volume
+from shared_transforms.pipelines import pair_transforms
+from shared_transforms.preview import save_figure_atomic
+from shared_transforms.uncertainty import split_mean_std
 
 #: the Markdown table: (CSV column, header, number format); mean ± std over subjects unless the format is "const".
 TABLE_COLUMNS = (
@@ -83,7 +86,7 @@ TABLE_COLUMNS = (
     ("tissue_miou", "tissue mIoU", ".4f"),
     ("lpips", "LPIPS", ".4f"),
     ("parameters", "parameters", "const"),
-    ("evaluations_per_slice", "NFE / slice", "const"),
+    ("evaluations_per_unit", "NFE", "unit"),
     ("evaluations_per_volume", "NFE / volume", ".0f"),
     ("seconds_per_volume", "s / volume", ".3g"),
     ("seconds_with_model_load", "s / volume + load", ".3g"),
@@ -258,7 +261,8 @@ class Bundle:
     inferer: Any = None
     load_seconds: float = 0.0
     parameters: int = 0
-    evaluations_per_slice: int = 0
+    evaluations_per_unit: int = 0
+    unit: str = "volume"
     memory: PeakMemory | None = None
 
 
@@ -303,25 +307,25 @@ def load_bundle(bundle: Bundle, device: torch.device) -> None:
         synchronize(device)
         bundle.load_seconds = time.perf_counter() - start
     inferer = bundle.parser.get_parsed_content("inferer")
-    if hasattr(inferer, "progress"):
-        inferer.progress = False  # the benchmark shows its own bar
     bundle.network, bundle.inferer = network, inferer
     bundle.parameters = int(sum(p.numel() for p in network.parameters()))
-    if hasattr(inferer, "evaluations_per_slice"):
-        bundle.evaluations_per_slice = int(inferer.evaluations_per_slice())
-    else:
-        bundle.evaluations_per_slice = 1 if bundle.parameters > 0 else 0
+    if isinstance(inferer, VolumeInferer):
+        inferer.progress = False  # the benchmark shows its own bar
+        bundle.unit, bundle.evaluations_per_unit = inferer.unit, int(inferer.evaluations_per_unit())
+    else:  # a plain MONAI inferer: one network call per volume (none for a network without parameters)
+        bundle.unit, bundle.evaluations_per_unit = "volume", 1 if bundle.parameters > 0 else 0
 
 
 def predict(bundle: Bundle, image: torch.Tensor, device: torch.device) -> tuple[np.ndarray, float, int]:
     """Run the bundle on one ``(1, X, Y, Z)`` image: ``(pred (X, Y, Z) in [0, 1], seconds, network evaluations)``.
 
     The seconds cover the inferer call only (input already on the device, CUDA synchronised); the memory window
-    also covers the input's copy to the device. The evaluations are per slice x the slices the inferer computed
-    (``last_stats["computed_slices"]``; else all slices along its ``spatial_dim``, 0 by default).
+    also covers the input's copy to the device. The evaluations are what a :class:`VolumeInferer` counted
+    (``last_stats["network_evaluations"]``), else one call per volume.
     """
-    if isinstance(getattr(bundle.inferer, "last_stats", None), dict):
-        bundle.inferer.last_stats = {}
+    metered = isinstance(bundle.inferer, VolumeInferer)
+    if metered:
+        bundle.inferer.reset_stats()
     with bundle.memory.window(), torch.inference_mode():
         x = image[None].to(device)
         synchronize(device)
@@ -329,11 +333,10 @@ def predict(bundle: Bundle, image: torch.Tensor, device: torch.device) -> tuple[
         out = bundle.inferer(x, bundle.network)
         synchronize(device)
         seconds = time.perf_counter() - start
-    out = out.as_tensor() if hasattr(out, "as_tensor") else out
-    pred = out[0, 0].float().clamp(0.0, 1.0).cpu().numpy()  # channel 0: the mean when cfm returns (mean, std)
-    stats = getattr(bundle.inferer, "last_stats", None) or {}
-    slices = stats.get("computed_slices", image.shape[1 + int(getattr(bundle.inferer, "spatial_dim", 0))])
-    return pred, seconds, bundle.evaluations_per_slice * int(slices)
+    mean, _ = split_mean_std(torch.as_tensor(out)[0])  # a sampler's (mean, std): score the mean
+    pred = mean[0].float().clamp(0.0, 1.0).cpu().numpy()
+    evaluations = bundle.inferer.last_stats["network_evaluations"] if metered else bundle.evaluations_per_unit
+    return pred, seconds, int(evaluations)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -345,11 +348,11 @@ def write_csv(rows: list[dict], path: str) -> str:
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with open(path + ".tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(path + ".tmp", path)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buf.getvalue(), newline="")
     return path
 
 
@@ -379,7 +382,9 @@ def markdown_table(rows: list[dict], methods: list[str]) -> str:
              "| --- " * (len(TABLE_COLUMNS) + 2) + "|"]
     for method in methods:
         mine = [r for r in rows if r["method"] == method]
-        cells = [_lpips_cell(mine) if key == "lpips" else _cell([r.get(key) for r in mine], fmt)
+        cells = [_lpips_cell(mine) if key == "lpips"
+                 else f"{mine[0][key]} / {mine[0]['unit']}" if fmt == "unit"  # per bundle: the same on every row
+                 else _cell([r.get(key) for r in mine], fmt)
                  for key, _, fmt in TABLE_COLUMNS]
         lines.append(f"| {method} | {len(mine)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -509,6 +514,19 @@ def common_spacing(bundles: list[Bundle]) -> list[float]:
     return first
 
 
+def common_input_kind(bundles: list[Bundle]) -> str:
+    """The input kind all bundles declare (``input_kind`` in their inference.json); raises when they differ, since
+    one datalist then cannot feed them all (the pairing follows the declaration)."""
+    kinds = {b.name: str(b.parser.get_parsed_content("input_kind")) for b in bundles}
+    first = next(iter(kinds.values()))
+    if any(k != first for k in kinds.values()):
+        raise InputError("--bundles", f"the bundles take different input kinds {kinds}; benchmark them separately")
+    if first != "lowfield_nifti":
+        raise InputError("--bundles", f"the benchmark pairs low/high NIfTI volumes; input kind {first!r} has its own "
+                         "evaluation (see the bundle's docs)")
+    return first
+
+
 def benchmark(
     bundles: list[str],
     datalist: str,
@@ -532,7 +550,7 @@ def benchmark(
     known = available_bundles()
     prepared = [configure_bundle(n, known[n], (overrides or {}).get(n, {}), (weights or {}).get(n), dev)
                 for n in bundles]
-    items = pair_items(datalist, split)
+    items = pair_items(datalist, split, common_input_kind(prepared))
     if max_subjects is not None:
         items = items[: max(1, int(max_subjects))]
     subjects = align_pairs(items, common_spacing(prepared))
@@ -552,7 +570,8 @@ def benchmark(
             mine.append({
                 "method": bundle.name, "subject": s["subject"], "device": str(dev),
                 "seconds_per_volume": seconds, "seconds_with_model_load": seconds + bundle.load_seconds,
-                "model_load_seconds": bundle.load_seconds, "evaluations_per_slice": bundle.evaluations_per_slice,
+                "model_load_seconds": bundle.load_seconds, "unit": bundle.unit,
+                "evaluations_per_unit": bundle.evaluations_per_unit,
                 "evaluations_per_volume": evaluations, "parameters": bundle.parameters, **scores,
             })
             if i < len(panels):
@@ -570,9 +589,7 @@ def benchmark(
     csv_path = write_csv(rows, os.path.join(out_dir, "results.csv"))
     table = markdown_table(rows, bundles)
     md_path = os.path.join(out_dir, "results.md")
-    with open(md_path + ".tmp", "w") as f:
-        f.write(report_header(dev, datalist, split, len(subjects), command) + "\n\n" + table + "\n")
-    os.replace(md_path + ".tmp", md_path)
+    write_text_atomic(md_path, report_header(dev, datalist, split, len(subjects), command) + "\n\n" + table + "\n")
     figure = save_figure(panels, bundles, os.path.join(out_dir, "figure.png"), error_max) if panels else None
     return {"rows": rows, "csv": csv_path, "markdown": md_path, "figure": figure, "table": table}
 

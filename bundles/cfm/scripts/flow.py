@@ -1,9 +1,10 @@
-"""The flow of the CFM model: probability path, source and time sampling, training loss (methods.md A.1).
+"""The flow of the CFM model: probability path, source and time sampling, training loss (docs/README.md, Method).
 
 torchcfm style: the path is one small class with ``sample_location_and_conditional_flow``; the network is separate
-(:mod:`.network`), and so are the ODE solvers (:mod:`.solvers`).
+(:mod:`.network`), and so are the ODE solvers (:mod:`shared_transforms.ode`).
 
-Authors' recipe [READ-code train.py, methods.md A.1]: x0 ~ U(-1, 1) (uniform, not Gaussian), t ~ U(0, 1) per sample,
+The authors' recipe (their train.py; docs/README.md, Method): x0 ~ U(-1, 1) (uniform, not Gaussian), t ~ U(0, 1) per
+sample,
 x_t = t x1 + (1 - t) x0, target u_t = x1 - x0, loss = MSE(v_theta([x_t, x_low], t), u_t); no sigma_min, no OT
 coupling, no weighting. Images are in the model range [-1, 1] (the authors map [0, 255] -> [-1, 1]).
 
@@ -15,7 +16,8 @@ Why MONAI's ``RFlowScheduler`` / ``DiffusionInferer`` (MONAI 1.6.1) are not used
   draws could not be seeded per run as the rest of this project is.
 - ``RFlowScheduler.set_timesteps`` stores the inference grid as float16 (``astype(np.float16)``): for step counts
   that do not divide N (e.g. 7 steps: T = 857.14 -> 857.0) the time fed to the network is off by up to ~2.5e-4.
-- ``RFlowScheduler.step`` is Euler only; the midpoint and Heun solvers of :mod:`.solvers` cannot be expressed.
+- ``RFlowScheduler.step`` is Euler only; the midpoint and Heun solvers of :mod:`shared_transforms.ode` cannot be
+  expressed.
 - ``DiffusionInferer`` calls ``diffusion_model(x=..., timesteps=..., context=...)`` (keyword names that CFMUNet's
   ``forward(x, t)`` does not take) and passes one timestep ``torch.Tensor((t,))`` for the batch.
 The source distribution itself is not a problem (``add_noise`` takes any ``noise`` tensor, uniform included); the
@@ -55,7 +57,8 @@ def _pad_time(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class StraightPath:
     """Straight (rectified-flow / independent-coupling CFM with sigma = 0) path from x0 (t = 0) to x1 (t = 1).
 
-    x_t = t x1 + (1 - t) x0,  u_t = dx_t/dt = x1 - x0    (methods.md A.1; torchcfm ``ConditionalFlowMatcher(0)``).
+    x_t = t x1 + (1 - t) x0,  u_t = dx_t/dt = x1 - x0    (docs/README.md, Method; torchcfm
+    ``ConditionalFlowMatcher(0)``).
     """
 
     def compute_mu_t(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -90,7 +93,8 @@ def sample_source(
 ) -> torch.Tensor:
     """Source sample x0 with the shape, dtype and device of ``shape_like``.
 
-    kind "uniform": U(-1, 1) as the authors' code (``torch.rand_like * 2 - 1``; mean 0, variance 1/3; methods.md A.1).
+    kind "uniform": U(-1, 1) as the authors' code (``torch.rand_like * 2 - 1``; mean 0, variance 1/3;
+    docs/README.md, Method).
     kind "gaussian": N(0, 1), the usual CFM source (the authors' solver docstring says Gaussian, their code does not).
     ``generator`` must live on the device of ``shape_like``.
     """
@@ -108,12 +112,12 @@ def sample_time(
     device: Optional[torch.device] = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Flow times t ~ U(0, 1), one per sample: shape (batch,) (methods.md A.1)."""
+    """Flow times t ~ U(0, 1), one per sample: shape (batch,) (docs/README.md, Method)."""
     return torch.rand(batch, generator=generator, device=device, dtype=dtype)
 
 
 def model_input(x_t: torch.Tensor, x_low: torch.Tensor) -> torch.Tensor:
-    """Network input [x_t, x_low] by channel concatenation (methods.md A.1). (B, 1, H, W) x 2 -> (B, 2, H, W)."""
+    """Network input [x_t, x_low] by channel concatenation: (B, 1, H, W) x 2 -> (B, 2, H, W)."""
     if x_t.shape[0] != x_low.shape[0] or x_t.shape[2:] != x_low.shape[2:]:
         raise ValueError(
             f"x_t {list(x_t.shape)} and x_low {list(x_low.shape)} must share batch and spatial size "
@@ -130,7 +134,7 @@ def cfm_loss(
     generator: Optional[torch.Generator] = None,
     path: Optional[StraightPath] = None,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-    """Conditional flow-matching loss MSE(v_theta([x_t, x_low], t), u_t) (methods.md A.1).
+    """Conditional flow-matching loss MSE(v_theta([x_t, x_low], t), u_t) (docs/README.md, Method).
 
     Args:
         network: v_theta, called as ``network(x, t)`` with x (B, 2, H, W), t (B,) (e.g. CFMUNet).
@@ -153,7 +157,7 @@ def cfm_loss(
 
 
 class ConditionalVelocity:
-    """Velocity function v(x, t) = network([x, x_low], t) for the solvers in :mod:`.solvers`.
+    """Velocity function v(x, t) = network([x, x_low], t) for the solvers in :mod:`shared_transforms.ode`.
 
     Keeps one (B, 2, H, W) input buffer with x_low written once; each call copies x into channel 0 instead of
     concatenating anew (one allocation per solve, not per step). The buffer follows x_low's memory format.
@@ -176,7 +180,7 @@ class ConditionalVelocity:
 
 
 def to_model_range(x01: torch.Tensor) -> torch.Tensor:
-    """Intensities [0, 1] -> model range [-1, 1]: 2 x - 1 (the authors map [0, 255] -> [-1, 1]; methods.md A.3)."""
+    """Intensities [0, 1] -> model range [-1, 1]: 2 x - 1 (the authors map [0, 255] -> [-1, 1])."""
     return x01 * 2.0 - 1.0
 
 

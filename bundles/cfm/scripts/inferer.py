@@ -2,9 +2,10 @@
 
 Every non-empty sagittal slice of the low-field volume (on the output grid, [0, 1]) is the condition x_low; from a
 source sample x0 (uniform on [-1, 1] as the authors, or Gaussian) the ODE dx/dt = v_theta([x, x_low], t) is solved
-from t = 0 to 1 with the chosen solver and number of steps (methods.md A.1); the result, back on [0, 1], is the
+from t = 0 to 1 with the chosen solver and number of steps (docs/README.md, Method); the result, back on [0, 1], is the
 enhanced slice. With ``num_samples`` K > 1 the K samples (different x0) give the mean (channel 0) and the per-voxel
-standard deviation (channel 1): an uncertainty map, which the paper names as future work.
+standard deviation (channel 1): an uncertainty map, which the paper names as future work
+(:mod:`shared_transforms.uncertainty` splits them).
 
 Slicing, empty-slice skipping, cropping to the head and batching are :class:`shared_transforms.inferers.SliceInferer2D`'s;
 this class adds only the sampler, so MONAI's evaluators and MONAI Label (which call ``inferer(inputs, network)``) get
@@ -20,7 +21,7 @@ import torch
 from shared_transforms.inferers import SliceInferer2D
 
 from .flow import ConditionalVelocity, from_model_range, sample_source, to_model_range
-from .solvers import evaluations, solve
+from shared_transforms.ode import evaluations, solve
 
 
 class FlowMatchingInferer(SliceInferer2D):
@@ -56,7 +57,7 @@ class FlowMatchingInferer(SliceInferer2D):
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
         self.generator: torch.Generator | None = None
 
-    def evaluations_per_slice(self) -> int:
+    def evaluations_per_unit(self) -> int:
         """Network evaluations for one slice: solver evaluations x samples."""
         return evaluations(self.solver, self.num_steps) * self.num_samples
 
@@ -81,19 +82,3 @@ class FlowMatchingInferer(SliceInferer2D):
             return samples[0].clamp_(0.0, 1.0)
         stack = torch.stack(samples)  # (K, N, 1, H, W)
         return torch.cat([stack.mean(0).clamp_(0.0, 1.0), stack.std(0)], dim=1)
-
-
-class SplitUncertaintyd:
-    """Postprocessing: a 2-channel ``pred`` (mean, std from :class:`FlowMatchingInferer` with K > 1) becomes
-    ``pred`` (channel 0) and ``std_key`` (channel 1); a 1-channel ``pred`` is left as it is (no uncertainty)."""
-
-    def __init__(self, key: str = "pred", std_key: str = "pred_std"):
-        self.key, self.std_key = key, std_key
-
-    def __call__(self, data: dict) -> dict:
-        d = dict(data)
-        pred = d[self.key]
-        if pred.shape[0] == 2:
-            d[self.std_key] = pred[1:2]
-            d[self.key] = pred[0:1]
-        return d

@@ -1,4 +1,4 @@
-"""CFMUNet: the velocity network of the CFM low-field enhancement model (arXiv 2510.12408, methods.md A.2).
+"""CFMUNet: the velocity network of the CFM low-field enhancement model (arXiv 2510.12408; docs/README.md, Method).
 
 v_theta(x, t) with x = [x_t, x_low] (B, 2, H, W) and t in [0, 1] (B,) -> velocity (B, 1, H, W).
 
@@ -65,7 +65,7 @@ __all__ = [
 
 
 class SinusoidalTimeEmbedding(nn.Module):
-    """Sinusoidal embedding of the raw flow time t in [0, 1] (no x1000 scaling; methods.md A.2).
+    """Sinusoidal embedding of the raw flow time t in [0, 1] (no x1000 scaling; docs/README.md, Method).
 
     emb(t) = [sin(t w_0..w_{h-1}), cos(t w_0..w_{h-1})], w_i = exp(-i log(10000) / (h - 1)), h = dim // 2.
 
@@ -137,7 +137,7 @@ class SqueezeExcitation(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """Residual block with an additive time embedding and SE (methods.md A.2).
+    """Residual block with an additive time embedding and SE (docs/README.md, Method).
 
     Conv3x3 -> GN -> SiLU -> + Linear(SiLU(temb)) -> Conv3x3 -> GN -> SiLU -> SE -> + residual (1x1 conv if C changes).
     Written here: MONAI's diffusion ResBlocks add the time term at a different place and have no SE.
@@ -169,7 +169,7 @@ class ResBlock(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention over the H*W positions with 1x1-conv projections (methods.md A.2).
+    """Multi-head self-attention over the H*W positions with 1x1-conv projections (docs/README.md, Method).
 
     q, k, v = split(Conv1x1(C -> 3 heads dim_head, no bias)); softmax(q k^T / sqrt(dim_head)) v; Conv1x1 back to C.
     Shapes: (B, C, H, W) -> (B, C, H, W).
@@ -195,7 +195,7 @@ class Attention(nn.Module):
 
 class TransformerBlock(nn.Module):
     """Pre-norm transformer block at the bottleneck; ONE GroupNorm(1) module is used before both sub-layers, as in
-    the authors' code (methods.md A.2).
+    the authors' code (docs/README.md, Method).
 
     x = x + Attn(GN(x)); x = x + FF(GN(x)), FF = Conv1x1(C -> ff_mult C) -> GELU -> Conv1x1(ff_mult C -> C).
     Shapes: (B, C, H, W) -> (B, C, H, W).
@@ -248,10 +248,10 @@ class Upsample(nn.Module):
 
 
 class CFMUNet(nn.Module):
-    """Velocity network v_theta([x_t, x_low], t) of the CFM low-field enhancement model (methods.md A.2).
+    """Velocity network v_theta([x_t, x_low], t) of the CFM low-field enhancement model (docs/README.md, Method).
 
     Args:
-        in_channels: input channels, 2 = [x_t, x_low] (conditioning by concatenation, methods.md A.1).
+        in_channels: input channels, 2 = [x_t, x_low] (conditioning by concatenation; docs/README.md, Method).
         out_channels: output channels, 1 (the velocity of x_t).
         dim: channels after the multi-scale input block (64).
         dim_mults: channel multipliers of the encoder levels ((1, 2, 4) -> 64, 128, 256). One downsampling per

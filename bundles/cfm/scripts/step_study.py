@@ -17,6 +17,7 @@ Writes ``step_study.csv``, ``step_study.md`` (the tables) and prints them.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import platform
@@ -31,21 +32,29 @@ import torch
 from monai.transforms import Compose
 from tqdm.auto import tqdm
 
+from shared_transforms.checkpoint import load_weights
+from shared_transforms.datalist import pair_items
+from shared_transforms.files import write_text_atomic
+from shared_transforms.inferers import autocast, resolve_precision
+from shared_transforms.metrics import psnr, ssim
+from shared_transforms.ode import evaluations, solve
+from shared_transforms.pipelines import pair_transforms
+
+from .flow import ConditionalVelocity, from_model_range, sample_source, to_model_range
+from .inferer import FlowMatchingInferer
+from .network import count_flops
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT.parents[1]))
 
-from shared_transforms.bundle import activate_bundle  # noqa: E402
-from shared_transforms.checkpoint import load_weights  # noqa: E402
-from shared_transforms.datalist import pair_items  # noqa: E402
-from shared_transforms.inferers import autocast, resolve_precision  # noqa: E402
-from shared_transforms.metrics import psnr, ssim  # noqa: E402
-from shared_transforms.pipelines import pair_transforms  # noqa: E402
 
-activate_bundle(ROOT)
-from scripts.flow import ConditionalVelocity, from_model_range, sample_source, to_model_range  # noqa: E402
-from scripts.inferer import FlowMatchingInferer  # noqa: E402
-from scripts.network import CFMUNet, count_flops  # noqa: E402
-from scripts.solvers import evaluations, solve  # noqa: E402
+def bundle_network(config_file: str | os.PathLike = ROOT / "configs" / "inference.json") -> torch.nn.Module:
+    """The network exactly as the bundle's inference config defines it (``network_def``: its widths, not defaults)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(os.fspath(config_file))
+    parser["bundle_root"] = str(ROOT)
+    return parser.get_parsed_content("network_def")
 
 
 def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
@@ -98,7 +107,7 @@ def main(
     solvers = [s for s in (solvers.split(",") if isinstance(solvers, str) else solvers)]
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     os.makedirs(out_dir, exist_ok=True)
-    net = CFMUNet()
+    net = bundle_network()
     load_weights(net, ckpt_path or ROOT / "models" / "model.pt")
     net = net.to(dev).eval().to(memory_format=torch.channels_last)
     prep = Compose(pair_transforms())
@@ -140,8 +149,8 @@ def main(
             sec = time.perf_counter() - t0
             st = inferer.last_stats
             h, w = st["box_hw"]
-            vol_flops = count_flops(net, h, w) * st["computed_slices"] * n
-            timing.append({"subject": d["subject"], "steps": n, "seconds": sec, "slices": st["computed_slices"],
+            vol_flops = count_flops(net, h, w) * st["network_evaluations"]
+            timing.append({"subject": d["subject"], "steps": n, "seconds": sec, "slices": st["computed_units"],
                            "box": f"{h}x{w}", "gflop": vol_flops / 1e9, "gflops_per_s": vol_flops / sec / 1e9})
     ref = matmul_gflops(dev)
     ref_bf16 = matmul_gflops(dev, dtype=torch.bfloat16) if resolve_precision(dev, precision) == "bfloat16" else None
@@ -152,13 +161,14 @@ def main(
 
 def write_report(rows, timing, out_dir, flops, ref, peak_mb, dev, precision, stride, command, ref_bf16=None):
     """CSV of every row, a Markdown summary (mean over subjects) and the speed table."""
-    with open(os.path.join(out_dir, "step_study.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    with open(os.path.join(out_dir, "timing.json"), "w") as f:
-        json.dump({"timing": timing, "matmul_gflops": ref, "matmul_gflops_bfloat16": ref_bf16, "flops_per_slice_192x168": flops, "peak_rss_mb": peak_mb}, f,
-                  indent=2)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(os.path.join(out_dir, "step_study.csv"), buf.getvalue(), newline="")
+    timing_report = {"timing": timing, "matmul_gflops": ref, "matmul_gflops_bfloat16": ref_bf16,
+                     "flops_per_slice_192x168": flops, "peak_rss_mb": peak_mb}
+    write_text_atomic(os.path.join(out_dir, "timing.json"), json.dumps(timing_report, indent=2))
     per_nfe = {t["steps"]: t["seconds"] / t["steps"] for t in timing}
     lines = [f"Command: `{command}`", "",
              f"Device: {dev} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
@@ -187,8 +197,7 @@ def write_report(rows, timing, out_dir, flops, ref, peak_mb, dev, precision, str
                      f"{t['gflops_per_s']:.0f} | {100 * t['gflops_per_s'] / ref:.0f}% |"
                      + (f" {100 * t['gflops_per_s'] / ref_bf16:.0f}% |" if ref_bf16 else ""))
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(out_dir, "step_study.md"), "w") as f:
-        f.write(text)
+    write_text_atomic(os.path.join(out_dir, "step_study.md"), text)
     print(text)
 
 

@@ -2,8 +2,9 @@
 
 As MONAI's ``DiffusionPrepareBatch`` turns a batch into (noisy input, target, timesteps), this turns a batch of
 low/high-field slices into the network input [x_t, x_low], the target velocity x1 - x0 and the time t (passed to the
-network as ``t=``); the trainer's MSE loss is then the CFM loss of methods.md A.1. (``DiffusionPrepareBatch`` itself
-samples integer timesteps and noise from the global RNG, and its target is the noise: neither fits the flow.)
+network as ``t=``); the trainer's MSE loss is then the CFM loss of the paper (docs/README.md, Method).
+(``DiffusionPrepareBatch`` itself samples integer timesteps and noise from the global RNG, and its target is the
+noise: neither fits the flow.)
 """
 
 from __future__ import annotations
