@@ -1,6 +1,7 @@
 """The contract's datalist: ``{"training": [...], "validation": [...], "testing": [...]}``.
 
-Each item is ``{"subject": ..., "low": ..., "high": ..., "mask": ...}`` (``mask`` optional); relative paths are
+Each item is ``{"subject": ..., "low": ..., "high": ..., "mask": ...}`` (``mask`` optional) for the enhancement
+bundles; a bundle of another input kind (:mod:`shared_transforms.input_kinds`) has its own keys; relative paths are
 relative to the datalist file; splits are by subject, never by slice. Reading checks every item (missing keys,
 missing files, a subject in two splits) and raises one clear :class:`InputError`; paths come back absolute.
 MONAI's ``load_decathlon_datalist`` resolves paths the same way but knows nothing of subjects or splits, so the
@@ -15,11 +16,13 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .checks import is_nifti_path
 from .errors import InputError
+from .files import write_text_atomic
+from .input_kinds import DEFAULT_KIND, InputKind, input_kind
 
 SPLITS = ("training", "validation", "testing")
-PATH_KEYS = ("low", "high", "mask")
+#: every file key of every input kind (resolved against the datalist's folder)
+PATH_KEYS = ("low", "high", "mask", "kspace", "image")
 
 
 def load_datalist(
@@ -141,37 +144,37 @@ def write_datalist(
                 if it.get(key) and os.path.isabs(str(it[key])):
                     it[key] = os.path.relpath(str(it[key]), base)
         out[which[str(it["subject"])]].append(it)
-    os.makedirs(base, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(out, f, indent=2)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(out, indent=2))
     return out
 
 
-def inference_items(input_path: str | os.PathLike, split: str = "testing") -> list[dict]:
-    """What a bundle's inference runs on: ``[{"image": path, ...}]`` from one NIfTI file, a folder of NIfTI files
-    (sorted by name) or a datalist JSON (the low-field volumes of its ``split`` items)."""
+def inference_items(
+    input_path: str | os.PathLike, split: str = "testing", kind: str | InputKind = DEFAULT_KIND
+) -> list[dict]:
+    """What a bundle's inference runs on: ``[{"image": path}]`` from one file, a folder (its files of the input
+    ``kind``'s endings, sorted by name) or a datalist JSON (the ``kind.inference_key`` files of its ``split``)."""
+    kind = input_kind(kind)
     input_path = os.fspath(input_path)
     if os.path.isdir(input_path):
-        files = sorted(f for f in os.listdir(input_path) if is_nifti_path(f) and not f.startswith("."))
+        files = sorted(f for f in os.listdir(input_path) if kind.accepts(f) and not f.startswith("."))
         if not files:
-            raise InputError(input_path, "folder holds no NIfTI files (.nii or .nii.gz)")
+            raise InputError(input_path, f"folder holds no input files ({' or '.join(kind.suffixes)})")
         return [{"image": os.path.join(input_path, f)} for f in files]
     if input_path.lower().endswith(".json"):
-        return [{"image": it["low"]} for it in load_split(input_path, split)]
+        items = load_split(input_path, split, required_keys=("subject", kind.inference_key))
+        return [{"image": it[kind.inference_key]} for it in items]
     if not os.path.exists(input_path):
         raise InputError(input_path, "file not found")
     return [{"image": input_path}]
 
 
-def pair_items(datalist: str | os.PathLike, split: str) -> list[dict]:
-    """Training / evaluation items of one split in MONAI's engine keys: ``image`` (low field), ``label`` (high
-    field), ``mask`` (when the datalist has one) and ``subject``."""
+def pair_items(datalist: str | os.PathLike, split: str, kind: str | InputKind = DEFAULT_KIND) -> list[dict]:
+    """Training / evaluation items of one split in MONAI's engine keys, as the input ``kind`` maps them (for
+    ``lowfield_nifti``: ``image`` = low field, ``label`` = high field, ``mask`` when the datalist has one), plus
+    ``subject``."""
+    kind = input_kind(kind)
     out = []
-    for it in load_split(datalist, split):
-        item = {"image": it["low"], "label": it["high"], "subject": it["subject"]}
-        if it.get("mask"):
-            item["mask"] = it["mask"]
-        out.append(item)
+    for it in load_split(datalist, split, required_keys=("subject", *kind.required_keys)):
+        item = {engine: it[key] for key, engine in kind.datalist_keys.items() if it.get(key)}
+        out.append({**item, "subject": it["subject"]})
     return out

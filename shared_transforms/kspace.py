@@ -1,9 +1,10 @@
-"""Single-coil Cartesian k-space simulation and under-sampling (FLAT, methods.md D.2/D.3; fastMRI conventions).
+"""Single-coil Cartesian k-space simulation and under-sampling (FLAT: Qi et al. 2025, arXiv 2512.03020; fastMRI
+conventions).
 
-The measurement model of the MRI-reconstruction bundle is ``y = M F x`` (methods.md D.2 [INFERRED]): ``F`` is the
-centred orthonormal 2D Fourier transform and ``M`` a Cartesian mask that keeps whole phase-encode columns along the
-last spatial axis (fastMRI convention). FLAT's brain data sets are magnitude images, so the k-space is simulated from
-them (methods.md D.3 [INFERRED]), optionally with a smooth random phase; R = 8 is the paper's acceleration (D.3).
+The measurement model of the MRI-reconstruction bundle is ``y = M F x`` (our reading of FLAT, arXiv 2512.03020): ``F``
+is the centred orthonormal 2D Fourier transform and ``M`` a Cartesian mask that keeps whole phase-encode columns along
+the last spatial axis (fastMRI convention). FLAT's brain data sets are magnitude images, so the k-space is simulated
+from them (our reading of FLAT's setup), optionally with a smooth random phase; R = 8 is the paper's acceleration.
 
 Complex convention (MONAI's ``monai.data.fft_utils`` and ``monai.apps.reconstruction``): a complex array is a real
 array with a trailing dimension of 2 (real, imaginary), e.g. single-coil k-space ``(C=1, H, W, 2)``.
@@ -124,7 +125,7 @@ def smooth_phase(
 
     ``phi(u, v) = s * sum_{i + j <= order} c_ij u^i v^j`` on ``u, v in [-1, 1]``, ``c_ij ~ N(0, 1)``, with ``s`` such
     that ``max |phi| = max_phase_rad``. A low-order polynomial stands in for the slowly varying B0/receive phase of
-    real single-coil data (methods.md D.3 [INFERRED]: FLAT simulates k-space from magnitude images). By Markov's
+    real single-coil data (our reading: FLAT simulates k-space from magnitude images). By Markov's
     inequality for polynomials, neighbouring pixels differ by at most ``order^2 * max_phase_rad * 2 / (N - 1)``.
 
     Args:
@@ -333,7 +334,7 @@ def _permuted_affine(affine: torch.Tensor, spatial_order: Sequence[int]) -> torc
 class SimulateKspace(RandomizableTransform):
     """Simulate single-coil k-space from a magnitude image or volume, with an optional smooth random phase.
 
-    ``k = F (|x| e^{i phi})`` per 2D slice (:func:`kspace_from_magnitude`, :func:`smooth_phase`; methods.md D.3).
+    ``k = F (|x| e^{i phi})`` per 2D slice (:func:`kspace_from_magnitude`, :func:`smooth_phase`).
 
     - 2D input ``(C, H, W)`` gives ``(C, H, W, 2)``.
     - 3D input ``(C, X, Y, Z)`` is cut into slices along spatial axis ``slice_axis`` (0 = X, 1 = Y, 2 = Z) and gives
@@ -444,7 +445,7 @@ class CartesianUndersample(RandomizableTransform):
     ``set_random_state(seed_from_name(path))`` first.
 
     Args:
-        acceleration: R >= 1 (FLAT: 8, methods.md D.3).
+        acceleration: R >= 1 (FLAT, arXiv 2512.03020: 8).
         center_fraction: fraction of fully sampled centre columns, in (0, 1) and below 1 / R (fastMRI: 0.04 at R = 8,
             0.08 at R = 4).
         pattern: ``"random"`` or ``"equispaced"``.
@@ -493,8 +494,9 @@ class CartesianUndersample(RandomizableTransform):
 class CartesianUndersampled(RandomizableTransform, MapTransform):
     """Dictionary wrapper of :class:`CartesianUndersample` for one k-space key.
 
-    Writes ``masked_key`` (masked k-space), ``mask_key`` (bool mask, ``"mask"`` as in MONAI's ``FastMRIKeys.MASK``)
-    and ``zero_filled_key`` (zero-filled image); the input k-space stays as it is.
+    Writes ``masked_key`` (masked k-space), ``mask_key`` (the bool sampling mask, ``"sampling_mask"``: MONAI's
+    ``FastMRIKeys.MASK`` is ``"mask"``, but here ``mask`` is the brain mask in every bundle, so the sampling mask has
+    its own name) and ``zero_filled_key`` (zero-filled image); the input k-space stays as it is.
     """
 
     backend = CartesianUndersample.backend
@@ -507,7 +509,7 @@ class CartesianUndersampled(RandomizableTransform, MapTransform):
         pattern: str = "random",
         coil_dim: int | None = None,
         masked_key: str = "kspace_masked",
-        mask_key: str = "mask",
+        mask_key: str = "sampling_mask",
         zero_filled_key: str = "zero_filled",
         allow_missing_keys: bool = False,
     ) -> None:

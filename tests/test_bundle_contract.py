@@ -1,4 +1,5 @@
-"""The bundle contract (``../shared/BUNDLE_CONTRACT.md``), checked for every folder in ``bundles/``.
+"""The bundle contract (files, commands, data rules and bad inputs every bundle meets), checked for every folder in
+``bundles/``.
 
 A new bundle is held to it automatically. Learned bundles are those with ``configs/train.json``; a bundle without
 one (``interpolation``) has no weights and evaluates with ``evaluate.json`` merged on top of ``inference.json``.
@@ -50,11 +51,42 @@ def run_bundle(args: list[str], cwd: Path = REPO, timeout: int = 600, torchrun: 
     return out
 
 
+def input_kind(name: str):
+    """The input kind the bundle declares (``input_kind`` in its inference.json); the data below follow it."""
+    from shared_transforms.input_kinds import input_kind as lookup
+
+    return lookup(json.loads((root(name) / "configs" / "inference.json").read_text())["input_kind"])
+
+
+#: tiny synthetic data per input kind: folder -> {"dir", "datalist", "items"}. A bundle of a new kind adds its writer.
+TINY_DATA_WRITERS = {
+    # five subjects (2 training, 2 validation, 1 testing: two ranks of torchrun need two of each): high field 1 mm
+    # (16, 32, 24), low field 2 x 2 x 4 mm, brain mask
+    "lowfield_nifti": lambda folder: tiny_subjects(folder, 5, (2, 2, 1)),
+}
+
+
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """Five subjects (2 training, 2 validation, 1 testing: two ranks of torchrun need two of each): high field 1 mm
-    (16, 32, 24), low field 2 x 2 x 4 mm, brain mask."""
-    return tiny_subjects(tmp_path_factory.mktemp("tiny"), 5, (2, 2, 1))
+def tiny_by_kind(tmp_path_factory):
+    made: dict[str, dict] = {}
+
+    def get(name: str) -> dict:
+        kind = input_kind(name)
+        if kind.name not in TINY_DATA_WRITERS:
+            pytest.fail(f"{name} declares input kind '{kind.name}': add its tiny-data writer to TINY_DATA_WRITERS")
+        if kind.name not in made:
+            made[kind.name] = TINY_DATA_WRITERS[kind.name](tmp_path_factory.mktemp(f"tiny_{kind.name}"))
+        return made[kind.name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", BUNDLES)
+def test_declares_a_known_input_kind(name):
+    kind = input_kind(name)
+    if learned(name):
+        train = json.loads((root(name) / "configs" / "train.json").read_text())
+        assert train["input_kind"] == kind.name, f"{name}: train.json and inference.json declare different kinds"
 
 
 @pytest.mark.parametrize("name", BUNDLES)
@@ -83,9 +115,10 @@ def test_files_and_metadata(name):
 
 
 @pytest.mark.parametrize("name", BUNDLES)
-def test_properties(name, tiny_data):
+def test_properties(name, tiny_by_kind):
     from monai.bundle import ConfigWorkflow
 
+    tiny_data = tiny_by_kind(name)
     c = root(name) / "configs"
     wf = ConfigWorkflow(config_file=str(c / "inference.json"), workflow_type="infer", logging_file=False)
     wf.initialize()
@@ -114,9 +147,9 @@ def test_network_io_torchscript_and_weights(name):
     from monai.bundle import verify_net_in_out
 
     c = root(name) / "configs"
+    parser = _parser(name)  # makes the bundle's scripts importable, as running from the bundle folder does
     verify_net_in_out(net_id="network_def", meta_file=str(c / "metadata.json"), config_file=str(c / "inference.json"),
                       device="cpu", n=4, any=16)
-    parser = _parser(name)
     net = parser.get_parsed_content("network_def").eval()
     if learned(name):
         state = torch.load(root(name) / "models" / "model.pt", map_location="cpu", weights_only=True)
@@ -166,7 +199,8 @@ def _check_output(path: str, input_path: str, spacing=(1.0, 1.0, 1.0), on_input_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", BUNDLES)
-def test_train_evaluate_infer_end_to_end(name, tiny_data, tmp_path):
+def test_train_evaluate_infer_end_to_end(name, tiny_by_kind, tmp_path):
+    tiny_data = tiny_by_kind(name)
     c = root(name) / "configs"
     work = tmp_path / name
     ckpt = []
@@ -184,7 +218,7 @@ def test_train_evaluate_infer_end_to_end(name, tiny_data, tmp_path):
                 *ckpt])
     rows = list(csv.DictReader(open(work / "eval" / "metrics.csv")))
     assert len(rows) == 1 and np.isfinite(float(rows[0]["psnr_mask"]))
-    test_low = tiny_data["items"][4]["low"]
+    test_low = tiny_data["items"][4][input_kind(name).inference_key]
     out = run_bundle(["--config_file", str(c / "inference.json"), "--input_path", test_low, "--output_dir",
                       str(work / "infer"), *ckpt])
     path = work / "infer" / f"t4_low_{name}.nii.gz"
@@ -198,7 +232,8 @@ def test_train_evaluate_infer_end_to_end(name, tiny_data, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [b for b in BUNDLES if learned(b)])
-def test_multi_gpu_config_runs_on_cpu_with_torchrun(name, tiny_data, tmp_path):
+def test_multi_gpu_config_runs_on_cpu_with_torchrun(name, tiny_by_kind, tmp_path):
+    tiny_data = tiny_by_kind(name)
     c = root(name) / "configs"
     files = f"['{c / 'train.json'}','{c / 'multi_gpu_train.json'}']"
     run_bundle(["--config_file", files, "--datalist", tiny_data["datalist"], "--max_epochs", "1", "--val_interval", "1",

@@ -78,7 +78,31 @@ def test_inference_items(tmp_path, tiny_pair):
     p = _write(tmp_path / "d.json", {"testing": [{"subject": "s1", "low": tiny_pair["low"], "high": tiny_pair["high"]}]})
     assert inference_items(p) == [{"image": tiny_pair["low"]}]
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no NIfTI"):
+    with pytest.raises(InputError, match=r"no input files \(\.nii or \.nii\.gz\)"):
         inference_items(tmp_path / "empty")
     with pytest.raises(InputError, match="not found"):
         inference_items(tmp_path / "missing.nii.gz")
+
+
+def test_input_kinds_decide_the_keys(tmp_path, tiny_pair):
+    """The datalist loader follows the bundle's declared input kind, not a fixed low/high layout."""
+    from shared_transforms.datalist import pair_items
+    from shared_transforms.input_kinds import INPUT_KINDS, input_kind
+
+    item = {"subject": "s1", "low": tiny_pair["low"], "high": tiny_pair["high"], "mask": tiny_pair["mask"]}
+    p = _write(tmp_path / "d.json", {"testing": [item]})
+    assert pair_items(p, "testing") == [{"image": tiny_pair["low"], "label": tiny_pair["high"],
+                                         "mask": tiny_pair["mask"], "subject": "s1"}]
+    # an image-to-under-sample bundle (flat) reads the image as its reference, and a low/high datalist lacks its key
+    with pytest.raises(InputError, match=r"lacks the key\(s\) \['image'\]"):
+        pair_items(p, "testing", "image_to_undersample")
+    img = _write(tmp_path / "i.json", {"testing": [{"subject": "s1", "image": tiny_pair["high"]}]})
+    assert pair_items(img, "testing", "image_to_undersample") == [{"label": tiny_pair["high"], "subject": "s1"}]
+    assert inference_items(img, kind="image_to_undersample") == [{"image": tiny_pair["high"]}]
+    (tmp_path / "h5").mkdir()
+    (tmp_path / "h5" / "file1.h5").write_bytes(b"")
+    (tmp_path / "h5" / "notes.nii.gz").write_bytes(b"")
+    assert [os.path.basename(i["image"]) for i in inference_items(tmp_path / "h5", kind="kspace_hdf5")] == ["file1.h5"]
+    with pytest.raises(InputError, match="unknown input kind 'dicom'"):
+        input_kind("dicom")
+    assert set(INPUT_KINDS) == {"lowfield_nifti", "kspace_hdf5", "image_to_undersample"}

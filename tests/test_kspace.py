@@ -279,13 +279,14 @@ def test_dict_pipeline_seeded_and_composable():
     )
     out1 = pipeline.set_random_state(3)(data)
     out2 = pipeline.set_random_state(3)(data)
-    assert {"image", "kspace", "kspace_masked", "mask", "zf"} <= set(out1)
+    # the sampling mask has its own key: "mask" is the brain mask everywhere in this project
+    assert {"image", "kspace", "kspace_masked", "sampling_mask", "zf"} <= set(out1) and "mask" not in out1
     assert out1["kspace"].shape == (1, 32, 48, 2) and out1["zf"].shape == (1, 32, 48)
-    assert torch.equal(out1["mask"], out2["mask"]) and torch.equal(out1["kspace"], out2["kspace"])
+    assert torch.equal(out1["sampling_mask"], out2["sampling_mask"]) and torch.equal(out1["kspace"], out2["kspace"])
     assert torch.equal(out1["zf"].affine, affine)  # the zero-filled image stays on the input grid
-    assert out1["mask"].flatten().sum() == 6  # round(48 / 8)
+    assert out1["sampling_mask"].flatten().sum() == 6  # round(48 / 8)
     batch = list_data_collate([out1, out2])
-    assert batch["mask"].shape == (2, 1, 1, 48, 1) and batch["kspace_masked"].shape == (2, 1, 32, 48, 2)
+    assert batch["sampling_mask"].shape == (2, 1, 1, 48, 1) and batch["kspace_masked"].shape == (2, 1, 32, 48, 2)
     with pytest.raises(InputError, match="^kspace: "):
         CartesianUndersampled("kspace", 4, 0.08)({"kspace": torch.zeros(1, 8, 8)})
     with pytest.raises(ValueError, match="one k-space key"):

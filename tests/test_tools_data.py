@@ -119,7 +119,7 @@ def test_demo_data_is_deterministic_and_well_formed(tmp_path):
     assert np.allclose(low.header.get_zooms(), (1.6, 1.6, 5.0), atol=1e-4) and low.shape == (100, 120, 33)
     assert set(np.unique(mask.get_fdata())) <= {0.0, 1.0}
     raw = json.loads(open(path).read())["training"][0]
-    assert 30 < raw["snr_wm"] < 100 and 25 < raw["snr_gm"] < 90  # drawn from the T1w Gaussian of methods.md E.2
+    assert 30 < raw["snr_wm"] < 100 and 25 < raw["snr_gm"] < 90  # the T1w SNR Gaussian of Lin et al. 2023's code
     # the same seed rebuilds the same subject (up to the on-disk quantisation)
     i = int(item["subject"].split("-")[1])
     again = make_demo_data.make_subject(make_demo_data.load_template(), seed=4 * 10007 + 17 * i)

@@ -1,0 +1,177 @@
+"""The bundle configs as text: one name, one meaning when files are merged, and common blocks that agree.
+
+Checked without running anything (the contract test runs the configs):
+
+1. An override merged on top of its base (``train.json`` + ``evaluate.json``, ``train.json`` + ``multi_gpu_train.json``;
+   ``inference.json`` + ``evaluate.json`` for a bundle without training) never changes a setting (a number, a string, an
+   expression) that the base file uses, except the few that the override exists to change (:data:`DECLARED`), and then
+   only where the base uses them for that purpose. This is what went wrong once: ``num_samples`` was the crop count in
+   cfm's ``train.json`` and the number of ODE samples in its ``evaluate.json``, so the merge changed the crop count.
+2. The blocks every learned bundle has (checkpointing and resume, the validation handlers, the multi-GPU override,
+   the logging config) stay whole in each bundle, as the Model Zoo expects, and agree across bundles.
+3. The project's own loader (clear error naming the file) is the only ``CheckpointLoader``, resume included.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs").is_dir())
+LEARNED = [b for b in BUNDLES if (REPO / "bundles" / b / "configs" / "train.json").is_file()]
+
+#: The values an override may change although its base uses them: id -> the base paths where the base may use it
+#: (``None``: everywhere). evaluate.json scores the checkpoint as inference runs it: it writes into its own folder
+#: (nothing trains in an evaluation run) and sets the sampler as inference.json does, which in the training config
+#: only the validation inferer uses. multi_gpu_train.json replaces the device and wraps the network in DDP for
+#: every user of either.
+DECLARED = {
+    "evaluate.json": {
+        "output_dir": None,
+        "num_steps": ("validate#inferer",),
+        "solver": ("validate#inferer",),
+        "num_samples": ("validate#inferer",),
+    },
+    "multi_gpu_train.json": {"device": None, "network": None},
+}
+#: Whole lists that an override replaces on purpose (the run's entry points).
+ENTRY_POINTS = {"initialize", "run", "finalize", "imports"}
+REF = re.compile(r"@([A-Za-z0-9_#]+)")
+
+
+def load(bundle: str, name: str) -> dict:
+    return json.loads((REPO / "bundles" / bundle / "configs" / name).read_text())
+
+
+def flatten(cfg, prefix: str = "") -> dict[str, object]:
+    """Every path of a config (``a#b#0``) with its value, containers included."""
+    out: dict[str, object] = {}
+    items = cfg.items() if isinstance(cfg, dict) else enumerate(cfg) if isinstance(cfg, list) else ()
+    for k, v in items:
+        path = f"{prefix}#{k}" if prefix else str(k)
+        out[path] = v
+        out.update(flatten(v, path))
+    return out
+
+
+def references(flat: dict[str, object]) -> dict[str, list[str]]:
+    """id -> the paths whose (string) value refers to it with ``@id``."""
+    refs: dict[str, list[str]] = {}
+    for path, value in flat.items():
+        if isinstance(value, str):
+            for ref in REF.findall(value):
+                refs.setdefault(ref, []).append(path)
+    return refs
+
+
+def merge_pairs():
+    for b in BUNDLES:
+        base = "train.json" if b in LEARNED else "inference.json"
+        for override in ("evaluate.json", "multi_gpu_train.json"):
+            if (REPO / "bundles" / b / "configs" / override).is_file():
+                yield b, base, override
+
+
+def silent_changes(base: dict, override: dict, declared: dict) -> list[str]:
+    """What merging ``override`` on ``base`` changes in places the base uses and the override does not rewrite."""
+    flat_base = flatten(base)
+    refs = references(flat_base)
+    override_paths = set(override)  # MONAI merges by "a#b" ids at the top level of an override file
+    problems = []
+    for path, new in override.items():
+        if path in ENTRY_POINTS or path not in flat_base or flat_base[path] == new:
+            continue
+        if isinstance(new, (dict, list)) or isinstance(flat_base[path], (dict, list)):
+            continue  # a component or list replaced whole is the override's purpose, not a shared setting
+        for site in refs.get(path, []):
+            if any(site == p or site.startswith(p + "#") for p in override_paths):
+                continue  # the override rewrites this use itself
+            allowed = declared.get(path, ())
+            if allowed is None or (allowed and any(site == a or site.startswith(a + "#") for a in allowed)):
+                continue
+            problems.append(f"'{path}' changes from {flat_base[path]!r} to {new!r}, and the base uses it at '{site}'")
+    return problems
+
+
+@pytest.mark.parametrize("bundle,base,override", list(merge_pairs()))
+def test_override_changes_no_value_the_base_uses(bundle, base, override):
+    problems = silent_changes(load(bundle, base), load(bundle, override), DECLARED[override])
+    assert not problems, f"{bundle}: {override} on {base}:\n" + "\n".join(problems)
+
+
+def test_the_merge_check_catches_a_name_with_two_meanings():
+    """The fault this test exists for: an override's ``num_samples`` (ODE samples) silently changing the base's
+    crop count."""
+    base = {
+        "num_samples": 8,
+        "train": {"crop": {"_target_": "RandCropByPosNegLabeld", "num_samples": "@num_samples"}},
+        "validate": {"inferer": {"_target_": "Sampler", "num_samples": 1}},
+    }
+    override = {"num_samples": 2, "validate#inferer#num_samples": "@num_samples"}
+    problems = silent_changes(base, override, DECLARED["evaluate.json"])
+    assert len(problems) == 1 and "train#crop#num_samples" in problems[0]
+    base["patches_per_volume"] = base.pop("num_samples")
+    base["train"]["crop"]["num_samples"] = "@patches_per_volume"
+    assert silent_changes(base, override, DECLARED["evaluate.json"]) == []
+
+
+@pytest.mark.parametrize("bundle", [b for b in BUNDLES if (REPO / "bundles" / b / "configs" / "evaluate.json").exists()])
+def test_evaluate_samples_as_inference_does(bundle):
+    """The sampler settings evaluate.json sets are the inference defaults (the table scores what a user runs)."""
+    inference, evaluate = load(bundle, "inference.json"), load(bundle, "evaluate.json")
+    for key in ("num_steps", "solver", "num_samples"):
+        if key in evaluate:
+            assert evaluate[key] == inference[key], f"{bundle}: evaluate.json {key}={evaluate[key]!r}"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# common blocks agree across bundles
+
+
+def _common_train_blocks(bundle: str) -> dict:
+    cfg = load(bundle, "train.json")
+    return {
+        "checkpointing": cfg["train"]["checkpointing"],
+        "training_state": cfg["train"]["training_state"],
+        "validate#handlers": cfg["validate"]["handlers"],
+        "train#handlers[1:]": cfg["train"]["handlers"][1:],  # [0] is the LR scheduler handler, which all share too
+        "initialize": cfg["initialize"],
+        "run": cfg["run"],
+        "resume": cfg["resume"],
+    }
+
+
+@pytest.mark.skipif(len(LEARNED) < 2, reason="needs two learned bundles to compare")
+@pytest.mark.parametrize("bundle", LEARNED[1:])
+def test_training_blocks_agree_across_bundles(bundle):
+    reference, blocks = _common_train_blocks(LEARNED[0]), _common_train_blocks(bundle)
+    for name in reference:
+        assert blocks[name] == reference[name], f"{bundle}: '{name}' differs from {LEARNED[0]}'s"
+
+
+@pytest.mark.skipif(len(LEARNED) < 2, reason="needs two learned bundles to compare")
+@pytest.mark.parametrize("bundle", LEARNED[1:])
+def test_multi_gpu_override_and_logging_agree_across_bundles(bundle):
+    assert load(bundle, "multi_gpu_train.json") == load(LEARNED[0], "multi_gpu_train.json")
+    for b in BUNDLES:
+        assert (REPO / "bundles" / b / "configs" / "logging.conf").read_text() == (
+            REPO / "bundles" / LEARNED[0] / "configs" / "logging.conf"
+        ).read_text(), f"{b}: logging.conf differs"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_every_run_starts_with_setup_bundle_and_uses_the_projects_loader(bundle):
+    for path in sorted((REPO / "bundles" / bundle / "configs").glob("*.json")):
+        cfg = json.loads(path.read_text())
+        if path.name == "metadata.json":
+            continue
+        if "initialize" in cfg:
+            assert cfg["initialize"][0] == "$shared_transforms.bundle.setup_bundle(@bundle_root)", path
+        for where, value in flatten(cfg).items():
+            if where.endswith("_target_") and isinstance(value, str) and value.endswith("CheckpointLoader"):
+                assert value == "shared_transforms.checkpoint.CheckpointLoader", f"{path}: {where}"
+            assert "_requires_" not in where, f"{path}: {where} (bundle_root has no side effect to wait for)"
