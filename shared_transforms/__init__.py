@@ -15,9 +15,9 @@ import importlib
 from .errors import InputError
 
 SUBMODULES = (
-    "bundle", "checkpoint", "checks", "datalist", "errors", "evaluation", "files", "geometry", "inferers",
-    "input_kinds", "intensity", "io", "kspace", "lowfield", "metrics", "ode", "pipelines", "preview", "sample",
-    "uncertainty",
+    "bundle", "checkpoint", "checks", "datalist", "degradation", "errors", "evaluation", "files", "geometry",
+    "inferers", "input_kinds", "intensity", "io", "kspace", "lowfield", "metrics", "ode", "pipelines", "preview",
+    "sample", "uncertainty",
 )
 
 __all__ = ["InputError", *SUBMODULES]

@@ -107,10 +107,12 @@ def test_simulate_writes_pairs_and_datalist(tmp_path, simulator):
 
 
 def test_demo_data_is_deterministic_and_well_formed(tmp_path):
+    """The first demo set (``--degradation tissue_contrast``), reproducible: 1.6 x 1.6 x 5 mm, the T1w SNR draw."""
     pytest.importorskip("nilearn")
     import make_demo_data
 
-    path = make_demo_data.main(out_dir=str(tmp_path / "demo"), n_subjects=3, n_val=1, n_test=1, seed=4, preview=False)
+    path = make_demo_data.main(out_dir=str(tmp_path / "demo"), degradation="tissue_contrast", n_subjects=3, n_val=1,
+                               n_test=1, seed=4, preview=False)
     d = load_datalist(path)
     assert [len(d[s]) for s in ("training", "validation", "testing")] == [1, 1, 1]
     item = d["training"][0]
@@ -122,7 +124,29 @@ def test_demo_data_is_deterministic_and_well_formed(tmp_path):
     assert 30 < raw["snr_wm"] < 100 and 25 < raw["snr_gm"] < 90  # the T1w SNR Gaussian of Lin et al. 2023's code
     # the same seed rebuilds the same subject (up to the on-disk quantisation)
     i = int(item["subject"].split("-")[1])
-    again = make_demo_data.make_subject(make_demo_data.load_template(), seed=4 * 10007 + 17 * i)
+    again = make_demo_data.make_subject(make_demo_data.load_template(), seed=4 * 10007 + 17 * i,
+                                        degradation="tissue_contrast")
     step = float(np.abs(high.get_fdata()).max()) / 255
     assert np.abs(again["high"][0].numpy() - high.get_fdata()).max() <= step
     assert np.abs(again["low"][0].numpy() - low.get_fdata()).max() <= float(np.abs(low.get_fdata()).max()) / 32767 * 1.01
+
+
+def test_randomised_demo_data_records_its_draws_and_varies_the_acquisition(tmp_path):
+    """The default demo set: each subject's low field has its own drawn geometry, recorded in the datalist."""
+    pytest.importorskip("nilearn")
+    import make_demo_data
+
+    path = make_demo_data.main(out_dir=str(tmp_path / "demo"), n_subjects=3, n_val=1, n_test=1, seed=1, preview=False)
+    raw = json.loads(open(path).read())
+    items = [it for split in ("training", "validation", "testing") for it in raw[split]]
+    d = load_datalist(path)
+    for it, loaded in zip(items, [x for s in ("training", "validation", "testing") for x in d[s]]):
+        draws = it["degradation"]
+        low = nib.load(loaded["low"])
+        zooms = np.asarray(low.header.get_zooms())
+        thick = draws["slice_thickness_mm"] + draws["slice_gap_mm"]
+        assert zooms[draws["axis"]] == pytest.approx(thick, abs=1e-3)  # the drawn slice spacing on the drawn axis
+        assert 2 <= draws["slice_thickness_mm"] <= 7 and 4 <= draws["snr_wm"] <= 60 and draws["psf"] in ("kspace",
+                                                                                                         "gaussian")
+        assert np.isfinite(low.get_fdata()).all()
+    assert len({it["degradation"]["slice_thickness_mm"] for it in items}) == 3  # a new draw per subject

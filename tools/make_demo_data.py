@@ -4,13 +4,22 @@
 There is no HCP, IXI or fastMRI here, so the shipped bundles are trained and tested on this: each subject is the
 template (T1w, skull-stripped, 1 mm) under a random smooth deformation (MONAI ``Rand3DElasticd``: a random affine
 plus a smoothed displacement field, a few mm) and a random intensity variation (tissue contrast through the GM/WM
-maps, a bias field, a gamma), cropped to the brain; its low-field partner comes from the stochastic tissue-contrast
-simulator of Lin et al. 2023 (Medical Image Analysis 87:102807) / Figini et al. 2020 (arXiv 2003.07216) on a
-1.6 x 1.6 x 5 mm grid (slice thickness 4 mm + 1 mm gap, the geometry of a 64 mT portable T1w scan as in seed 002), with (SNR_WM, SNR_GM) drawn per subject from the T1w
-bivariate Gaussian of the reference code.
+maps, a bias field, a gamma), cropped to the brain. Its low-field partner comes from one of two degradations (``--degradation``):
 
-    python tools/make_demo_data.py --out_dir demo_data            # 16 subjects: 10 train / 3 val / 3 test
-    python tools/make_demo_data.py --out_dir demo_data --write_sample true   # also refresh the shipped sample
+- ``randomised`` (the default): :class:`shared_transforms.degradation.RandomLowFieldDegradationd`, one draw per
+  subject of the acquisition axis (axial, coronal or sagittal), slice thickness 2-7 mm and gap, in-plane spacing
+  1-2.5 mm, a truncated-k-space or Gaussian PSF, Rician noise at a WM SNR of 4-60, a grey/white contrast scale of
+  0.3-1.2, a bias field and a gamma: the spread of scans a 64 mT user meets (domain randomisation, as SynthSR).
+  24 subjects (16 / 4 / 4); the draws are recorded in each datalist item under ``degradation``.
+- ``tissue_contrast``: the first demo set, reproduced exactly: the stochastic tissue-contrast simulator of Lin et al.
+  2023 (Medical Image Analysis 87:102807) / Figini et al. 2020 (arXiv 2003.07216) on a 1.6 x 1.6 x 5 mm grid
+  (slice thickness 4 mm + 1 mm gap, the geometry of a 64 mT portable T1w scan as in seed 002), with (SNR_WM, SNR_GM)
+  drawn per subject from the T1w bivariate Gaussian of the reference code. 16 subjects (10 / 3 / 3). The shipped
+  unet and cfm weights were trained on it, and their docs' tables are measured on it.
+
+    python tools/make_demo_data.py --out_dir demo_data_random                       # randomised, 24 subjects
+    python tools/make_demo_data.py --out_dir demo_data --degradation tissue_contrast  # the first demo set
+    python tools/make_demo_data.py --out_dir demo_data --degradation tissue_contrast --write_sample true
 
 Writes ``<out_dir>/sub-XXX/sub-XXX_{high,low,mask}.nii.gz``, ``<out_dir>/datalist.json`` and a preview PNG.
 Deterministic under ``--seed``. The template's licence (MNI ICBM 2009, free use with attribution) is in the
@@ -67,11 +76,13 @@ def load_template() -> dict[str, torch.Tensor]:
     return out
 
 
-def make_subject(template: dict, seed: int) -> dict:
-    """One synthetic subject: deformed, intensity-varied high field (+ maps, mask) and its simulated low field."""
+def make_subject(template: dict, seed: int, degradation: str = "randomised") -> dict:
+    """One synthetic subject: deformed, intensity-varied high field (+ maps, mask) and its simulated low field
+    (``degradation``: "randomised" or "tissue_contrast", see the module docstring)."""
     from monai.data import MetaTensor
     from monai.transforms import RandAdjustContrast, Rand3DElasticd, RandBiasField
 
+    from shared_transforms.degradation import RandomLowFieldDegradationd
     from shared_transforms.lowfield import SimulateLowFieldTissueContrastd
 
     rng = np.random.default_rng(seed)
@@ -100,9 +111,17 @@ def make_subject(template: dict, seed: int) -> dict:
     image = gamma(bias(image)) * mask
     image = MetaTensor(image.as_tensor().float(), affine=affine)
     csf = (mask - gm - wm).clamp(0, 1)
-    sim = SimulateLowFieldTissueContrastd(keys="image", slice_thickness_factor=THICKNESS_FACTOR, gap_factor=GAP_FACTOR)
-    sim.set_random_state(seed + 3)
-    low = sim({"image": image, "gm": gm, "wm": wm, "csf": csf})["image"]
+    if degradation == "tissue_contrast":
+        sim = SimulateLowFieldTissueContrastd(keys="image", slice_thickness_factor=THICKNESS_FACTOR,
+                                              gap_factor=GAP_FACTOR)
+        sim.set_random_state(seed + 3)
+        low = sim({"image": image, "gm": gm, "wm": wm, "csf": csf})["image"]
+    else:
+        # the degradation works on [0, 1]: the template's intensities divided by their maximum inside the brain
+        scale = float(image.as_tensor()[mask > 0.5].max())
+        sim = RandomLowFieldDegradationd(keys="image")
+        sim.set_random_state(seed + 3)
+        low = sim({"image": (image / scale).clamp(0, 1), "gm": gm, "wm": wm})["image"]
     return {"high": image, "low": low, "mask": (mask > 0.5).float(), "contrast": (float(a_wm), float(a_gm))}
 
 
@@ -133,11 +152,27 @@ def save_preview(rows: list[dict], path: str) -> str:
     return save_figure_atomic(fig, path, dpi=80)
 
 
+#: subjects (all, validation, testing) of each degradation's demo set
+DEFAULT_COUNTS = {"randomised": (24, 4, 4), "tissue_contrast": (16, 3, 3)}
+
+
+def _draws(meta: dict) -> dict:
+    """The randomised degradation's draws from the low field's meta (``lowfield_*``), JSON-ready."""
+    out = {}
+    for key, value in meta.items():
+        if str(key).startswith("lowfield_"):
+            value = value.tolist() if hasattr(value, "tolist") else value
+            out[str(key)[len("lowfield_"):]] = [round(float(v), 4) for v in value] if isinstance(value, list) else (
+                round(float(value), 4) if isinstance(value, float) else value)
+    return out
+
+
 def main(
     out_dir: str = "demo_data",
-    n_subjects: int = 16,
-    n_val: int = 3,
-    n_test: int = 3,
+    degradation: str = "randomised",
+    n_subjects: int | None = None,
+    n_val: int | None = None,
+    n_test: int | None = None,
     seed: int = 0,
     write_sample: bool = False,
     preview: bool = True,
@@ -145,15 +180,21 @@ def main(
     """Write ``n_subjects`` synthetic subjects, their datalist (seeded subject split) and a preview PNG.
 
     Args:
+        degradation: "randomised" (default) or "tissue_contrast" (the first demo set, reproduced exactly).
+        n_subjects, n_val, n_test: default 24 / 4 / 4 (randomised) or 16 / 3 / 3 (tissue_contrast).
         write_sample: copy the first test subject into ``shared_transforms/sample_data`` (the shipped sample).
     """
+    if degradation not in DEFAULT_COUNTS:
+        raise SystemExit(f"--degradation must be one of {', '.join(DEFAULT_COUNTS)}, got {degradation!r}")
+    counts = DEFAULT_COUNTS[degradation]
+    n_subjects, n_val, n_test = (counts[i] if v is None else int(v) for i, v in enumerate((n_subjects, n_val, n_test)))
     t0 = time.time()
     template = load_template()
     os.makedirs(out_dir, exist_ok=True)
     items, previews = [], []
     for i in tqdm(range(n_subjects), desc="subjects", unit="subject"):
         subject = f"sub-{i:03d}"
-        sub = make_subject(template, seed=seed * 10007 + 17 * i)
+        sub = make_subject(template, seed=seed * 10007 + 17 * i, degradation=degradation)
         folder = os.path.join(out_dir, subject)
         paths = {}
         for key in ("high", "low", "mask"):
@@ -162,10 +203,14 @@ def main(
             paths[key] = write_nifti_atomic(arr, vol.affine, os.path.join(folder, f"{subject}_{key}.nii.gz"),
                                             DESCRIPTIONS[key], dtype=DTYPES[key])
         meta = sub["low"].meta
-        item = {"subject": subject, **paths,
-                "snr_wm": round(float(meta.get("lowfield_snr_wm", float("nan"))), 3),
-                "snr_gm": round(float(meta.get("lowfield_snr_gm", float("nan"))), 3),
-                "contrast_wm_gm": [round(c, 4) for c in sub["contrast"]]}
+        if degradation == "tissue_contrast":  # the first demo set's items, unchanged
+            item = {"subject": subject, **paths,
+                    "snr_wm": round(float(meta.get("lowfield_snr_wm", float("nan"))), 3),
+                    "snr_gm": round(float(meta.get("lowfield_snr_gm", float("nan"))), 3),
+                    "contrast_wm_gm": [round(c, 4) for c in sub["contrast"]]}
+        else:
+            item = {"subject": subject, **paths, "degradation": _draws(meta),
+                    "contrast_wm_gm": [round(c, 4) for c in sub["contrast"]]}
         items.append(item)
         if preview and len(previews) < 3:
             previews.append({"subject": subject, "low": sub["low"], "high": sub["high"]})
@@ -178,9 +223,10 @@ def main(
         for key, name in SAMPLE_FILES.items():
             with atomic_path(SAMPLE_DIR / name) as tmp:
                 shutil.copyfile(os.path.join(out_dir, first[key]), tmp)
-        info = {"subject": first["subject"], "snr_wm": first["snr_wm"], "snr_gm": first["snr_gm"],
-                "made_by": f"python tools/make_demo_data.py --out_dir {out_dir} --n_subjects {n_subjects} "
-                           f"--seed {seed} --write_sample true",
+        info = {"subject": first["subject"], "snr_wm": first.get("snr_wm"), "snr_gm": first.get("snr_gm"),
+                "degradation": first.get("degradation", degradation),
+                "made_by": f"python tools/make_demo_data.py --out_dir {out_dir} --degradation {degradation} "
+                           f"--n_subjects {n_subjects} --seed {seed} --write_sample true",
                 "source": "MNI ICBM152 2009c nonlinear symmetric template (nilearn), synthetic deformation and "
                           "low-field simulation; not a real scan"}
         write_text_atomic(SAMPLE_DIR / "sample.json", json.dumps(info, indent=2) + "\n")
