@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, SpatialResample, Transform
+from monai.transforms import MapTransform, ResampleToMatchd, SpatialResample, Transform
 
 from .checks import check_fov_overlap
 
@@ -124,6 +124,23 @@ class CheckFieldOfViewd(MapTransform):
             names = [str(getattr(x, "meta", {}).get("filename_or_obj", k)) for x, k in ((img, key), (ref, self.ref_key))]
             check_fov_overlap(img.affine, img.shape[1:], ref.affine, ref.shape[1:], source=" and ".join(names),
                               min_fraction=self.min_fraction)
+        return d
+
+
+class ResampleToMatchKeepSourced(ResampleToMatchd):
+    """MONAI's ``ResampleToMatchd`` that keeps what the source file was: after resampling, ``keys`` take the
+    destination's meta (MONAI copies it wholesale), so ``original_affine`` and ``spatial_shape`` would describe the
+    high-field file; here they are restored to the source's own (the low field as acquired), which the slice
+    inferer reads to slice along the acquisition (:func:`shared_transforms.inferers.thick_axis`)."""
+
+    KEPT = ("original_affine", "spatial_shape", "filename_or_obj")
+
+    def __call__(self, data: Mapping[Hashable, object], lazy: bool | None = None) -> dict:
+        kept = {k: {m: data[k].meta[m] for m in self.KEPT if m in data[k].meta}
+                for k in self.key_iterator(dict(data)) if isinstance(data[k], MetaTensor)}
+        d = super().__call__(data, lazy=lazy)
+        for key, meta in kept.items():
+            d[key].meta.update(meta)
         return d
 
 

@@ -20,6 +20,7 @@ import functools
 import math
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from monai.inferers import Inferer
 from tqdm.auto import tqdm
@@ -124,6 +125,37 @@ class VolumeInferer(Inferer):
         self.last_stats = {}
 
 
+def thick_axis(original_affine, affine, min_ratio: float = 1.2) -> int | None:
+    """The array axis of the current grid (``affine``) that runs along the acquisition's thick voxel axis.
+
+    ``original_affine`` is the affine of the file as acquired (MONAI keeps it in the meta as ``original_affine``
+    through orientation and resampling): its voxel axis with the largest spacing is the slice direction. Returns the
+    axis of ``affine`` whose world direction is closest to it, or None when the acquisition is near-isotropic
+    (largest / smallest spacing below ``min_ratio``).
+    """
+    orig = np.asarray(original_affine, dtype=np.float64)[:3, :3]
+    cur = np.asarray(affine, dtype=np.float64)[:3, :3]
+    spacing = np.linalg.norm(orig, axis=0)
+    if spacing.max() < min_ratio * spacing.min():
+        return None
+    direction = orig[:, int(np.argmax(spacing))] / spacing.max()
+    return int(np.argmax(np.abs(direction @ (cur / np.linalg.norm(cur, axis=0)))))
+
+
+def slicing_plan(thick: int | None, default_dim: int = 0) -> tuple[int, bool]:
+    """``(spatial_dim, transpose)`` that put the thick axis inside the slice plane, along its second (width) axis.
+
+    A 2D model trained on slices whose thick axis lies along the width (sagittal slices of an axial acquisition)
+    then sees every acquisition the same way: ``default_dim`` unless the thick axis is that one (then the next axis),
+    and the slice transposed when the thick axis would lie along the height. ``thick`` None keeps ``default_dim``.
+    """
+    if thick is None:
+        return default_dim, False
+    dim = default_dim if thick != default_dim else (default_dim + 1) % 3
+    height_axis = min(a for a in range(3) if a != dim)
+    return dim, thick == height_axis
+
+
 class SliceInferer2D(VolumeInferer):
     """Apply a 2D predictor to every slice along ``spatial_dim`` of ``(B, C, X, Y, Z)`` volumes, in batches.
 
@@ -133,13 +165,17 @@ class SliceInferer2D(VolumeInferer):
     predicted ``slice_batch_size`` at a time, and pasted back.
 
     Args:
-        spatial_dim: 0, 1 or 2; 0 = sagittal slices ``V[x, :, :]`` for RAS volumes.
+        spatial_dim: 0, 1 or 2 (0 = sagittal slices ``V[x, :, :]`` for RAS volumes), or "auto": per volume from the
+            input's meta (``original_affine`` against ``affine``), so that the acquisition's thick axis lies in the
+            slice plane along its width (:func:`thick_axis`, :func:`slicing_plan`; sagittal slices for an axial or
+            near-isotropic scan, coronal ones for a sagittal scan, transposed sagittal ones for a coronal scan). A
+            tensor without that meta is sliced sagittally.
         progress: show a progress bar over slice batches.
         precision: "float32", or "bfloat16"/"float16" to run :meth:`predict` under autocast.
     Returns (call):
         ``(B, C_out, X, Y, Z)`` on the inputs' device and dtype.
     Statistics (:attr:`last_stats`, of the last volume): ``units``/``computed_units`` (slices), ``box_hw`` (the
-    in-plane crop), ``image_hw``, ``network_evaluations``.
+    in-plane crop), ``image_hw``, ``network_evaluations``, ``spatial_dim`` and ``transposed`` (the slicing used).
     """
 
     unit = "slice"
@@ -147,7 +183,7 @@ class SliceInferer2D(VolumeInferer):
     def __init__(
         self,
         slice_batch_size: int = 8,
-        spatial_dim: int = 0,
+        spatial_dim: int | str = 0,
         divisible_by: int = 8,
         empty_threshold: float = 1e-3,
         margin_vox: int = 8,
@@ -157,8 +193,8 @@ class SliceInferer2D(VolumeInferer):
         super().__init__(progress=progress)
         autocast("cpu", precision)  # validate early
         self.precision = precision
-        if spatial_dim not in (0, 1, 2):
-            raise ValueError(f"spatial_dim must be 0, 1 or 2, got {spatial_dim}")
+        if spatial_dim not in (0, 1, 2, "auto"):
+            raise ValueError(f"spatial_dim must be 0, 1, 2 or 'auto', got {spatial_dim!r}")
         self.slice_batch_size = int(slice_batch_size)
         self.spatial_dim = spatial_dim
         self.divisible_by = int(divisible_by)
@@ -172,17 +208,34 @@ class SliceInferer2D(VolumeInferer):
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         if inputs.ndim != 5:
             raise ValueError(f"SliceInferer2D expects (B, C, X, Y, Z) volumes, got shape {tuple(inputs.shape)}")
+        plans = [self._plan(inputs, b) for b in range(inputs.shape[0])]
         inputs = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
-        outs = [self._volume(vol, network, *args, **kwargs) for vol in inputs]
+        outs = [self._volume(vol, network, *plan, *args, **kwargs) for vol, plan in zip(inputs, plans)]
         return torch.stack(outs, 0)
 
-    def _volume(self, vol: torch.Tensor, network, *args, **kwargs) -> torch.Tensor:
-        slices = vol.movedim(self.spatial_dim + 1, 0)  # (S, C, H, W)
+    def _plan(self, inputs: torch.Tensor, index: int) -> tuple[int, bool]:
+        """``(spatial_dim, transpose)`` for volume ``index`` of the batch."""
+        if self.spatial_dim != "auto":
+            return int(self.spatial_dim), False
+        meta = getattr(inputs, "meta", None) or {}
+        original, affine = meta.get("original_affine"), getattr(inputs, "affine", None)
+        if original is None or affine is None:
+            return 0, False
+        original, affine = torch.as_tensor(original), torch.as_tensor(affine)
+        original = original[index] if original.ndim == 3 else original
+        affine = affine[index] if affine.ndim == 3 else affine
+        return slicing_plan(thick_axis(original.cpu().numpy(), affine.cpu().numpy()))
+
+    def _volume(self, vol: torch.Tensor, network, spatial_dim: int, transpose: bool, *args, **kwargs) -> torch.Tensor:
+        slices = vol.movedim(spatial_dim + 1, 0)  # (S, C, H, W)
+        if transpose:
+            slices = slices.transpose(-1, -2)
         n_slices, _, h, w = slices.shape
         content = slices.amax(dim=1) > self.empty_threshold  # (S, H, W)
         keep = torch.nonzero(content.flatten(1).any(1)).flatten()
         self.last_stats = {"units": n_slices, "computed_units": int(keep.numel()), "box_hw": (0, 0), "image_hw": (h, w),
-                           "network_evaluations": int(keep.numel()) * self.evaluations_per_unit()}
+                           "network_evaluations": int(keep.numel()) * self.evaluations_per_unit(),
+                           "spatial_dim": spatial_dim, "transposed": transpose}
         out: torch.Tensor | None = None
         if keep.numel() > 0:
             y0, y1, z0, z1 = foreground_box(content[keep].any(0), self.margin_vox, self.divisible_by)
@@ -202,4 +255,6 @@ class SliceInferer2D(VolumeInferer):
                 out[batch, :, y0 : y0 + pred.shape[-2], z0 : z0 + pred.shape[-1]] = pred.to(out.dtype)
         if out is None:  # nothing to compute: the output has the input's channel count
             out = torch.zeros_like(slices)
-        return out.movedim(0, self.spatial_dim + 1)
+        if transpose:
+            out = out.transpose(-1, -2)
+        return out.movedim(0, spatial_dim + 1)

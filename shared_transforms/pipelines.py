@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.transforms import EnsureTyped, Orientationd, ResampleToMatchd, Spacingd
+from monai.transforms import EnsureTyped, Orientationd, Spacingd
 
-from .geometry import CheckFieldOfViewd
+from .geometry import CheckFieldOfViewd, ResampleToMatchKeepSourced
 from .intensity import BrainMaskd, PercentileNormalized
 from .io import LoadVolumed
 
@@ -51,7 +51,7 @@ def pair_transforms(
         Orientationd(keys, axcodes="RAS", allow_missing_keys=True),
         Spacingd(["label", "mask"], pixdim=tuple(target_spacing), mode=[3, "nearest"], padding_mode="border",
                  allow_missing_keys=True),
-        ResampleToMatchd("image", key_dst="label", mode=3, padding_mode="border"),
+        ResampleToMatchKeepSourced("image", key_dst="label", mode=3, padding_mode="border"),
         BrainMaskd(source_key="label", mask_key="mask"),
         PercentileNormalized(["image", "label"], lower=lower, upper=upper),
         EnsureTyped(keys, dtype=torch.float32, track_meta=track_meta),

@@ -162,3 +162,29 @@ def test_clear_errors(data, tmp_path):
     with pytest.raises(InputError, match="has no weights"):
         benchmark.main(bundles="interpolation", weights={"interpolation": missing}, **kw)
     assert not (tmp_path / "x" / "results.csv").exists()  # nothing ran
+
+
+def test_stress_table_has_a_column_per_condition_and_the_conditions_take_effect(data, tmp_path):
+    """``--stress``: the split's high fields degraded one factor at a time; one table, rows bundles, columns conditions."""
+    out = tmp_path / "stress"
+    benchmark.main(bundles="interpolation,unet", datalist=data["datalist"], out_dir=str(out), device="cpu",
+                   weights={"unet": data["unet"]}, lpips_net="none", max_subjects=2, stress=True,
+                   stress_conditions="snr 4,snr 16,sagittal")
+    text = (out / "stress.md").read_text()
+    assert "| bundle | snr 4 | snr 16 | sagittal |" in text and "--stress" in text
+    rows = list(csv.DictReader(open(out / "stress.csv")))
+    assert {(r["bundle"], r["condition"]) for r in rows} == {
+        (b, c) for b in ("interpolation", "unet") for c in ("snr 4", "snr 16", "sagittal")}
+    assert all(np.isfinite(float(r["psnr_mask"])) and -1 <= float(r["ssim_mask"]) <= 1 for r in rows)
+    # the same subject and seed in every condition: at WM SNR 4 the background (Rayleigh, mean sigma sqrt(pi/2))
+    # is 4 times as bright as at SNR 16
+    corner = {c: nib.load(next((out / "stress_data" / c).glob("*_low.nii.gz"))).get_fdata()[:2, :2, :].mean()
+              for c in ("snr_4", "snr_16")}
+    assert 3.0 < corner["snr_4"] / corner["snr_16"] < 5.0
+    low = nib.load(next((out / "stress_data" / "sagittal").glob("*_low.nii.gz")))
+    assert np.allclose(low.header.get_zooms(), (5.0, 1.5, 1.5), atol=1e-3)  # thick along x: a sagittal acquisition
+    axial = nib.load(next((out / "stress_data" / "snr_4").glob("*_low.nii.gz")))
+    assert np.allclose(axial.header.get_zooms(), (1.5, 1.5, 5.0), atol=1e-3)
+    with pytest.raises(InputError, match="unknown condition"):
+        benchmark.main(bundles="interpolation", datalist=data["datalist"], out_dir=str(tmp_path / "x"), stress=True,
+                       stress_conditions="snr 1000")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,38 @@ def test_precision_auto_follows_the_hardware_and_bad_values_raise(monkeypatch):
     with pytest.raises(ValueError, match="precision must be one of"):
         inferers.resolve_precision("cpu", "half")
     assert inferers.fast_bfloat16("mps") is False
+
+
+def test_auto_slicing_puts_the_thick_axis_in_plane_along_the_width():
+    """The thick axis of the acquisition (from ``original_affine``) always lies in the slice plane, as the width."""
+    from monai.data import MetaTensor
+
+    from shared_transforms.inferers import slicing_plan, thick_axis
+
+    ras_1mm = np.eye(4)
+    assert thick_axis(np.diag([1.6, 1.6, 5.0, 1]), ras_1mm) == 2  # axial acquisition
+    assert thick_axis(np.diag([1.0, 1.0, 1.1, 1]), ras_1mm) is None  # near-isotropic
+    # a sagittal acquisition stored with its slices along the file's third axis: that axis points along world x
+    sag = np.array([[0, 0, 6.0, 0], [1.2, 0, 0, 0], [0, 1.2, 0, 0], [0, 0, 0, 1]])
+    assert thick_axis(sag, ras_1mm) == 0
+    assert slicing_plan(2) == (0, False) and slicing_plan(None) == (0, False)
+    assert slicing_plan(1) == (0, True)  # coronal: sagittal slices, transposed so y lies along the width
+    assert slicing_plan(0) == (1, True)  # sagittal: coronal slices (x, z), transposed so x lies along the width
+
+    seen = []
+
+    def net(x):
+        seen.append(tuple(x.shape[-2:]))
+        return x
+
+    vol = torch.zeros(1, 1, 16, 24, 32)
+    vol[..., 2:14, 2:22, 2:30] = torch.rand(1, 1, 12, 20, 28)
+    for original, expected_dim in ((np.diag([1.6, 1.6, 5.0, 1]), 0), (sag, 1)):
+        batch = MetaTensor(vol.clone(), affine=torch.eye(4), meta={"original_affine": torch.as_tensor(original)})
+        inferer = SliceInferer2D(spatial_dim="auto", margin_vox=0, empty_threshold=-1)
+        out = inferer(batch, net)
+        assert torch.equal(out, vol)  # slicing and transposing are undone exactly
+        assert inferer.last_stats["spatial_dim"] == expected_dim
+    assert seen[-1] == (32, 16)  # coronal slices (x, z) of the sagittal scan, transposed: x (thick) is the width
+    with pytest.raises(ValueError, match="'auto'"):
+        SliceInferer2D(spatial_dim="sideways")

@@ -485,8 +485,13 @@ def command_line(arguments: dict[str, Any]) -> str:
 
 
 def align_pairs(items: list[dict], target_spacing) -> list[dict]:
-    """Each item through ``Compose(pair_transforms(target_spacing))``, kept as plain tensors/arrays:
-    ``{"subject", "image" (1, X, Y, Z) tensor, "label" (X, Y, Z), "mask" (X, Y, Z) bool, "affine" 4x4, "files"}``."""
+    """Each item through ``Compose(pair_transforms(target_spacing))``, kept as tensors/arrays:
+    ``{"subject", "image" (1, X, Y, Z), "label" (X, Y, Z), "mask" (X, Y, Z) bool, "affine" 4x4, "files"}``.
+
+    The image stays a MetaTensor with only its affine and ``original_affine`` (the low field as acquired), so that
+    an inferer that slices along the acquisition (``spatial_dim: "auto"``) sees what the bundle's own inference sees.
+    """
+    from monai.data import MetaTensor
     from monai.transforms import Compose
 
     align = Compose(pair_transforms(target_spacing))
@@ -495,7 +500,8 @@ def align_pairs(items: list[dict], target_spacing) -> list[dict]:
         d = align(dict(item))
         out.append({
             "subject": str(item["subject"]),
-            "image": d["image"].as_tensor().contiguous(),
+            "image": MetaTensor(d["image"].as_tensor().contiguous(), affine=d["image"].affine,
+                                meta={"original_affine": d["image"].meta["original_affine"]}),
             "label": d["label"][0].numpy().astype(np.float32),
             "mask": d["mask"][0].numpy() > 0.5,
             "affine": np.asarray(d["label"].affine, dtype=np.float64),
@@ -607,6 +613,8 @@ def main(
     lpips_net: str | None = "alex",
     max_figure_subjects: int = 3,
     error_max: float = 0.3,
+    stress: bool | str = False,
+    stress_conditions: str | None = None,
 ) -> None:
     """Benchmark bundles on one datalist split and write results.csv, results.md and figure.png to ``out_dir``.
 
@@ -621,6 +629,9 @@ def main(
         lpips_net: LPIPS backbone ("alex", "vgg", "squeeze"; "none" to skip); computed only when its ImageNet weights
             are in the torch hub cache, else the table says why.
         max_figure_subjects: rows of figure.png; error_max: top of the error maps' colour scale.
+        stress: instead, the stress test (``tools/stress.py``): the split's high fields degraded one factor at a time
+            (``stress_conditions``: comma-separated names of ``stress.CONDITIONS``, default all), every bundle on each
+            condition, one table in ``out_dir/stress.md`` (rows bundles, columns conditions, PSNR / SSIM in the mask).
     """
     arguments = dict(locals())
     names = parse_bundles(bundles)
@@ -628,21 +639,27 @@ def main(
         lpips_net = None
     if lpips_net is not None and lpips_net not in LPIPS_BACKBONE_FILES:
         raise InputError("--lpips_net", f"is {lpips_net!r}; use one of {sorted(LPIPS_BACKBONE_FILES)} or none")
-    result = benchmark(
-        names,
-        str(datalist),
-        split=split,
-        out_dir=str(out_dir),
+    common = dict(
         device=device,
         overrides=parse_json_arg(overrides, "--overrides", names),
         weights=parse_json_arg(weights, "--weights", names),
-        max_subjects=None if max_subjects in (None, "") else int(max_subjects),
         save_predictions=as_bool(save_predictions),
         lpips_net=lpips_net,
         max_figure_subjects=int(max_figure_subjects),
         error_max=float(error_max),
-        command=command_line(arguments),
     )
+    max_subjects = None if max_subjects in (None, "") else int(max_subjects)
+    if as_bool(stress):
+        import stress as stress_test  # tools/stress.py, beside this file
+
+        result = stress_test.run_stress(benchmark, names, str(datalist), split, str(out_dir),
+                                        stress_test.parse_conditions(stress_conditions), max_subjects,
+                                        command_line(arguments), **common)
+        print(result["table"])
+        print(f"wrote {result['csv']}, {result['markdown']}")
+        return
+    result = benchmark(names, str(datalist), split=split, out_dir=str(out_dir), max_subjects=max_subjects,
+                       command=command_line(arguments), **common)
     print(result["table"])
     print(f"wrote {result['csv']}, {result['markdown']}" + (f", {result['figure']}" if result["figure"] else ""))
 
