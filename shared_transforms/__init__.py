@@ -17,7 +17,7 @@ from .errors import InputError
 SUBMODULES = (
     "bundle", "checkpoint", "checks", "datalist", "degradation", "errors", "evaluation", "files", "geometry",
     "inferers", "input_kinds", "intensity", "io", "kspace", "lowfield", "metrics", "ode", "pipelines", "preview",
-    "sample", "uncertainty",
+    "sample", "simulation", "uncertainty",
 )
 
 __all__ = ["InputError", *SUBMODULES]

@@ -70,7 +70,7 @@ Swoop-like axial 5 mm T1w scan); :meth:`RandomLowFieldDegradation.fixed` builds 
 to :data:`TYPICAL` except those given, for stress tests that push one factor at a time.
 
 Library use: MONAI's ``Randomizable`` / ``MapTransform`` pattern, ``SpatialResample`` (through
-:func:`.lowfield.resample_to_grid`, spline order 3) onto grids from :func:`.geometry.affine_for_grid`; ``torch.fft``
+:func:`.simulation.resample_to_grid`, spline order 3) onto grids from :func:`.geometry.affine_for_grid`; ``torch.fft``
 for the k-space truncation (masking the unshifted spectrum with ``fftfreq`` equals masking the centred one, so no
 shift is needed); ``scipy.ndimage`` Gaussian and box filters with ``mode="nearest"`` (as :mod:`.lowfield`). Written
 here: the parameter draws, the contrast formula, the cosine bias field, the fractional-width box slice profile and
@@ -94,8 +94,8 @@ from scipy import ndimage
 
 from .errors import InputError
 from .geometry import affine_for_grid, voxel_spacing_mm
-from .lowfield import (
-    SimulateLowFieldTissueContrast,
+from .lowfield import SimulateLowFieldTissueContrast, tissue_maps_from_intensity
+from .simulation import (
     _affine_np,
     _as_metatensor,
     _output,
@@ -105,7 +105,6 @@ from .lowfield import (
     _source,
     fwhm_mm_to_sigma_vox,
     resample_to_grid,
-    tissue_maps_from_intensity,
 )
 
 __all__ = [
