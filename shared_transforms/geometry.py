@@ -144,6 +144,43 @@ class ResampleToMatchKeepSourced(ResampleToMatchd):
         return d
 
 
+class SliceAlongAcquisitiond(MapTransform):
+    """Reorder channel-first volumes ``(C, X, Y, Z)`` so that slices ``V[:, i]`` along the first spatial axis follow
+    the acquisition: the thick axis of ``ref_key``'s acquisition (its ``original_affine`` against its ``affine``)
+    lies in each slice, along the width (:func:`shared_transforms.inferers.slicing_plan`, the plan
+    ``SliceInferer2D(spatial_dim="auto")`` uses at inference).
+
+    For training and evaluating 2D slice models on data acquired along any axis: run it after the pair is aligned and
+    normalised; the sagittal crops and ``spatial_dim=0`` slicing that follow then see every acquisition as the
+    inference sees it. An axial (or near-isotropic) acquisition is left as it is. The output is a plain tensor (the
+    permuted grid has no meaningful affine), so use it where the meta is dropped anyway (``track_meta=False``).
+    """
+
+    def __init__(self, keys: KeysCollection, ref_key: str = "image", allow_missing_keys: bool = True):
+        super().__init__(keys, allow_missing_keys)
+        self.ref_key = ref_key
+
+    def plan(self, data: Mapping[Hashable, object]) -> tuple[int, bool]:
+        """``(spatial_dim, transpose)`` from the reference's meta; ``(0, False)`` without it."""
+        from .inferers import slicing_plan, thick_axis
+
+        ref = data[self.ref_key]
+        original = getattr(ref, "meta", {}).get("original_affine") if isinstance(ref, MetaTensor) else None
+        if original is None:
+            return 0, False
+        return slicing_plan(thick_axis(np.asarray(original), np.asarray(ref.affine)))
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        dim, transpose = self.plan(d)
+        for key in self.key_iterator(d):
+            v = torch.as_tensor(d[key])
+            v = v.as_tensor() if isinstance(v, MetaTensor) else v
+            v = v.movedim(dim + 1, 1)
+            d[key] = v.transpose(-1, -2).contiguous() if transpose else v.contiguous()
+        return d
+
+
 class SelectSlicesd(MapTransform):
     """Keep ``num_slices`` evenly spaced slices along ``axis`` (0 = sagittal) in the central part of the extent of
     ``mask_key``.

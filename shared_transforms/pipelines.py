@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from monai.transforms import EnsureTyped, Orientationd, Spacingd
 
-from .geometry import CheckFieldOfViewd, ResampleToMatchKeepSourced
+from .geometry import CheckFieldOfViewd, ResampleToMatchKeepSourced, SliceAlongAcquisitiond
 from .intensity import BrainMaskd, PercentileNormalized
 from .io import LoadVolumed
 
@@ -39,10 +39,13 @@ def pair_transforms(
     lower: float = 1.0,
     upper: float = 99.0,
     track_meta: bool = True,
+    slice_along_acquisition: bool = False,
 ) -> list:
     """Align a low/high pair on the high-field grid (keys ``image`` = low, ``label`` = high, optional ``mask``).
 
     Raises a clear error when the pair's fields of view do not overlap. Shapes after: ``(1, X, Y, Z)`` each.
+    ``slice_along_acquisition`` (for 2D slice models, with ``track_meta=False``): reorder the three volumes so that
+    slices along the first spatial axis follow the low field's acquisition (:class:`.geometry.SliceAlongAcquisitiond`).
     """
     keys = ["image", "label", "mask"]
     return [
@@ -54,5 +57,6 @@ def pair_transforms(
         ResampleToMatchKeepSourced("image", key_dst="label", mode=3, padding_mode="border"),
         BrainMaskd(source_key="label", mask_key="mask"),
         PercentileNormalized(["image", "label"], lower=lower, upper=upper),
+        *([SliceAlongAcquisitiond(keys, ref_key="image")] if slice_along_acquisition else []),
         EnsureTyped(keys, dtype=torch.float32, track_meta=track_meta),
     ]

@@ -121,3 +121,23 @@ def test_validation_slices_lie_in_the_central_part_of_the_brain():
     assert len(idx) == 8 and idx.min() >= 20 + 0.2 * 59 - 1 and idx.max() <= 79 - 0.2 * 59 + 1
     assert np.all(np.diff(idx) > 0)
     assert sel({"mask": mask})["mask"].shape == (1, 8, 8, 8)
+
+
+def test_training_slices_follow_the_acquisition_as_inference_does():
+    """A sagittal acquisition: training volumes are reordered so that slices along the first axis are the coronal,
+    transposed slices ``SliceInferer2D(spatial_dim="auto")`` takes; an axial one is left as it is."""
+    from shared_transforms.geometry import SliceAlongAcquisitiond
+    from shared_transforms.inferers import SliceInferer2D
+
+    vol = torch.rand(1, 6, 7, 8)
+    sag = np.array([[0, 0, 6.0, 0], [1.2, 0, 0, 0], [0, 1.2, 0, 0], [0, 0, 0, 1]])
+    image = MetaTensor(vol.clone(), affine=torch.eye(4), meta={"original_affine": torch.as_tensor(sag)})
+    out = SliceAlongAcquisitiond(["image", "label"])({"image": image, "label": vol.clone()})
+    assert out["image"].shape == (1, 7, 8, 6) and torch.equal(out["image"], out["label"])
+    seen = []
+    SliceInferer2D(spatial_dim="auto", margin_vox=0, empty_threshold=-1, divisible_by=1)(
+        image[None], lambda x: seen.append(x.clone()) or x)
+    assert torch.equal(torch.cat(seen)[:, 0], out["image"][0])  # the same slices, in the same orientation
+    axial_affine = torch.diag(torch.tensor([1.6, 1.6, 5.0, 1.0]))
+    axial = MetaTensor(vol.clone(), affine=torch.eye(4), meta={"original_affine": axial_affine})
+    assert torch.equal(SliceAlongAcquisitiond(["image"])({"image": axial})["image"], vol)
