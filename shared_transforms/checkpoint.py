@@ -1,13 +1,17 @@
 """Loading and shipping weights.
 
-:class:`CheckpointLoader` is MONAI's handler with the contract's error: a missing checkpoint or one that does not fit
-the network names the file and says what does not fit, before any output is written. :func:`export_weights` writes
+:class:`CheckpointLoader` is MONAI's handler with the contract's error: a missing checkpoint, a damaged one, or one
+that does not fit the network names the file and says what is wrong, before any output is written. A shipped file
+(``<bundle>/models/model.pt``) carries its SHA-256 in the bundle's ``large_files.yml`` (the Model Zoo's file of large
+files: ``path``, ``hash_val``, ``hash_type``); :func:`read_state_dict` checks it before loading, so flipped bytes are
+refused instead of producing garbage (:func:`verify_checksum`, :func:`write_large_files`). :func:`export_weights` writes
 the file a bundle ships as ``models/model.pt``: a plain state dict (loadable with ``weights_only=True``), float16
 when float32 would exceed the Model Zoo's 25 MB file limit (``load_state_dict`` copies it back into float32).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping
@@ -16,16 +20,79 @@ import torch
 from monai.handlers import CheckpointLoader as MonaiCheckpointLoader
 
 from .errors import InputError
-from .files import atomic_path
+from .files import atomic_path, write_text_atomic
 
 ZOO_FILE_LIMIT_BYTES = 25 * 1024 * 1024
 
 
+LARGE_FILES = "large_files.yml"
+HASH_TYPE = "sha256"
+
+
+def file_hash(path: str | os.PathLike, hash_type: str = HASH_TYPE) -> str:
+    """Hex digest of a file (read in 1 MiB blocks)."""
+    digest = hashlib.new(hash_type)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _large_files_entry(path: str) -> tuple[str, dict] | None:
+    """``(yml path, entry)`` of the ``large_files.yml`` one or two folders above ``path`` that lists it, or None."""
+    import yaml
+
+    target = os.path.realpath(path)
+    folder = os.path.dirname(target)
+    for root in (folder, os.path.dirname(folder)):
+        yml = os.path.join(root, LARGE_FILES)
+        if not os.path.isfile(yml):
+            continue
+        with open(yml) as f:
+            listed = (yaml.safe_load(f) or {}).get("large_files", []) or []
+        for entry in listed:
+            if isinstance(entry, dict) and os.path.realpath(os.path.join(root, str(entry.get("path", "")))) == target:
+                return yml, entry
+    return None
+
+
+def verify_checksum(path: str | os.PathLike) -> bool:
+    """Check ``path`` against its ``large_files.yml`` entry; True when checked, False when no entry lists it.
+
+    Raises :class:`InputError` naming the file when the digest differs.
+    """
+    path = os.fspath(path)
+    found = _large_files_entry(path)
+    if found is None:
+        return False
+    yml, entry = found
+    hash_type = str(entry.get("hash_type", HASH_TYPE)).lower()
+    actual = file_hash(path, hash_type)
+    if actual != str(entry.get("hash_val", "")).lower():
+        expected = str(entry.get("hash_val"))[:16]
+        raise InputError(path, f"{hash_type} checksum {actual[:16]}... differs from {yml} ({expected}...): the file is damaged or not the weights this bundle ships; restore it (git checkout) or "
+                         "pass --ckpt_path")
+    return True
+
+
+def write_large_files(bundle_root: str | os.PathLike, files: tuple[str, ...] = ("models/model.pt",)) -> str:
+    """Write ``<bundle_root>/large_files.yml`` with the SHA-256 of each of ``files`` (relative to the root)."""
+    import yaml
+
+    root = os.fspath(bundle_root)
+    entries = [{"path": rel, "hash_val": file_hash(os.path.join(root, rel)), "hash_type": HASH_TYPE} for rel in files]
+    text = "# the bundle's large files and their checksums, checked when the weights load\n"
+    return write_text_atomic(os.path.join(root, LARGE_FILES), text + yaml.safe_dump({"large_files": entries},
+                                                                                        sort_keys=False))
+
+
 def read_state_dict(path: str | os.PathLike, map_location="cpu") -> dict[str, torch.Tensor]:
-    """The model state dict in ``path`` (a plain state dict, or MONAI/Ignite's ``{"model": ...}``)."""
+    """The model state dict in ``path`` (a plain state dict, or MONAI/Ignite's ``{"model": ...}``), after the
+    checksum check of a shipped file (:func:`verify_checksum`)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise InputError(path, "checkpoint not found")
+    verify_checksum(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
@@ -109,4 +176,7 @@ def export_weights(source: str | os.PathLike | Mapping, destination: str | os.Pa
     destination = os.fspath(destination)
     with atomic_path(destination) as tmp:
         torch.save(state, tmp)
+    found = _large_files_entry(destination)
+    if found is not None:  # a bundle's shipped file: its checksum follows
+        write_large_files(os.path.dirname(found[0]))
     return destination

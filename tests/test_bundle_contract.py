@@ -95,9 +95,13 @@ def test_files_and_metadata(name):
     required = ["LICENSE", "configs/metadata.json", "configs/inference.json", "configs/evaluate.json",
                 "configs/logging.conf", "docs/README.md"]
     if learned(name):
-        required += ["configs/multi_gpu_train.json", "models/model.pt"]
+        required += ["configs/multi_gpu_train.json", "models/model.pt", "large_files.yml"]
     missing = [f for f in required if not (r / f).is_file()]
     assert not missing, f"{name} lacks {missing}"
+    if learned(name):  # shipped weights carry a checksum, checked at load
+        from shared_transforms.checkpoint import verify_checksum
+
+        assert verify_checksum(r / "models" / "model.pt"), f"{name}: large_files.yml does not list models/model.pt"
     meta = json.loads((r / "configs" / "metadata.json").read_text())
     if SCHEMA.is_file():
         import jsonschema

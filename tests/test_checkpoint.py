@@ -60,3 +60,24 @@ def test_resume_finds_the_newest_training_state(tmp_path):
     torch.save({}, final)  # the run then ended normally: its final state is the newest
     os.utime(final, (os.path.getmtime(tmp_path / "checkpoint_epoch=12.pt") + 1,) * 2)
     assert latest_training_state(tmp_path) == str(final)
+
+
+def test_shipped_weights_carry_a_checksum_that_is_checked_at_load(tmp_path):
+    """A flipped byte in a bundle's models/model.pt is refused with the file named, not loaded as garbage."""
+    from shared_transforms.checkpoint import export_weights, load_weights, verify_checksum, write_large_files
+    from shared_transforms.errors import InputError
+
+    net = torch.nn.Linear(4, 3)
+    weights = tmp_path / "bundle" / "models" / "model.pt"
+    export_weights(net.state_dict(), weights)
+    assert not verify_checksum(weights)  # no large_files.yml yet: nothing to check
+    write_large_files(tmp_path / "bundle")
+    assert verify_checksum(weights)
+    load_weights(torch.nn.Linear(4, 3), weights)
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"model\.pt: sha256 checksum .* differs from .*large_files\.yml"):
+        load_weights(torch.nn.Linear(4, 3), weights)
+    export_weights(net.state_dict(), weights)  # re-exporting the bundle's file updates its checksum
+    assert verify_checksum(weights)
