@@ -10,12 +10,14 @@ The standard library has the pieces (``tempfile.mkstemp``, ``os.replace``) but n
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-#: Prefix of the temporary files :func:`atomic_path` makes (beside the target).
+#: Prefix of the temporary files :func:`atomic_path` makes (beside the target): ``.tmp_<pid>_<random><ending>``.
 TMP_PREFIX = ".tmp_"
+_TMP_NAME = re.compile(r"^\.tmp_(\d+)_")
 
 
 def _default_mode() -> int:
@@ -46,7 +48,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     if suffix is None:
         name = os.path.basename(path).lower()
         suffix = ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}_", suffix=suffix, dir=folder)
     os.close(fd)
     try:
         yield tmp
@@ -63,3 +65,30 @@ def write_text_atomic(path: str | os.PathLike, text: str, newline: str | None = 
         with open(tmp, "w", newline=newline) as f:
             f.write(text)
     return os.path.abspath(os.fspath(path))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def clean_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporaries a killed writer of this project left in ``folder`` (``.tmp_<pid>_*`` whose process no
+    longer runs); a live writer's are kept. Returns the removed paths. Called explicitly at the start of a run (the
+    bundles' ``initialize``), never as a side effect of writing."""
+    folder = os.fspath(folder)
+    removed = []
+    if not os.path.isdir(folder):
+        return removed
+    for name in os.listdir(folder):
+        found = _TMP_NAME.match(name)
+        path = os.path.join(folder, name)
+        if found and os.path.isfile(path) and not _alive(int(found.group(1))):
+            os.remove(path)
+            removed.append(path)
+    return removed

@@ -40,3 +40,20 @@ def test_the_temporary_keeps_a_double_ending(tmp_path):
         assert tmp.endswith(".nii.gz")  # nibabel picks gzip from the name
         open(tmp, "wb").close()
     assert (tmp_path / "x.nii.gz").is_file()
+
+
+def test_stale_temporaries_of_a_killed_writer_are_cleaned_and_a_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from shared_transforms.files import clean_stale_temporaries
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".tmp_{int(dead.stdout)}_abc.nii.gz"
+    live = tmp_path / f".tmp_{os.getpid()}_def.nii.gz"
+    user = tmp_path / ".tmp_notes.txt"  # not this project's pattern
+    for p in (stale, live, user):
+        p.write_text("x")
+    assert clean_stale_temporaries(tmp_path) == [str(stale)]
+    assert live.exists() and user.exists() and not stale.exists()
+    assert clean_stale_temporaries(tmp_path / "missing") == []
