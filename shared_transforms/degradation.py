@@ -74,8 +74,10 @@ Library use: MONAI's ``Randomizable`` / ``MapTransform`` pattern, ``SpatialResam
 for the k-space truncation (masking the unshifted spectrum with ``fftfreq`` equals masking the centred one, so no
 shift is needed); ``scipy.ndimage`` Gaussian and box filters with ``mode="nearest"`` (as :mod:`.lowfield`). Written
 here: the parameter draws, the contrast formula, the cosine bias field, the fractional-width box slice profile and
-the Rician magnitude. The helpers of :mod:`.lowfield` (MetaTensor conversion, ranges, output meta, tissue-map checks
-and the intensity-based tissue fallback) are imported, not repeated.
+the Rician magnitude (MONAI's ``RandRicianNoise`` draws its std uniformly below a bound instead of taking the sigma
+of a stated SNR, and ``RandBiasField``'s polynomial coefficients do not set the field's peak, which is the drawn and
+recorded parameter here). The helpers of :mod:`.simulation` (MetaTensor conversion, ranges, output meta) and
+:mod:`.lowfield` (tissue-map checks, the intensity-based tissue fallback) are imported, not repeated.
 """
 
 from __future__ import annotations

@@ -162,13 +162,9 @@ class SliceAlongAcquisitiond(MapTransform):
 
     def plan(self, data: Mapping[Hashable, object]) -> tuple[int, bool]:
         """``(spatial_dim, transpose)`` from the reference's meta; ``(0, False)`` without it."""
-        from .inferers import slicing_plan, thick_axis
+        from .inferers import acquisition_plan
 
-        ref = data[self.ref_key]
-        original = getattr(ref, "meta", {}).get("original_affine") if isinstance(ref, MetaTensor) else None
-        if original is None:
-            return 0, False
-        return slicing_plan(thick_axis(np.asarray(original), np.asarray(ref.affine)))
+        return acquisition_plan(data[self.ref_key])
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)

@@ -156,6 +156,20 @@ def slicing_plan(thick: int | None, default_dim: int = 0) -> tuple[int, bool]:
     return dim, thick == height_axis
 
 
+def acquisition_plan(img: torch.Tensor, index: int | None = None, default_dim: int = 0) -> tuple[int, bool]:
+    """:func:`slicing_plan` of a MetaTensor (or, with ``index``, of one volume of a batched MetaTensor) from its meta:
+    ``original_affine`` (the file as acquired) against ``affine``. Without that meta: ``(default_dim, False)``."""
+    meta = getattr(img, "meta", None) or {}
+    original, affine = meta.get("original_affine"), getattr(img, "affine", None)
+    if original is None or affine is None:
+        return default_dim, False
+    original, affine = torch.as_tensor(original), torch.as_tensor(affine)
+    if index is not None:
+        original = original[index] if original.ndim == 3 else original
+        affine = affine[index] if affine.ndim == 3 else affine
+    return slicing_plan(thick_axis(original.cpu().numpy(), affine.cpu().numpy()), default_dim)
+
+
 class SliceInferer2D(VolumeInferer):
     """Apply a 2D predictor to every slice along ``spatial_dim`` of ``(B, C, X, Y, Z)`` volumes, in batches.
 
@@ -217,14 +231,7 @@ class SliceInferer2D(VolumeInferer):
         """``(spatial_dim, transpose)`` for volume ``index`` of the batch."""
         if self.spatial_dim != "auto":
             return int(self.spatial_dim), False
-        meta = getattr(inputs, "meta", None) or {}
-        original, affine = meta.get("original_affine"), getattr(inputs, "affine", None)
-        if original is None or affine is None:
-            return 0, False
-        original, affine = torch.as_tensor(original), torch.as_tensor(affine)
-        original = original[index] if original.ndim == 3 else original
-        affine = affine[index] if affine.ndim == 3 else affine
-        return slicing_plan(thick_axis(original.cpu().numpy(), affine.cpu().numpy()))
+        return acquisition_plan(inputs, index)
 
     def _volume(self, vol: torch.Tensor, network, spatial_dim: int, transpose: bool, *args, **kwargs) -> torch.Tensor:
         slices = vol.movedim(spatial_dim + 1, 0)  # (S, C, H, W)

@@ -3,7 +3,8 @@
     python tools/benchmark.py --stress true --bundles interpolation,unet,cfm --datalist demo_data/datalist.json \\
         --out_dir bench/stress [--stress_conditions "snr 4,sagittal"] [--max_subjects 2]
 
-For every subject of the split, the high field (normalised to [0, 1] by its 1st-99th percentiles inside the mask) is
+For every subject of the split, the high field (normalised to [0, 1] by its 1st-99th percentiles inside the mask,
+:class:`shared_transforms.intensity.PercentileNormalize`) is
 degraded by :meth:`shared_transforms.degradation.RandomLowFieldDegradationd.fixed`: every factor at its typical
 value (:data:`shared_transforms.degradation.TYPICAL`: an axial 5 mm, 1.5 mm in-plane, k-space-truncated scan at WM
 SNR 20 with contrast 0.75) except the one the condition names (:data:`CONDITIONS`). The seed is the same for a
@@ -27,14 +28,13 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from monai.data import MetaTensor
 from tqdm.auto import tqdm
 
 from shared_transforms.datalist import pair_items
 from shared_transforms.degradation import TYPICAL, RandomLowFieldDegradationd
 from shared_transforms.errors import InputError
 from shared_transforms.files import write_text_atomic
+from shared_transforms.intensity import PercentileNormalize
 from shared_transforms.io import LoadVolumed, write_nifti_atomic
 
 #: condition -> the factors that differ from ``TYPICAL`` (one factor at a time). Training ranges (RANDOMISED): SNR
@@ -72,14 +72,6 @@ def parse_conditions(value: str | Sequence[str] | None) -> list[str]:
     return names
 
 
-def _unit_range(high: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """The high field on [0, 1]: its 1st-99th percentiles inside the mask (or the volume) mapped to 0-1, clipped."""
-    values = high[mask > 0.5] if mask is not None and bool((mask > 0.5).any()) else high.flatten()
-    lo, hi = (float(q) for q in torch.quantile(values.float()[:: max(1, values.numel() // 1_000_000)],
-                                               torch.tensor([0.01, 0.99])))
-    return ((high - lo) / max(hi - lo, 1e-8)).clamp(0.0, 1.0)
-
-
 def make_stress_pairs(
     datalist: str, split: str, out_dir: str, conditions: Sequence[str], max_subjects: int | None = None, seed: int = 0
 ) -> dict[str, str]:
@@ -88,13 +80,12 @@ def make_stress_pairs(
     if max_subjects is not None:
         items = items[: max(1, int(max_subjects))]
     load = LoadVolumed(["label", "mask"], allow_missing_keys=True)
+    normalise = PercentileNormalize(1.0, 99.0)
     rows: dict[str, list[dict]] = {name: [] for name in conditions}
     for index, item in enumerate(tqdm(items, desc="stress pairs", unit="subject", leave=False)):
         d = load({k: item[k] for k in ("label", "mask") if item.get(k)})
         mask = d.get("mask")
-        high = d["label"]
-        high01 = MetaTensor(_unit_range(high.as_tensor(), None if mask is None else mask.as_tensor()),
-                            affine=high.affine, meta=dict(high.meta))
+        high01 = normalise(d["label"], mask)  # the degradation takes [0, 1] images
         for name in conditions:
             sim = RandomLowFieldDegradationd.fixed("image", mask_key="mask" if mask is not None else None,
                                                    **CONDITIONS[name])
