@@ -2,10 +2,12 @@
 same intensity scale (and the benchmark measures them all with one yardstick). All of it is MONAI's transforms
 plus this package's checks.
 
-- :func:`inference_transforms`: one volume ``image`` -> RAS, ``target_spacing`` (cubic), [0, 1] by percentiles.
+- :func:`inference_transforms`: one volume ``image`` -> RAS, ``target_spacing`` (cubic), [0, 1] by percentiles (the bright end
+  inside the volume's own head mask, so the amount of air in the field of view does not move the scale).
 - :func:`pair_transforms`: a low/high pair (``image``/``label``, optional ``mask``) -> both on the high-field grid
   at ``target_spacing``: the high field resampled to that spacing, the low field onto the high-field grid (cubic),
-  the mask by nearest neighbour (or made from the high field when absent), both images normalised to [0, 1].
+  the mask by nearest neighbour (or made from the high field when absent), both images normalised to [0, 1]
+  (each by its own head mask, as at inference).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ def inference_transforms(
     target_spacing: Sequence[float] = (1.0, 1.0, 1.0), lower: float = 1.0, upper: float = 99.0, key: str = "image"
 ) -> list:
     """Load (with the contract's checks), orient to RAS, resample to ``target_spacing`` mm by cubic spline
-    (covering the input's field of view), normalise the ``lower``..``upper`` percentiles to [0, 1]."""
+    (covering the input's field of view), normalise the ``lower``..``upper`` percentiles to [0, 1] (the ``upper`` one
+    inside the head, :class:`.intensity.PercentileNormalize` with ``head_mask=True``)."""
     return [
         LoadVolumed(key),
         Orientationd(key, axcodes="RAS"),
         Spacingd(key, pixdim=tuple(target_spacing), mode=3, padding_mode="border"),
-        PercentileNormalized(key, lower=lower, upper=upper),
+        PercentileNormalized(key, lower=lower, upper=upper, head_mask=True),
         EnsureTyped(key, dtype=torch.float32),
     ]
 
@@ -56,7 +59,7 @@ def pair_transforms(
                  allow_missing_keys=True),
         ResampleToMatchKeepSourced("image", key_dst="label", mode=3, padding_mode="border"),
         BrainMaskd(source_key="label", mask_key="mask"),
-        PercentileNormalized(["image", "label"], lower=lower, upper=upper),
+        PercentileNormalized(["image", "label"], lower=lower, upper=upper, head_mask=True),
         *([SliceAlongAcquisitiond(keys, ref_key="image")] if slice_along_acquisition else []),
         EnsureTyped(keys, dtype=torch.float32, track_meta=track_meta),
     ]
