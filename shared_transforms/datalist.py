@@ -19,6 +19,7 @@ import numpy as np
 from .errors import InputError
 from .files import write_text_atomic
 from .input_kinds import DEFAULT_KIND, InputKind, input_kind
+from .io import nifti_stem
 
 SPLITS = ("training", "validation", "testing")
 #: every file key of every input kind (resolved against the datalist's folder)
@@ -124,17 +125,22 @@ def split_subjects(
 
 def write_datalist(
     items: Sequence[Mapping], path: str | os.PathLike, n_val: float = 0.15, n_test: float = 0.15, seed: int = 0,
-    relative: bool = True,
+    relative: bool = True, splits: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, list[dict]]:
     """Split ``items`` (each with a ``subject``) by subject and write the datalist JSON atomically.
 
     Args:
         n_val, n_test: see :func:`split_subjects`.
         relative: write paths relative to the datalist's folder (the folder can then be moved as a whole).
+        splits: a given ``{split: [subject, ...]}`` instead of :func:`split_subjects` (must name every subject).
     """
     path = os.fspath(path)
     base = os.path.dirname(os.path.abspath(path))
-    splits = split_subjects([str(it["subject"]) for it in items], n_val, n_test, seed)
+    if splits is None:
+        splits = split_subjects([str(it["subject"]) for it in items], n_val, n_test, seed)
+    missing = {str(it["subject"]) for it in items} - {s for subs in splits.values() for s in subs}
+    if missing:
+        raise ValueError(f"splits name no split for subject(s) {sorted(missing)[:5]}")
     which = {s: split for split, subs in splits.items() for s in subs}
     out: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for it in sorted(items, key=lambda x: str(x["subject"])):
@@ -148,24 +154,85 @@ def write_datalist(
     return out
 
 
+def merge_datalists(sources: Mapping[str, str | os.PathLike], path: str | os.PathLike) -> dict[str, list[dict]]:
+    """One datalist from several, split by split: ``sources`` maps a short name (e.g. a scanner or a simulator) to a
+    datalist JSON; each item keeps its split, its subject becomes ``<name>_<subject>`` (unique output names), gains
+    ``"source": name``, and its paths point to the same files from the new datalist's folder. Written atomically.
+
+    The same anatomy may sit in two sources (the demo sets share theirs); whoever merges them keeps the splits of
+    those sources consistent (``tools/make_demo_data.py`` does) so that no test subject of one is trained on in the
+    other.
+    """
+    path = os.fspath(path)
+    base = os.path.dirname(os.path.abspath(path))
+    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for name, src in sources.items():
+        if not str(name) or any(c in str(name) for c in "/\\:"):
+            raise InputError(str(src), f"source name {name!r} must be non-empty, without / \\ or :")
+        data = load_datalist(src, required_keys=("subject",))  # paths come back absolute
+        for split in SPLITS:
+            for it in data.get(split, []):
+                it = dict(it)
+                for key in PATH_KEYS:
+                    if it.get(key):
+                        it[key] = os.path.relpath(it[key], base)
+                it["subject"], it["source"] = f"{name}_{it['subject']}", str(name)
+                out[split].append(it)
+    write_text_atomic(path, json.dumps(out, indent=2))
+    return out
+
+
+def output_stems(paths: Sequence[str], subjects: Sequence[str] | None = None) -> list[str]:
+    """One output name stem per input, unique within a run, so that no result replaces another.
+
+    The input file's own stem (``T1w`` for ``.../T1w.nii.gz``) where the stems are unique; else, for a datalist,
+    ``<subject>_<stem>`` where the subjects are unique (a BIDS datalist of ``sub-*/anat/T1w.nii.gz``); else the path
+    relative to the inputs' common folder, separators as ``_`` (``sub-01_anat_T1w``). Raises :class:`InputError`,
+    naming both files, when two would still get the same name (``a.nii`` beside ``a.nii.gz``) - before anything is
+    computed.
+    """
+    paths = [os.fspath(p) for p in paths]
+    stems = [nifti_stem(p) for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    if subjects is not None and len(set(map(str, subjects))) == len(subjects):
+        return [f"{s}_{stem}" if not stem.startswith(str(s)) else stem for s, stem in zip(subjects, stems)]
+    common = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    rel = [os.path.join(os.path.relpath(os.path.dirname(os.path.abspath(p)), common), st) for p, st in zip(paths, stems)]
+    rel = [os.path.normpath(r).replace(os.sep, "_").lstrip("._") or st for r, st in zip(rel, stems)]
+    if len(set(rel)) == len(rel):
+        return rel
+    first: dict[str, str] = {}
+    for p, r in zip(paths, rel):
+        if r in first:
+            raise InputError(p, f"would write the same output name ({r}_<bundle>.nii.gz) as {first[r]}; rename one "
+                             "of them, or list them in a datalist with distinct subjects")
+        first[r] = p
+    return rel  # not reached
+
+
 def inference_items(
     input_path: str | os.PathLike, split: str = "testing", kind: str | InputKind = DEFAULT_KIND
 ) -> list[dict]:
-    """What a bundle's inference runs on: ``[{"image": path}]`` from one file, a folder (its files of the input
-    ``kind``'s endings, sorted by name) or a datalist JSON (the ``kind.inference_key`` files of its ``split``)."""
+    """What a bundle's inference runs on: ``[{"image": path, "output_stem": name}]`` from one file, a folder (its
+    files of the input ``kind``'s endings, sorted by name) or a datalist JSON (the ``kind.inference_key`` files of
+    its ``split``); ``output_stem`` from :func:`output_stems`, unique within the run (checked before computing)."""
     kind = input_kind(kind)
     input_path = os.fspath(input_path)
+    subjects = None
     if os.path.isdir(input_path):
         files = sorted(f for f in os.listdir(input_path) if kind.accepts(f) and not f.startswith("."))
         if not files:
             raise InputError(input_path, f"folder holds no input files ({' or '.join(kind.suffixes)})")
-        return [{"image": os.path.join(input_path, f)} for f in files]
-    if input_path.lower().endswith(".json"):
+        paths = [os.path.join(input_path, f) for f in files]
+    elif input_path.lower().endswith(".json"):
         items = load_split(input_path, split, required_keys=("subject", kind.inference_key))
-        return [{"image": it[kind.inference_key]} for it in items]
-    if not os.path.exists(input_path):
+        paths, subjects = [it[kind.inference_key] for it in items], [str(it["subject"]) for it in items]
+    elif not os.path.exists(input_path):
         raise InputError(input_path, "file not found")
-    return [{"image": input_path}]
+    else:
+        paths = [input_path]
+    return [{"image": p, "output_stem": stem} for p, stem in zip(paths, output_stems(paths, subjects))]
 
 
 def pair_items(datalist: str | os.PathLike, split: str, kind: str | InputKind = DEFAULT_KIND) -> list[dict]:

@@ -72,11 +72,11 @@ def test_write_then_load_round_trip(tmp_path, tiny_pair):
 
 
 def test_inference_items(tmp_path, tiny_pair):
-    assert inference_items(tiny_pair["low"]) == [{"image": tiny_pair["low"]}]
+    assert inference_items(tiny_pair["low"]) == [{"image": tiny_pair["low"], "output_stem": "s1_low"}]
     assert [os.path.basename(i["image"]) for i in inference_items(str(tmp_path))] == [
         "s1_high.nii.gz", "s1_low.nii.gz", "s1_mask.nii.gz"]
     p = _write(tmp_path / "d.json", {"testing": [{"subject": "s1", "low": tiny_pair["low"], "high": tiny_pair["high"]}]})
-    assert inference_items(p) == [{"image": tiny_pair["low"]}]
+    assert inference_items(p) == [{"image": tiny_pair["low"], "output_stem": "s1_low"}]
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=r"no input files \(\.nii or \.nii\.gz\)"):
         inference_items(tmp_path / "empty")
@@ -98,7 +98,7 @@ def test_input_kinds_decide_the_keys(tmp_path, tiny_pair):
         pair_items(p, "testing", "image_to_undersample")
     img = _write(tmp_path / "i.json", {"testing": [{"subject": "s1", "image": tiny_pair["high"]}]})
     assert pair_items(img, "testing", "image_to_undersample") == [{"label": tiny_pair["high"], "subject": "s1"}]
-    assert inference_items(img, kind="image_to_undersample") == [{"image": tiny_pair["high"]}]
+    assert inference_items(img, kind="image_to_undersample") == [{"image": tiny_pair["high"], "output_stem": "s1_high"}]
     (tmp_path / "h5").mkdir()
     (tmp_path / "h5" / "file1.h5").write_bytes(b"")
     (tmp_path / "h5" / "notes.nii.gz").write_bytes(b"")
@@ -106,3 +106,56 @@ def test_input_kinds_decide_the_keys(tmp_path, tiny_pair):
     with pytest.raises(InputError, match="unknown input kind 'dicom'"):
         input_kind("dicom")
     assert set(INPUT_KINDS) == {"lowfield_nifti", "kspace_hdf5", "image_to_undersample"}
+
+
+def test_given_splits_and_merged_datalists(tmp_path):
+    from conftest import tiny_subjects
+
+    from shared_transforms.datalist import merge_datalists
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    a, b = tiny_subjects(tmp_path / "a", 3, (1, 1, 1)), tiny_subjects(tmp_path / "b", 2, (1, 0, 1))
+    # a given split decides, and must name every subject
+    written = write_datalist(a["items"], tmp_path / "a" / "given.json", splits={
+        "training": ["t2"], "validation": ["t0"], "testing": ["t1"]})
+    assert [it["subject"] for it in written["training"]] == ["t2"]
+    with pytest.raises(ValueError, match="t2"):
+        write_datalist(a["items"], tmp_path / "x.json", splits={"training": ["t0"], "testing": ["t1"]})
+    (tmp_path / "mix").mkdir()
+    out = tmp_path / "mix" / "datalist.json"
+    merge_datalists({"scanner_a": a["datalist"], "scanner_b": b["datalist"]}, out)
+    merged = load_datalist(out)  # the rewritten relative paths resolve to the same files
+    assert [it["subject"] for it in merged["training"]] == ["scanner_a_t0", "scanner_b_t0"]
+    assert [it["subject"] for it in merged["testing"]] == ["scanner_a_t2", "scanner_b_t1"]
+    assert merged["training"][1]["high"] == b["items"][0]["high"] and merged["training"][1]["source"] == "scanner_b"
+    assert not os.path.isabs(json.loads(out.read_text())["training"][0]["low"])
+    with pytest.raises(InputError, match="source name"):
+        merge_datalists({"a/b": a["datalist"]}, tmp_path / "y.json")
+
+
+def test_output_names_are_unique_within_a_run(tmp_path, tiny_pair):
+    """Two inputs never write one output: BIDS-style T1w.nii.gz files get their subject (datalist) or their relative
+    path (folders), and a.nii beside a.nii.gz is refused before anything is computed, naming both files."""
+    import shutil
+
+    from shared_transforms.datalist import output_stems
+
+    bids = [tmp_path / f"sub-0{i}" / "anat" / "T1w.nii.gz" for i in (1, 2)]
+    for p in bids:
+        p.parent.mkdir(parents=True)
+        shutil.copyfile(tiny_pair["low"], p)
+    p = _write(tmp_path / "bids.json", {"testing": [{"subject": f"sub-0{i}", "low": str(b), "high": str(b)}
+                                                    for i, b in zip((1, 2), bids)]})
+    items = inference_items(p)
+    assert [it["output_stem"] for it in items] == ["sub-01_T1w", "sub-02_T1w"]
+    assert output_stems([str(b) for b in bids]) == ["sub-01_anat_T1w", "sub-02_anat_T1w"]  # no subjects: paths
+    assert output_stems(["x/a.nii.gz", "x/b.nii.gz"]) == ["a", "b"]  # unique stems stay as they are
+    (tmp_path / "both").mkdir()
+    shutil.copyfile(tiny_pair["low"], tmp_path / "both" / "a.nii.gz")
+    nib_copy = tmp_path / "both" / "a.nii"
+    import nibabel as nib
+
+    nib.save(nib.load(tiny_pair["low"]), str(nib_copy))
+    with pytest.raises(InputError, match=r"same output name \(a_<bundle>.nii.gz\)") as info:
+        inference_items(str(tmp_path / "both"))
+    assert "a.nii.gz" in str(info.value) and "a.nii" in str(info.value)

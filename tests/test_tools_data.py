@@ -150,3 +150,32 @@ def test_randomised_demo_data_records_its_draws_and_varies_the_acquisition(tmp_p
                                                                                                          "gaussian")
         assert np.isfinite(low.get_fdata()).all()
     assert len({it["degradation"]["slice_thickness_mm"] for it in items}) == 3  # a new draw per subject
+
+
+def test_demo_sets_split_each_anatomy_the_same_way():
+    """sub-XXX is one anatomy in every demo set: the 24-subject randomised set keeps the 16-subject set's split for
+    its first 16 (so no test anatomy of one set is trained on in the other), and the default counts still hold."""
+    import make_demo_data
+
+    from shared_transforms.datalist import split_subjects
+
+    names = [f"sub-{i:03d}" for i in range(24)]
+    first = split_subjects(names[:16], 3, 3, seed=0)
+    nested = make_demo_data.nested_splits(names, 4, 4, seed=0)
+    assert [len(nested[s]) for s in ("training", "validation", "testing")] == [16, 4, 4]
+    for split in first:
+        assert set(first[split]) <= set(nested[split])
+    assert make_demo_data.nested_splits(names[:16], 3, 3, seed=0) == first  # the first set's split, unchanged
+    assert sorted(s for subs in nested.values() for s in subs) == names
+
+
+def test_merge_datalists_cli(tmp_path, capsys):
+    import merge_datalists
+    from conftest import tiny_subjects
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    a, b = tiny_subjects(tmp_path / "a", 2, (1, 1, 0)), tiny_subjects(tmp_path / "b", 2, (1, 1, 0))
+    out = merge_datalists.main(str(tmp_path / "m" / "datalist.json"), random=a["datalist"], demo=b["datalist"])
+    assert [it["subject"] for it in load_datalist(out)["training"]] == ["random_t0", "demo_t0"]
+    with pytest.raises(SystemExit, match="two sources"):
+        merge_datalists.main(str(tmp_path / "n.json"), random=a["datalist"])

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from shared_transforms.datalist import write_datalist
+from shared_transforms.datalist import split_subjects, write_datalist
 from shared_transforms.files import atomic_path, write_text_atomic
 from shared_transforms.io import write_nifti_atomic
 from shared_transforms.preview import save_figure_atomic
@@ -156,6 +156,26 @@ def save_preview(rows: list[dict], path: str) -> str:
 DEFAULT_COUNTS = {"randomised": (24, 4, 4), "tissue_contrast": (16, 3, 3)}
 
 
+def nested_splits(subjects: list[str], n_val: int, n_test: int, seed: int) -> dict[str, list[str]]:
+    """The subject split, the same for an anatomy in every demo set.
+
+    Subject ``sub-XXX`` is the same anatomy (the same deformation seed) in every set, whatever its degradation. So
+    that no set's test anatomy is another set's training anatomy (and sets can be trained on together, see
+    ``--merge``), the first 16 subjects keep the first demo set's split (:func:`split_subjects` of 16 with 3 / 3 and
+    the same seed) and only the subjects beyond are split, seeded, into the remaining validation and test places.
+    """
+    first_n, first_val, first_test = DEFAULT_COUNTS["tissue_contrast"]
+    if len(subjects) <= first_n or n_val < first_val or n_test < first_test:
+        return split_subjects(subjects, n_val, n_test, seed)
+    first = split_subjects(subjects[:first_n], first_val, first_test, seed)
+    rest = split_subjects(subjects[first_n:], n_val - first_val, n_test - first_test, seed) if (
+        n_val - first_val + n_test - first_test < len(subjects) - first_n) else None
+    if rest is None:
+        raise SystemExit(f"{len(subjects)} subjects cannot give {n_val} validation + {n_test} testing subjects "
+                         "with the first 16's split kept")
+    return {k: sorted(first[k] + rest[k]) for k in first}
+
+
 def _draws(meta: dict) -> dict:
     """The randomised degradation's draws from the low field's meta (``lowfield_*``), JSON-ready."""
     out = {}
@@ -214,7 +234,8 @@ def main(
         items.append(item)
         if preview and len(previews) < 3:
             previews.append({"subject": subject, "low": sub["low"], "high": sub["high"]})
-    splits = write_datalist(items, os.path.join(out_dir, "datalist.json"), n_val=n_val, n_test=n_test, seed=seed)
+    splits = write_datalist(items, os.path.join(out_dir, "datalist.json"),
+                            splits=nested_splits([it["subject"] for it in items], n_val, n_test, seed))
     if preview:
         print("preview:", save_preview(previews, os.path.join(out_dir, "preview.png")))
     if write_sample:
