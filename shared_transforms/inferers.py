@@ -156,6 +156,16 @@ def slicing_plan(thick: int | None, default_dim: int = 0) -> tuple[int, bool]:
     return dim, thick == height_axis
 
 
+def orthogonal_plan(spatial_dim: int, transpose: bool) -> tuple[int, bool]:
+    """The other slicing that keeps the same axis along the slice width as ``(spatial_dim, transpose)`` does (the
+    acquisition's thick axis, for a plan from :func:`slicing_plan`): slice along the remaining in-plane axis instead.
+    For an axial scan, sagittal slices ``(0, False)`` and coronal ones ``(1, False)``, both with z along the width."""
+    height, width = (a for a in range(3) if a != spatial_dim)
+    thick = height if transpose else width
+    other = height if thick == width else width
+    return other, thick == min(spatial_dim, thick)
+
+
 def acquisition_plan(img: torch.Tensor, index: int | None = None, default_dim: int = 0) -> tuple[int, bool]:
     """:func:`slicing_plan` of a MetaTensor (or, with ``index``, of one volume of a batched MetaTensor) from its meta:
     ``original_affine`` (the file as acquired) against ``affine``. Without that meta: ``(default_dim, False)``."""
@@ -186,10 +196,13 @@ class SliceInferer2D(VolumeInferer):
             tensor without that meta is sliced sagittally.
         progress: show a progress bar over slice batches.
         precision: "float32", or "bfloat16"/"float16" to run :meth:`predict` under autocast.
+        orthogonal_average: also slice along the other axis that keeps the thick axis in the slice plane
+            (:func:`orthogonal_plan`) and return the mean of the two predictions (twice the work).
     Returns (call):
         ``(B, C_out, X, Y, Z)`` on the inputs' device and dtype.
     Statistics (:attr:`last_stats`, of the last volume): ``units``/``computed_units`` (slices), ``box_hw`` (the
-    in-plane crop), ``image_hw``, ``network_evaluations``, ``spatial_dim`` and ``transposed`` (the slicing used).
+    in-plane crop), ``image_hw``, ``network_evaluations``, ``spatial_dim`` and ``transposed`` (the slicing used;
+    with ``orthogonal_average`` the first slicing's, with the counts of both added up and ``orthogonal_dim``).
     """
 
     unit = "slice"
@@ -203,10 +216,12 @@ class SliceInferer2D(VolumeInferer):
         margin_vox: int = 8,
         progress: bool = False,
         precision: str = "float32",
+        orthogonal_average: bool = False,
     ):
         super().__init__(progress=progress)
         autocast("cpu", precision)  # validate early
         self.precision = precision
+        self.orthogonal_average = bool(orthogonal_average)
         if spatial_dim not in (0, 1, 2, "auto"):
             raise ValueError(f"spatial_dim must be 0, 1, 2 or 'auto', got {spatial_dim!r}")
         self.slice_batch_size = int(slice_batch_size)
@@ -224,8 +239,21 @@ class SliceInferer2D(VolumeInferer):
             raise ValueError(f"SliceInferer2D expects (B, C, X, Y, Z) volumes, got shape {tuple(inputs.shape)}")
         plans = [self._plan(inputs, b) for b in range(inputs.shape[0])]
         inputs = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
-        outs = [self._volume(vol, network, *plan, *args, **kwargs) for vol, plan in zip(inputs, plans)]
+        outs = [self._averaged(vol, network, plan, *args, **kwargs) for vol, plan in zip(inputs, plans)]
         return torch.stack(outs, 0)
+
+    def _averaged(self, vol: torch.Tensor, network, plan: tuple[int, bool], *args, **kwargs) -> torch.Tensor:
+        """One volume along ``plan``, or the mean over ``plan`` and :func:`orthogonal_plan` of it."""
+        out = self._volume(vol, network, *plan, *args, **kwargs)
+        if not self.orthogonal_average:
+            return out
+        first = self.last_stats
+        other = orthogonal_plan(*plan)
+        out = 0.5 * (out + self._volume(vol, network, *other, *args, **kwargs))
+        second = self.last_stats
+        self.last_stats = {**first, "orthogonal_dim": other[0], **{
+            k: first[k] + second[k] for k in ("units", "computed_units", "network_evaluations")}}
+        return out
 
     def _plan(self, inputs: torch.Tensor, index: int) -> tuple[int, bool]:
         """``(spatial_dim, transpose)`` for volume ``index`` of the batch."""

@@ -135,7 +135,8 @@ def write_nifti_atomic(
 
 
 def output_path_for(input_path: str | os.PathLike, output_dir: str | os.PathLike, bundle_name: str, suffix="") -> str:
-    """``<output_dir>/<input name>_<bundle><suffix>.nii.gz`` (the contract's output name)."""
+    """``<output_dir>/<input name>_<bundle><suffix>.nii.gz`` (the contract's output name); ``input_path`` may be the
+    input file or its output stem (:func:`shared_transforms.datalist.output_stems`)."""
     return os.path.join(os.fspath(output_dir), f"{nifti_stem(input_path)}_{bundle_name}{suffix}.nii.gz")
 
 
@@ -200,7 +201,8 @@ class SaveVolumed(MapTransform):
                 affine = dst_affine
                 if clip:
                     pred = pred.clamp(0.0, 1.0)
-            path = output_path_for(source, self.output_dir, self.bundle_name, self.suffixes.get(key, ""))
+            stem = d.get("output_stem") or nifti_stem(source)  # unique within the run (datalist.output_stems)
+            path = output_path_for(stem, self.output_dir, self.bundle_name, self.suffixes.get(key, ""))
             grid = "input grid" if self.resample_to_input else "target grid"
             desc = f"{self.bundle_name} {self.description if clip else key} {grid}"
             self.written.append(write_nifti_atomic(torch.as_tensor(pred)[0], affine, path, desc, inputs=[source]))

@@ -85,7 +85,8 @@ class SavePreviewd(MapTransform):
         titles = [self.titles[self.keys.index(k)] if self.titles else str(k) for k in keys]
         volumes = [_volume(d[k]) for k in keys]
         ranges = [(0.0, float(np.percentile(v, 99.5)) or 1.0) if "std" in str(k) else None for k, v in zip(keys, volumes)]
-        path = os.path.join(self.output_dir, f"{nifti_stem(source)}_{self.bundle_name}.png")
+        stem = d.get("output_stem") or nifti_stem(source)  # the run's unique name (datalist.output_stems)
+        path = os.path.join(self.output_dir, f"{stem}_{self.bundle_name}.png")
         d["preview_path"] = save_preview(volumes, titles, path, ranges)
         print(f"[{self.bundle_name}] wrote {os.path.abspath(path)}", flush=True)
         return d

@@ -139,3 +139,30 @@ def test_auto_slicing_puts_the_thick_axis_in_plane_along_the_width():
     assert seen[-1] == (32, 16)  # coronal slices (x, z) of the sagittal scan, transposed: x (thick) is the width
     with pytest.raises(ValueError, match="'auto'"):
         SliceInferer2D(spatial_dim="sideways")
+
+
+def test_orthogonal_average_is_the_mean_of_the_two_slicings_with_the_thick_axis_in_plane():
+    from monai.data import MetaTensor
+
+    from shared_transforms.inferers import orthogonal_plan, slicing_plan
+
+    for thick in (0, 1, 2):  # both plans put the thick axis along the slice width
+        for dim, transpose in (slicing_plan(thick), orthogonal_plan(*slicing_plan(thick))):
+            height, width = (a for a in range(3) if a != dim)
+            assert (height if transpose else width) == thick
+        assert orthogonal_plan(*slicing_plan(thick))[0] != slicing_plan(thick)[0]
+
+    def net(x):  # depends on the slice orientation: a cumulative sum along the slice height (y or x here)
+        return x.cumsum(-2)
+
+    vol = torch.zeros(1, 1, 16, 24, 32)
+    vol[..., 2:14, 2:22, 2:30] = torch.rand(1, 1, 12, 20, 28)
+    meta = {"original_affine": torch.as_tensor(np.diag([1.6, 1.6, 5.0, 1]))}  # axial: sagittal + coronal slices
+    kw = {"margin_vox": 0, "empty_threshold": -1, "divisible_by": 1}
+    both = SliceInferer2D(spatial_dim="auto", orthogonal_average=True, **kw)
+    out = both(MetaTensor(vol.clone(), affine=torch.eye(4), meta=meta), net)
+    sagittal = SliceInferer2D(spatial_dim=0, **kw)(vol, net)
+    coronal = SliceInferer2D(spatial_dim=1, **kw)(vol, net)
+    assert torch.allclose(out, 0.5 * (sagittal + coronal), atol=1e-6)
+    assert not torch.allclose(sagittal, coronal, atol=1e-3)  # the two differ, so the test can fail
+    assert both.last_stats["orthogonal_dim"] == 1 and both.last_stats["units"] == 16 + 24

@@ -64,6 +64,9 @@ def test_identical_volumes(vol):
         assert out[key] == 0.0, key
     assert out["tissue_miou"] == 1.0 and out["tissue_mdice"] == 1.0
     assert out["ulf_enc"] == pytest.approx(0.7 + 0.1 * M.PSNR_CAP_DB / 32 + 0.2)
+    assert out["air_mean"] == pytest.approx(0.0, abs=1e-6)
+    noisy_air = ref + 0.2 * (ref == 0)  # a grey veil over the air shows in air_mean
+    assert M.evaluate_volume(noisy_air, ref, mask, lpips_net=None)["air_mean"] == pytest.approx(0.2, abs=1e-6)
     assert out["mask_source"] == "given" and out["mask_voxels"] == int(mask.sum())
     assert out["lpips"] is None and out["lpips_status"] == "not requested"
 

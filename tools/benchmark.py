@@ -84,6 +84,7 @@ TABLE_COLUMNS = (
     ("ssim", "SSIM (whole)", ".4f"),
     ("ulf_enc", "ULF-EnC", ".4f"),
     ("tissue_miou", "tissue mIoU", ".4f"),
+    ("air_mean", "air (mean)", ".4f"),
     ("lpips", "LPIPS", ".4f"),
     ("parameters", "parameters", "const"),
     ("evaluations_per_unit", "NFE", "unit"),

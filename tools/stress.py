@@ -117,9 +117,10 @@ def stress_table(results: dict[str, list[dict]], bundles: Sequence[str]) -> tupl
             mine = [r for r in results[c] if r["method"] == b]
             psnr = float(np.mean([float(r["psnr_mask"]) for r in mine]))
             ssim = float(np.mean([float(r["ssim_mask"]) for r in mine]))
+            air = float(np.mean([float(r.get("air_mean", "nan")) for r in mine]))
             cells.append(f"{psnr:.2f} / {ssim:.3f}")
             csv_rows.append({"bundle": b, "condition": c, "subjects": len(mine), "psnr_mask": round(psnr, 4),
-                             "ssim_mask": round(ssim, 5)})
+                             "ssim_mask": round(ssim, 5), "air_mean": round(air, 5)})
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
     return "\n".join(lines), csv_rows
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from scipy import ndimage
+
 from ..errors import InputError
+from ..intensity import head_mask_from_intensity
 from .core import _mae, _nmse, _per_slice, _psnr, slice_stats, ulf_enc_score
 from .inputs import _as_mask, _as_pair, _bbox
 from .perceptual import lpips_distance
@@ -39,7 +42,10 @@ def evaluate_volume(
         ``msssim_kernel``, ``msssim_mask_scales``, ``msssim_mask_kernel``; ``psnr_slice_<stat>``,
         ``ssim_slice_<stat>`` over the 2D slices inside the mask (stat: mean/median/std/min/max), ``slices_used``,
         ``slices_skipped``; ``ulf_enc``; ``tissue_miou``, ``tissue_mdice``, ``tissue_iou_<csf|gm|wm>``,
-        ``tissue_dice_<csf|gm|wm>``; ``lpips``, ``lpips_mask`` (None when not computed) and ``lpips_status``.
+        ``tissue_dice_<csf|gm|wm>``; ``air_mean``: the prediction's mean in the air, outside the reference's head
+        (:func:`shared_transforms.intensity.head_mask_from_intensity`, dilated by 3 voxels), where the reference is
+        black: background noise a method lets through (0 is clean; NaN when the volume has no air);
+        ``lpips``, ``lpips_mask`` (None when not computed) and ``lpips_status``.
     """
     p, r = _as_pair(pred, ref, 3)
     if mask is None:
@@ -81,6 +87,8 @@ def evaluate_volume(
 
     out["ulf_enc"] = ulf_enc_score(out["ssim_mask"], out["psnr_mask"], out["mae_mask"], out["nmse_mask"])
     out.update(_tissue_overlap(p, r, m))
+    air = ~ndimage.binary_dilation(head_mask_from_intensity(r), iterations=3)
+    out["air_mean"] = float(p[air].mean()) if air.any() else float("nan")
 
     if lpips_net is None:
         out["lpips"], out["lpips_mask"], out["lpips_status"] = None, None, "not requested"
