@@ -180,3 +180,26 @@ def export_weights(source: str | os.PathLike | Mapping, destination: str | os.Pa
     if found is not None:  # a bundle's shipped file: its checksum follows
         write_large_files(os.path.dirname(found[0]))
     return destination
+
+
+class BestModelState:
+    """The best validation score so far of a key-metric ``CheckpointSaver`` (the one that writes ``model.pt``), as
+    an object with ``state_dict`` / ``load_state_dict`` for the training state, so that a resumed run keeps it.
+
+    Without it a resumed run starts with an empty record and its first validation replaces the best ``model.pt``
+    even when it is worse. MONAI's ``CheckpointSaver`` can load that record (``load_state_dict``) but gives no
+    ``state_dict``; the record lives in the ignite ``Checkpoint`` it keeps as ``_key_metric_checkpoint`` (its list
+    of ``(score, file name)``), which this adapter reads. Written here because neither library stores it in the
+    training state.
+    """
+
+    def __init__(self, saver):
+        if getattr(saver, "_key_metric_checkpoint", None) is None:
+            raise ValueError("BestModelState needs a CheckpointSaver with save_key_metric=True")
+        self.saver = saver
+
+    def state_dict(self) -> dict:
+        return self.saver._key_metric_checkpoint.state_dict()
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        self.saver.load_state_dict(dict(state_dict))

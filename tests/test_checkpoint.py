@@ -81,3 +81,45 @@ def test_shipped_weights_carry_a_checksum_that_is_checked_at_load(tmp_path):
         load_weights(torch.nn.Linear(4, 3), weights)
     export_weights(net.state_dict(), weights)  # re-exporting the bundle's file updates its checksum
     assert verify_checksum(weights)
+
+
+def test_a_resumed_run_keeps_its_best_model(tmp_path):
+    """The best score is part of the training state: after a resume, a worse validation leaves model.pt alone and
+    a better one replaces it."""
+    from ignite.engine import Engine, Events
+    from monai.handlers import CheckpointSaver
+
+    from shared_transforms.checkpoint import BestModelState
+
+    net = torch.nn.Linear(1, 1)
+
+    def validate(scores):
+        saver = CheckpointSaver(str(tmp_path), {"model": net}, save_key_metric=True, key_metric_name="psnr",
+                                key_metric_filename="model.pt")
+        engine = Engine(lambda e, b: None)
+        it = iter(scores)
+
+        @engine.on(Events.EPOCH_COMPLETED)
+        def _score(e):  # the validation's key metric, before the saver looks at it
+            e.state.metrics["psnr"] = next(it)
+
+        saver.attach(engine)
+        return saver, engine
+
+    saver, engine = validate([20.0])
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    engine.run([0], max_epochs=1)
+    state = BestModelState(saver).state_dict()
+    assert os.path.isfile(tmp_path / "model.pt")
+
+    resumed, engine = validate([18.0, 21.0])
+    BestModelState(resumed).load_state_dict(state)
+    with torch.no_grad():
+        net.weight.fill_(2.0)
+    engine.run([0], max_epochs=1)  # worse: the epoch-1 weights stay
+    assert float(torch.load(tmp_path / "model.pt", weights_only=True)["weight"]) == 1.0
+    engine.run([0], max_epochs=2)  # better: replaced
+    assert float(torch.load(tmp_path / "model.pt", weights_only=True)["weight"]) == 2.0
+    with pytest.raises(ValueError, match="save_key_metric"):
+        BestModelState(CheckpointSaver(str(tmp_path), {"model": net}, save_final=True))

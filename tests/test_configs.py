@@ -142,6 +142,7 @@ def _common_train_blocks(bundle: str) -> dict:
         "initialize": cfg["initialize"],
         "run": cfg["run"],
         "resume": cfg["resume"],
+        "init_weights": cfg["init_weights"],
     }
 
 
