@@ -12,6 +12,7 @@ when float32 would exceed the Model Zoo's 25 MB file limit (``load_state_dict`` 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -203,3 +204,61 @@ class BestModelState:
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         self.saver.load_state_dict(dict(state_dict))
+
+
+RUN_FILE = "run.json"
+
+
+def _training_states(output_dir: str) -> list[str]:
+    if not os.path.isdir(output_dir):
+        return []
+    return sorted(n for n in os.listdir(output_dir) if n == "checkpoint.pt" or re.fullmatch(r"checkpoint_epoch=\d+\.pt", n))
+
+
+def claim_run(output_dir: str | os.PathLike, identity: Mapping, resume) -> str:
+    """Bind ``output_dir`` to one training run, so that ``--resume true`` only continues that run's own states.
+
+    ``identity`` is what makes two runs the same run (the bundle, the datalist, the network's architecture); it is
+    written to ``<output_dir>/run.json`` by a fresh run. Raises :class:`InputError` naming the folder when
+
+    - a fresh run (``resume`` false) would start in a folder that holds training states (its ``model.pt`` and
+      states would be replaced: another run's results lost), or
+    - ``resume`` is true and the folder's ``run.json`` names another run (which setting differs is said).
+
+    A folder with states but no ``run.json`` (written before this check existed) is resumed with a printed note.
+    Several processes of one ``torchrun`` job may call it together: each writes the same file atomically.
+    Returns the path of ``run.json``.
+    """
+    from .io import as_bool
+
+    output_dir = os.fspath(output_dir)
+    path = os.path.join(output_dir, RUN_FILE)
+    identity = {str(k): (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in
+                identity.items()}
+    if "network" in identity and len(identity["network"]) > 64:  # an architecture's repr: keep its hash
+        identity["network"] = "sha256:" + hashlib.sha256(identity["network"].encode()).hexdigest()[:16]
+    states = _training_states(output_dir)
+    recorded = None
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                recorded = json.load(f).get("identity")
+        except (OSError, ValueError, AttributeError):
+            raise InputError(path, "is not a readable run record; remove it or choose another --output_dir") from None
+    if as_bool(resume):
+        if recorded is None:
+            if states:
+                print(f"note: {output_dir} has no {RUN_FILE}; resuming its newest state as this run's", flush=True)
+            return path
+        differs = [k for k in sorted(set(identity) | set(recorded)) if identity.get(k) != recorded.get(k)]
+        if differs:
+            what = "; ".join(f"{k}: this run {identity.get(k)!r}, the folder's {recorded.get(k)!r}" for k in differs)
+            raise InputError(output_dir, f"holds the training state of another run ({what}); resume it with its "
+                             "own settings, or choose another --output_dir")
+        return path
+    if states:  # a fresh start would replace that run's model.pt and states
+        raise InputError(output_dir, f"holds the training state of an earlier run ({', '.join(states[:3])}); "
+                         "--resume true continues it, or choose another --output_dir (nothing was overwritten)")
+    os.makedirs(output_dir, exist_ok=True)
+    write_text_atomic(path, json.dumps({"identity": identity}, indent=2) + "\n")
+    return path

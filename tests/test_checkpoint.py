@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -123,3 +124,23 @@ def test_a_resumed_run_keeps_its_best_model(tmp_path):
     assert float(torch.load(tmp_path / "model.pt", weights_only=True)["weight"]) == 2.0
     with pytest.raises(ValueError, match="save_key_metric"):
         BestModelState(CheckpointSaver(str(tmp_path), {"model": net}, save_final=True))
+
+
+def test_a_run_resumes_only_its_own_training_state(tmp_path, capsys):
+    """--resume true never continues another run's state, and a fresh run never replaces an earlier run's results."""
+    from shared_transforms.checkpoint import claim_run
+
+    ours = {"bundle": "unet", "datalist": "/data/a.json", "network": "UNet(" + "x" * 100 + ")"}
+    run_file = claim_run(tmp_path, ours, resume=False)
+    assert json.loads(open(run_file).read())["identity"]["network"].startswith("sha256:")
+    torch.save({}, tmp_path / "checkpoint_epoch=3.pt")
+    assert claim_run(tmp_path, ours, resume="true") == run_file  # the same run: resumed
+    with pytest.raises(InputError, match=r"another run \(datalist: this run '/data/b.json', the folder's '/data/a"):
+        claim_run(tmp_path, {**ours, "datalist": "/data/b.json"}, resume=True)
+    with pytest.raises(InputError, match="earlier run .*checkpoint_epoch=3.pt.*nothing was overwritten"):
+        claim_run(tmp_path, ours, resume=False)
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    torch.save({}, legacy / "checkpoint.pt")  # a state from before run.json existed: resumed, with a note
+    claim_run(legacy, ours, resume=True)
+    assert "has no run.json" in capsys.readouterr().out

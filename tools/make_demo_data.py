@@ -22,7 +22,9 @@ maps, a bias field, a gamma), cropped to the brain. Its low-field partner comes 
     python tools/make_demo_data.py --out_dir demo_data --degradation tissue_contrast --write_sample true
 
 Writes ``<out_dir>/sub-XXX/sub-XXX_{high,low,mask}.nii.gz``, ``<out_dir>/datalist.json`` and a preview PNG.
-Deterministic under ``--seed``. The template's licence (MNI ICBM 2009, free use with attribution) is in the
+Deterministic under ``--seed``. ``sub-XXX`` is the same anatomy in every set, and every set splits it the same way
+(:func:`nested_splits`), so ``tools/merge_datalists.py`` can join the sets for training without a test anatomy of
+one being trained on in the other. The template's licence (MNI ICBM 2009, free use with attribution) is in the
 bundles' docs.
 """
 
