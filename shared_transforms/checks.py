@@ -81,8 +81,13 @@ def check_affine(affine: np.ndarray, source: str | os.PathLike | None) -> None:
         raise InputError(source, f"affine is singular (determinant {det:.3g}); the voxel size cannot be zero")
 
 
+#: A volume with fewer voxels above its minimum than this fraction is refused as empty (a head fills > 10 %).
+MIN_SIGNAL_FRACTION = 1e-3
+
+
 def check_values(data, source: str | os.PathLike | None) -> None:
-    """Raise for NaN/Inf values, an empty array or a constant volume (which no method can enhance)."""
+    """Raise for NaN/Inf values, an empty array, a constant volume, or one with almost no signal (fewer than
+    :data:`MIN_SIGNAL_FRACTION` of its voxels above its minimum), which no method can enhance."""
     arr = np.asarray(data)
     if arr.size == 0:
         raise InputError(source, "volume is empty (0 voxels)")
@@ -94,6 +99,12 @@ def check_values(data, source: str | os.PathLike | None) -> None:
     lo, hi = float(arr.min()), float(arr.max())
     if hi <= lo:
         raise InputError(source, f"volume is constant (every voxel is {lo:g}); nothing to enhance")
+    # checked on the data as loaded: after cubic resampling the ringing around a few bright voxels spreads them
+    # over many, and the percentile normalisation then stretches that ringing into a volume of float noise
+    n_signal = int(np.count_nonzero(arr > lo + 1e-3 * (hi - lo)))
+    if n_signal < MIN_SIGNAL_FRACTION * arr.size:
+        raise InputError(source, f"holds almost no signal: {n_signal} of {arr.size} voxels lie above the background "
+                         f"value {lo:g} (fewer than {MIN_SIGNAL_FRACTION:.1%}); nothing to enhance")
 
 
 def world_bounding_box(affine: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -64,6 +64,17 @@ def test_constant_volume(tmp_path):
     _raises(save(tmp_path / "zero.nii.gz", np.zeros((8, 8, 8), np.float32)), "constant")
 
 
+def test_nearly_empty_volume_is_refused_as_loaded(tmp_path):
+    """A handful of non-zero voxels is refused before resampling, whose ringing would hide it."""
+    vol = np.zeros((40, 40, 40), np.float32)
+    vol[20, 20, 20:25] = 100.0  # 5 of 64,000 voxels
+    _raises(save(tmp_path / "dots.nii.gz", vol), r"almost no signal: 5 of 64000 voxels")
+    vol[10:30, 10:30, 10:30] = 50.0  # a real object: accepted
+    from shared_transforms.io import LoadVolume
+
+    assert LoadVolume()(save(tmp_path / "head.nii.gz", vol)).shape == (1, 40, 40, 40)
+
+
 def test_singular_and_nonfinite_affine(tmp_path):
     bad = np.eye(4)
     bad[2, 2] = 0
