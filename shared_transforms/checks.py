@@ -124,22 +124,50 @@ def fov_overlap_fraction(affine_a, shape_a, affine_b, shape_b) -> float:
     return float(inter / smaller) if smaller > 0 else 0.0
 
 
+def fov_coverage_fraction(affine_a, shape_a, affine_b, shape_b) -> float:
+    """Fraction of volume b's world bounding box that volume a's box covers (1 = a covers all of b)."""
+    a0, a1 = world_bounding_box(affine_a, shape_a)
+    b0, b1 = world_bounding_box(affine_b, shape_b)
+    inter = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None).prod()
+    size_b = np.prod(b1 - b0)
+    return float(inter / size_b) if size_b > 0 else 0.0
+
+
 def check_fov_overlap(
-    affine_a, shape_a, affine_b, shape_b, source: str, min_fraction: float = 0.5
+    affine_a, shape_a, affine_b, shape_b, source: str, min_fraction: float = 0.5, of_second: bool = False
 ) -> float:
     """Raise when two volumes (e.g. a low/high-field pair) do not share a field of view.
 
     Args:
         min_fraction: the least fraction of the smaller field of view the other must cover; a pair of scans of the
             same head overlaps almost fully, so less than half means a wrong pair or a wrong affine.
+        of_second: measure the fraction of the second volume's field of view (the training target) that the first
+            covers, instead of the smaller one's: a low field that covers a small part of its high field would
+            otherwise pass, since that small part lies wholly inside the high field.
     Returns:
         the overlap fraction.
     """
-    frac = fov_overlap_fraction(affine_a, shape_a, affine_b, shape_b)
+    if of_second:
+        frac = fov_coverage_fraction(affine_a, shape_a, affine_b, shape_b)
+        what = "of the reference's field of view covered"
+    else:
+        frac = fov_overlap_fraction(affine_a, shape_a, affine_b, shape_b)
+        what = "shared"
     if frac < min_fraction:
         raise InputError(
             source,
-            f"fields of view do not overlap (only {100 * frac:.0f}% shared, need {100 * min_fraction:.0f}%): "
+            f"fields of view do not overlap (only {100 * frac:.0f}% {what}, need {100 * min_fraction:.0f}%): "
             "check that the low- and high-field files belong to the same subject and carry correct affines",
         )
     return frac
+
+
+def check_same_grid(affine_a, shape_a, affine_b, shape_b, source: str, tol_mm: float = 1e-3) -> None:
+    """Raise unless two volumes (a mask and its image) have the same shape and the same voxel-to-world affine."""
+    if tuple(int(v) for v in shape_a) != tuple(int(v) for v in shape_b):
+        raise InputError(source, f"mask shape {tuple(int(v) for v in shape_a)} differs from its image's "
+                         f"{tuple(int(v) for v in shape_b)}: a mask must lie on its image's voxel grid")
+    diff = float(np.abs(np.asarray(affine_a, dtype=np.float64) - np.asarray(affine_b, dtype=np.float64)).max())
+    if diff > tol_mm:
+        raise InputError(source, f"mask affine differs from its image's (by up to {diff:.3g} mm): a mask must lie on "
+                         "its image's voxel grid")

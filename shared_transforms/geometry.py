@@ -17,7 +17,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, ResampleToMatchd, SpatialResample, Transform
 
-from .checks import check_fov_overlap
+from .checks import check_fov_overlap, check_same_grid
 
 #: Seed 002 (section 2.3.1): the grids its low- and high-field volumes were resampled to.
 SEED002_LOW_FIELD = {"spatial_shape": (112, 138, 40), "spacing_mm": (1.6, 1.6, 5.0)}
@@ -123,7 +123,27 @@ class CheckFieldOfViewd(MapTransform):
             img = d[key]
             names = [str(getattr(x, "meta", {}).get("filename_or_obj", k)) for x, k in ((img, key), (ref, self.ref_key))]
             check_fov_overlap(img.affine, img.shape[1:], ref.affine, ref.shape[1:], source=" and ".join(names),
-                              min_fraction=self.min_fraction)
+                              min_fraction=self.min_fraction, of_second=True)
+        return d
+
+
+class CheckSameGridd(MapTransform):
+    """Raise a clear error, naming both files, when ``keys`` (a mask) do not lie on ``ref_key``'s voxel grid (shape
+    and affine); a mask on another grid would be silently misaligned in training. Missing keys are skipped."""
+
+    def __init__(self, keys: KeysCollection, ref_key: str, allow_missing_keys: bool = True):
+        super().__init__(keys, allow_missing_keys)
+        self.ref_key = ref_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        ref = d[self.ref_key]
+        for key in self.key_iterator(d):
+            img = d[key]
+            if img is None:
+                continue
+            names = [str(getattr(x, "meta", {}).get("filename_or_obj", k)) for x, k in ((img, key), (ref, self.ref_key))]
+            check_same_grid(img.affine, img.shape[1:], ref.affine, ref.shape[1:], source=" and ".join(names))
         return d
 
 

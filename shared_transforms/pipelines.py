@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from monai.transforms import EnsureTyped, Orientationd, Spacingd
 
-from .geometry import CheckFieldOfViewd, ResampleToMatchKeepSourced, SliceAlongAcquisitiond
+from .geometry import CheckFieldOfViewd, CheckSameGridd, ResampleToMatchKeepSourced, SliceAlongAcquisitiond
 from .intensity import BrainMaskd, PercentileNormalized
 from .io import LoadVolumed
 
@@ -46,7 +46,8 @@ def pair_transforms(
 ) -> list:
     """Align a low/high pair on the high-field grid (keys ``image`` = low, ``label`` = high, optional ``mask``).
 
-    Raises a clear error when the pair's fields of view do not overlap. Shapes after: ``(1, X, Y, Z)`` each.
+    Raises a clear error naming the files when the low field covers less than half of the high field's field of
+    view, or when the mask does not lie on the high field's voxel grid. Shapes after: ``(1, X, Y, Z)`` each.
     ``slice_along_acquisition`` (for 2D slice models, with ``track_meta=False``): reorder the three volumes so that
     slices along the first spatial axis follow the low field's acquisition (:class:`.geometry.SliceAlongAcquisitiond`).
     """
@@ -54,6 +55,7 @@ def pair_transforms(
     return [
         LoadVolumed(keys, allow_missing_keys=True),
         CheckFieldOfViewd("image", ref_key="label"),
+        CheckSameGridd("mask", ref_key="label"),
         Orientationd(keys, axcodes="RAS", allow_missing_keys=True),
         Spacingd(["label", "mask"], pixdim=tuple(target_spacing), mode=[3, "nearest"], padding_mode="border",
                  allow_missing_keys=True),

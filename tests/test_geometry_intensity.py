@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import numpy as np
 import pytest
 import torch
 from conftest import phantom
 from monai.data import MetaTensor
-from monai.transforms import ResampleToMatchd
+from monai.transforms import Compose, ResampleToMatchd
 
 from shared_transforms.errors import InputError
 from shared_transforms.geometry import (
@@ -71,6 +74,38 @@ def test_field_of_view_check_names_both_files(tiny_pair):
     with pytest.raises(InputError, match="do not overlap") as info:
         CheckFieldOfViewd("low", ref_key="high")(d)
     assert "s1_low" in str(info.value) and "s1_high" in str(info.value)
+
+
+def test_a_low_field_covering_a_small_part_of_its_high_field_is_refused(tiny_pair, tmp_path):
+    """The overlap is measured against the high field (the training target), not the smaller box: a low field that
+    lies wholly inside its high field but covers 28 % of it is a wrong pair."""
+    from conftest import save
+
+    part = save(tmp_path / "part_low.nii.gz", phantom((4, 14, 5)) + 0.5, np.diag([2.0, 2.0, 4.0, 1.0]))
+    d = LoadVolumed(["low", "high"])({"low": part, "high": tiny_pair["high"]})
+    with pytest.raises(InputError, match=r"only 28% of the reference's field of view covered") as info:
+        CheckFieldOfViewd("low", ref_key="high")(d)
+    assert "part_low" in str(info.value) and "s1_high" in str(info.value)
+
+
+def test_a_mask_off_its_image_grid_is_refused_naming_both_files(tiny_pair, tmp_path):
+    from conftest import save
+
+    from shared_transforms.pipelines import pair_transforms
+
+    run = Compose(pair_transforms())
+    good = run({"image": tiny_pair["low"], "label": tiny_pair["high"], "mask": tiny_pair["mask"]})
+    assert good["mask"].shape == good["label"].shape
+    wrong_shape = save(tmp_path / "m_shape.nii.gz", (phantom((24, 28, 19)) > 0.1).astype(np.uint8))
+    shifted = np.eye(4)
+    shifted[0, 3] = 3.0
+    wrong_grid = save(tmp_path / "m_grid.nii.gz", (phantom() > 0.1).astype(np.uint8), shifted)
+    for mask, match in ((wrong_shape, r"mask shape \(24, 28, 19\) differs"), (wrong_grid, "mask affine differs")):
+        with pytest.raises(RuntimeError) as info:  # MONAI's Compose wraps the transform's error
+            run({"image": tiny_pair["low"], "label": tiny_pair["high"], "mask": mask})
+        err = info.value.__cause__
+        assert isinstance(err, InputError) and re.search(match, str(err))
+        assert os.path.basename(mask) in str(err) and "s1_high" in str(err)
 
 
 def test_percentile_normalisation():
