@@ -66,7 +66,32 @@ def check_shape(shape: Sequence[int], source: str | os.PathLike | None) -> tuple
         raise InputError(source, str(err)) from None
     if min(shape3) < 2:
         raise InputError(source, f"is not a 3D volume: shape {tuple(shape)} has an axis shorter than 2 voxels")
+    limit = max_voxels()
+    n = int(np.prod(np.asarray(shape3, dtype=np.int64)))
+    if n > limit:
+        raise InputError(source, f"its header claims {n:,} voxels {tuple(shape3)}, more than the limit of {limit:,}; "
+                         f"if the volume is real, raise the limit with the environment variable {MAX_VOXELS_ENV}")
     return shape3  # type: ignore[return-value]
+
+
+#: The most voxels a volume may claim before anything is allocated: 2**28 (1 GiB as float32; a 0.5 mm whole head,
+#: 512 x 512 x 512, is 2**27). Overridden by the environment variable :data:`MAX_VOXELS_ENV`.
+MAX_VOXELS = 2**28
+MAX_VOXELS_ENV = "LFMRI_MAX_VOXELS"
+
+
+def max_voxels() -> int:
+    """The voxel-count limit: ``$LFMRI_MAX_VOXELS`` when set (a positive integer), else :data:`MAX_VOXELS`."""
+    value = os.environ.get(MAX_VOXELS_ENV)
+    if value in (None, ""):
+        return MAX_VOXELS
+    try:
+        limit = int(float(value))
+    except ValueError:
+        raise InputError(MAX_VOXELS_ENV, f"must be a positive integer, got {value!r}") from None
+    if limit < 1:
+        raise InputError(MAX_VOXELS_ENV, f"must be a positive integer, got {value!r}")
+    return limit
 
 
 def check_affine(affine: np.ndarray, source: str | os.PathLike | None) -> None:

@@ -58,7 +58,11 @@ class LoadVolume(Transform):
         if not is_nifti_path(path) and os.path.exists(path) and not os.path.isdir(path):
             raise InputError(path, "is not a NIfTI file (expected a .nii or .nii.gz name)")
         check_nifti_file(path)
-        img = self.loader(path)
+        try:
+            img = self.loader(path)
+        except (EOFError, OSError, ValueError, RuntimeError) as err:  # a truncated .gz or a short .nii
+            raise InputError(path, f"its voxel data could not be read ({type(err).__name__}: {err}); the file may "
+                             "be truncated or damaged") from None
         check_values(img.numpy() if isinstance(img, torch.Tensor) else img, path)
         return self.channel_first(img)
 

@@ -155,3 +155,28 @@ def test_save_volumed_refuses_to_overwrite_input(tmp_path):
     with pytest.raises(InputError):
         SaveVolumed("pred", output_dir=str(tmp_path), bundle_name="test")({"image": image, "pred": image})
     assert nib.load(decoy).get_fdata().shape == (24, 28, 20)
+
+
+def test_a_header_claiming_billions_of_voxels_is_refused_before_allocating(tmp_path, monkeypatch):
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    img.header.set_data_shape((2000, 2000, 1000))  # 4e9 voxels claimed, 256 bytes of data
+    path = tmp_path / "huge.nii"
+    with open(path, "wb") as f:
+        f.write(img.header.binaryblock + b"\0" * 4 + np.zeros(64, np.float32).tobytes())
+    _raises(str(path), r"claims 4,000,000,000 voxels .*LFMRI_MAX_VOXELS")
+    small = save(tmp_path / "small.nii.gz", np.random.default_rng(0).random((8, 8, 8)).astype(np.float32))
+    monkeypatch.setenv("LFMRI_MAX_VOXELS", "100")
+    _raises(small, r"claims 512 voxels .*limit of 100")
+    monkeypatch.setenv("LFMRI_MAX_VOXELS", "many")
+    with pytest.raises(InputError, match="LFMRI_MAX_VOXELS: must be a positive integer"):
+        LoadVolume()(small)
+
+
+def test_a_truncated_gzip_names_the_file(tmp_path):
+    good = save(tmp_path / "vol.nii.gz", np.random.default_rng(0).random((32, 32, 32)).astype(np.float32))
+    data = open(good, "rb").read()
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    _raises(str(cut), r"voxel data could not be read \(EOFError.*truncated or damaged")
