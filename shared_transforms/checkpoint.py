@@ -28,6 +28,8 @@ ZOO_FILE_LIMIT_BYTES = 25 * 1024 * 1024
 
 LARGE_FILES = "large_files.yml"
 HASH_TYPE = "sha256"
+#: the interval training states MONAI's CheckpointSaver writes (``checkpoint_epoch=N.pt``)
+EPOCH_STATE = re.compile(r"checkpoint_epoch=(\d+)\.pt")
 
 
 def file_hash(path: str | os.PathLike, hash_type: str = HASH_TYPE) -> str:
@@ -156,7 +158,7 @@ def latest_training_state(output_dir: str | os.PathLike, final_name: str = "chec
     epochs = []
     if os.path.isdir(output_dir):
         for name in os.listdir(output_dir):
-            found = re.fullmatch(r"checkpoint_epoch=(\d+)\.pt", name)
+            found = EPOCH_STATE.fullmatch(name)
             if found:
                 epochs.append((int(found.group(1)), os.path.join(output_dir, name)))
     if not epochs:
@@ -212,7 +214,7 @@ RUN_FILE = "run.json"
 def _training_states(output_dir: str) -> list[str]:
     if not os.path.isdir(output_dir):
         return []
-    return sorted(n for n in os.listdir(output_dir) if n == "checkpoint.pt" or re.fullmatch(r"checkpoint_epoch=\d+\.pt", n))
+    return sorted(n for n in os.listdir(output_dir) if n == "checkpoint.pt" or EPOCH_STATE.fullmatch(n))
 
 
 def claim_run(output_dir: str | os.PathLike, identity: Mapping, resume) -> str:

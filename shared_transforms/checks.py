@@ -140,22 +140,25 @@ def world_bounding_box(affine: np.ndarray, shape: Sequence[int]) -> tuple[np.nda
     return world.min(axis=1), world.max(axis=1)
 
 
-def fov_overlap_fraction(affine_a, shape_a, affine_b, shape_b) -> float:
-    """Fraction of the smaller of two world bounding boxes that the other one covers (0 = disjoint)."""
+def _box_intersection(affine_a, shape_a, affine_b, shape_b) -> tuple[float, float, float]:
+    """World-box volumes (mm^3) of the intersection, of a and of b."""
     a0, a1 = world_bounding_box(affine_a, shape_a)
     b0, b1 = world_bounding_box(affine_b, shape_b)
     inter = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None).prod()
-    smaller = min(np.prod(a1 - a0), np.prod(b1 - b0))
-    return float(inter / smaller) if smaller > 0 else 0.0
+    return float(inter), float(np.prod(a1 - a0)), float(np.prod(b1 - b0))
+
+
+def fov_overlap_fraction(affine_a, shape_a, affine_b, shape_b) -> float:
+    """Fraction of the smaller of two world bounding boxes that the other one covers (0 = disjoint)."""
+    inter, size_a, size_b = _box_intersection(affine_a, shape_a, affine_b, shape_b)
+    smaller = min(size_a, size_b)
+    return inter / smaller if smaller > 0 else 0.0
 
 
 def fov_coverage_fraction(affine_a, shape_a, affine_b, shape_b) -> float:
     """Fraction of volume b's world bounding box that volume a's box covers (1 = a covers all of b)."""
-    a0, a1 = world_bounding_box(affine_a, shape_a)
-    b0, b1 = world_bounding_box(affine_b, shape_b)
-    inter = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None).prod()
-    size_b = np.prod(b1 - b0)
-    return float(inter / size_b) if size_b > 0 else 0.0
+    inter, _, size_b = _box_intersection(affine_a, shape_a, affine_b, shape_b)
+    return inter / size_b if size_b > 0 else 0.0
 
 
 def check_fov_overlap(
@@ -189,9 +192,10 @@ def check_fov_overlap(
 
 def check_same_grid(affine_a, shape_a, affine_b, shape_b, source: str, tol_mm: float = 1e-3) -> None:
     """Raise unless two volumes (a mask and its image) have the same shape and the same voxel-to-world affine."""
-    if tuple(int(v) for v in shape_a) != tuple(int(v) for v in shape_b):
-        raise InputError(source, f"mask shape {tuple(int(v) for v in shape_a)} differs from its image's "
-                         f"{tuple(int(v) for v in shape_b)}: a mask must lie on its image's voxel grid")
+    shape_a, shape_b = tuple(int(v) for v in shape_a), tuple(int(v) for v in shape_b)
+    if shape_a != shape_b:
+        raise InputError(source, f"mask shape {shape_a} differs from its image's {shape_b}: a mask must lie on its "
+                         "image's voxel grid")
     diff = float(np.abs(np.asarray(affine_a, dtype=np.float64) - np.asarray(affine_b, dtype=np.float64)).max())
     if diff > tol_mm:
         raise InputError(source, f"mask affine differs from its image's (by up to {diff:.3g} mm): a mask must lie on "

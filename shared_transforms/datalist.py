@@ -196,7 +196,7 @@ def output_stems(paths: Sequence[str], subjects: Sequence[str] | None = None) ->
     if len(set(stems)) == len(stems):
         return stems
     if subjects is not None and len(set(map(str, subjects))) == len(subjects):
-        return [f"{s}_{stem}" if not stem.startswith(str(s)) else stem for s, stem in zip(subjects, stems)]
+        return [f"{s}_{stem}" for s, stem in zip(subjects, stems)]
     common = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
     rel = [os.path.join(os.path.relpath(os.path.dirname(os.path.abspath(p)), common), st) for p, st in zip(paths, stems)]
     rel = [os.path.normpath(r).replace(os.sep, "_").lstrip("._") or st for r, st in zip(rel, stems)]

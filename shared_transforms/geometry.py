@@ -106,6 +106,11 @@ class ResampleToShapeSpacingd(MapTransform):
         return d
 
 
+def _file_name(img, key) -> str:
+    """The file a loaded volume came from (its meta's ``filename_or_obj``), else its key."""
+    return str(getattr(img, "meta", {}).get("filename_or_obj", key))
+
+
 class CheckFieldOfViewd(MapTransform):
     """Raise a clear error when a volume (e.g. ``low``) does not overlap the reference (e.g. ``high``).
 
@@ -121,8 +126,8 @@ class CheckFieldOfViewd(MapTransform):
         ref = d[self.ref_key]
         for key in self.key_iterator(d):
             img = d[key]
-            names = [str(getattr(x, "meta", {}).get("filename_or_obj", k)) for x, k in ((img, key), (ref, self.ref_key))]
-            check_fov_overlap(img.affine, img.shape[1:], ref.affine, ref.shape[1:], source=" and ".join(names),
+            names = _file_name(img, key) + " and " + _file_name(ref, self.ref_key)
+            check_fov_overlap(img.affine, img.shape[1:], ref.affine, ref.shape[1:], source=names,
                               min_fraction=self.min_fraction, of_second=True)
         return d
 
@@ -142,8 +147,8 @@ class CheckSameGridd(MapTransform):
             img = d[key]
             if img is None:
                 continue
-            names = [str(getattr(x, "meta", {}).get("filename_or_obj", k)) for x, k in ((img, key), (ref, self.ref_key))]
-            check_same_grid(img.affine, img.shape[1:], ref.affine, ref.shape[1:], source=" and ".join(names))
+            names = _file_name(img, key) + " and " + _file_name(ref, self.ref_key)
+            check_same_grid(img.affine, img.shape[1:], ref.affine, ref.shape[1:], source=names)
         return d
 
 

@@ -138,6 +138,12 @@ def write_nifti_atomic(
     return path
 
 
+def output_stem_of(data: Mapping, source: str | os.PathLike) -> str:
+    """The name stem of an item's outputs: its ``output_stem`` (unique within the run,
+    :func:`shared_transforms.datalist.output_stems`), else the input file's stem."""
+    return data.get("output_stem") or nifti_stem(source)
+
+
 def output_path_for(input_path: str | os.PathLike, output_dir: str | os.PathLike, bundle_name: str, suffix="") -> str:
     """``<output_dir>/<input name>_<bundle><suffix>.nii.gz`` (the contract's output name); ``input_path`` may be the
     input file or its output stem (:func:`shared_transforms.datalist.output_stems`)."""
@@ -205,8 +211,7 @@ class SaveVolumed(MapTransform):
                 affine = dst_affine
                 if clip:
                     pred = pred.clamp(0.0, 1.0)
-            stem = d.get("output_stem") or nifti_stem(source)  # unique within the run (datalist.output_stems)
-            path = output_path_for(stem, self.output_dir, self.bundle_name, self.suffixes.get(key, ""))
+            path = output_path_for(output_stem_of(d, source), self.output_dir, self.bundle_name, self.suffixes.get(key, ""))
             grid = "input grid" if self.resample_to_input else "target grid"
             desc = f"{self.bundle_name} {self.description if clip else key} {grid}"
             self.written.append(write_nifti_atomic(torch.as_tensor(pred)[0], affine, path, desc, inputs=[source]))

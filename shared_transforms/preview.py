@@ -15,7 +15,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from .files import atomic_path
-from .io import nifti_stem
+from .io import output_stem_of
 
 
 def _volume(x) -> np.ndarray:
@@ -85,8 +85,7 @@ class SavePreviewd(MapTransform):
         titles = [self.titles[self.keys.index(k)] if self.titles else str(k) for k in keys]
         volumes = [_volume(d[k]) for k in keys]
         ranges = [(0.0, float(np.percentile(v, 99.5)) or 1.0) if "std" in str(k) else None for k, v in zip(keys, volumes)]
-        stem = d.get("output_stem") or nifti_stem(source)  # the run's unique name (datalist.output_stems)
-        path = os.path.join(self.output_dir, f"{stem}_{self.bundle_name}.png")
+        path = os.path.join(self.output_dir, f"{output_stem_of(d, source)}_{self.bundle_name}.png")
         d["preview_path"] = save_preview(volumes, titles, path, ranges)
         print(f"[{self.bundle_name}] wrote {os.path.abspath(path)}", flush=True)
         return d

@@ -163,18 +163,18 @@ def nested_splits(subjects: list[str], n_val: int, n_test: int, seed: int) -> di
 
     Subject ``sub-XXX`` is the same anatomy (the same deformation seed) in every set, whatever its degradation. So
     that no set's test anatomy is another set's training anatomy (and sets can be trained on together, see
-    ``--merge``), the first 16 subjects keep the first demo set's split (:func:`split_subjects` of 16 with 3 / 3 and
+    ``tools/merge_datalists.py``), the first 16 subjects keep the first demo set's split (:func:`split_subjects` of 16 with 3 / 3 and
     the same seed) and only the subjects beyond are split, seeded, into the remaining validation and test places.
     """
     first_n, first_val, first_test = DEFAULT_COUNTS["tissue_contrast"]
     if len(subjects) <= first_n or n_val < first_val or n_test < first_test:
         return split_subjects(subjects, n_val, n_test, seed)
-    first = split_subjects(subjects[:first_n], first_val, first_test, seed)
-    rest = split_subjects(subjects[first_n:], n_val - first_val, n_test - first_test, seed) if (
-        n_val - first_val + n_test - first_test < len(subjects) - first_n) else None
-    if rest is None:
+    rest_val, rest_test = n_val - first_val, n_test - first_test
+    if rest_val + rest_test >= len(subjects) - first_n:
         raise SystemExit(f"{len(subjects)} subjects cannot give {n_val} validation + {n_test} testing subjects "
                          "with the first 16's split kept")
+    first = split_subjects(subjects[:first_n], first_val, first_test, seed)
+    rest = split_subjects(subjects[first_n:], rest_val, rest_test, seed)
     return {k: sorted(first[k] + rest[k]) for k in first}
 
 
