@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import InputError
-from .files import write_text_atomic
+from .files import safe_name, write_text_atomic
 from .input_kinds import DEFAULT_KIND, InputKind, input_kind
 from .io import nifti_stem
 
@@ -154,10 +154,18 @@ def write_datalist(
     return out
 
 
-def merge_datalists(sources: Mapping[str, str | os.PathLike], path: str | os.PathLike) -> dict[str, list[dict]]:
+def merge_datalists(
+    sources: Mapping[str, str | os.PathLike],
+    path: str | os.PathLike,
+    training_repeats: Mapping[str, int] | None = None,
+) -> dict[str, list[dict]]:
     """One datalist from several, split by split: ``sources`` maps a short name (e.g. a scanner or a simulator) to a
     datalist JSON; each item keeps its split, its subject becomes ``<name>_<subject>`` (unique output names), gains
     ``"source": name``, and its paths point to the same files from the new datalist's folder. Written atomically.
+
+    ``training_repeats`` maps a source name to how many times its training items are listed (default 1): a weight
+    on that source in every epoch, e.g. to keep what a fine-tuned model knew of its first data. Validation and
+    testing items are listed once, whatever the weight.
 
     The same anatomy may sit in two sources (the demo sets share theirs); whoever merges them keeps the splits of
     those sources consistent (``tools/make_demo_data.py`` does) so that no test subject of one is trained on in the
@@ -166,6 +174,12 @@ def merge_datalists(sources: Mapping[str, str | os.PathLike], path: str | os.Pat
     path = os.fspath(path)
     base = os.path.dirname(os.path.abspath(path))
     out: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    repeats = {str(k): v for k, v in (training_repeats or {}).items()}
+    for name, n in repeats.items():
+        if name not in sources:
+            raise InputError(str(path), f"training_repeats names {name!r}, which is not a source ({', '.join(sources)})")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise InputError(str(path), f"training_repeats[{name!r}] must be an integer >= 1, got {n!r}")
     for name, src in sources.items():
         if not str(name) or any(c in str(name) for c in "/\\:"):
             raise InputError(str(src), f"source name {name!r} must be non-empty, without / \\ or :")
@@ -177,7 +191,7 @@ def merge_datalists(sources: Mapping[str, str | os.PathLike], path: str | os.Pat
                     if it.get(key):
                         it[key] = os.path.relpath(it[key], base)
                 it["subject"], it["source"] = f"{name}_{it['subject']}", str(name)
-                out[split].append(it)
+                out[split].extend([it] * (repeats.get(str(name), 1) if split == "training" else 1))
     write_text_atomic(path, json.dumps(out, indent=2))
     return out
 
@@ -195,8 +209,10 @@ def output_stems(paths: Sequence[str], subjects: Sequence[str] | None = None) ->
     stems = [nifti_stem(p) for p in paths]
     if len(set(stems)) == len(stems):
         return stems
-    if subjects is not None and len(set(map(str, subjects))) == len(subjects):
-        return [f"{s}_{stem}" for s, stem in zip(subjects, stems)]
+    if subjects is not None:
+        named = [f"{safe_name(s)}_{stem}" for s, stem in zip(subjects, stems)]  # an id like ../x stays inside
+        if len(set(named)) == len(named):
+            return named
     common = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
     rel = [os.path.join(os.path.relpath(os.path.dirname(os.path.abspath(p)), common), st) for p, st in zip(paths, stems)]
     rel = [os.path.normpath(r).replace(os.sep, "_").lstrip("._") or st for r, st in zip(rel, stems)]
@@ -216,7 +232,8 @@ def inference_items(
 ) -> list[dict]:
     """What a bundle's inference runs on: ``[{"image": path, "output_stem": name}]`` from one file, a folder (its
     files of the input ``kind``'s endings, sorted by name) or a datalist JSON (the ``kind.inference_key`` files of
-    its ``split``); ``output_stem`` from :func:`output_stems`, unique within the run (checked before computing)."""
+    its ``split``; other keys, ``subject`` and ``high`` included, are optional and not read); ``output_stem`` from
+    :func:`output_stems`, unique within the run (checked before computing)."""
     kind = input_kind(kind)
     input_path = os.fspath(input_path)
     subjects = None
@@ -226,8 +243,11 @@ def inference_items(
             raise InputError(input_path, f"folder holds no input files ({' or '.join(kind.suffixes)})")
         paths = [os.path.join(input_path, f) for f in files]
     elif input_path.lower().endswith(".json"):
-        items = load_split(input_path, split, required_keys=("subject", kind.inference_key))
-        paths, subjects = [it[kind.inference_key] for it in items], [str(it["subject"]) for it in items]
+        # only the files inference reads are resolved and checked (a test list's high fields may live elsewhere)
+        items = load_split(input_path, split, required_keys=(kind.inference_key,), path_keys=(kind.inference_key,))
+        paths = [it[kind.inference_key] for it in items]
+        if all(it.get("subject") not in (None, "") for it in items):
+            subjects = [str(it["subject"]) for it in items]
     elif not os.path.exists(input_path):
         raise InputError(input_path, "file not found")
     else:

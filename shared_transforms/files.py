@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 
 #: Prefix of the temporary files :func:`atomic_path` makes (beside the target): ``.tmp_<pid>_<random><ending>``.
 TMP_PREFIX = ".tmp_"
@@ -59,12 +59,53 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             os.remove(tmp)
 
 
+@contextmanager
+def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[str]]:
+    """:func:`atomic_path` for files that belong together (an image and its uncertainty map): yields one temporary
+    per path, and renames them all only when the block ends without an error, one rename after another, so a crash
+    or a kill during the (long) writing leaves none of them half-written or alone; only a kill within the renames
+    themselves (microseconds) could. The temporaries are removed when the block raises."""
+    with ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_path(p)) for p in paths]
+        yield tmps
+    # ExitStack leaves the contexts in reverse order: each renames its temporary; on an error each removes it
+
+
 def write_text_atomic(path: str | os.PathLike, text: str, newline: str | None = None) -> str:
     """Write ``text`` to ``path`` atomically (see :func:`atomic_path`). Returns the absolute path."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline=newline) as f:
             f.write(text)
     return os.path.abspath(os.fspath(path))
+
+
+def check_writable_folder(folder: str | os.PathLike) -> str:
+    """Create ``folder`` if needed and write and remove a probe file in it, so that a run that could not save its
+    results says so before computing them. Raises :class:`~shared_transforms.errors.InputError` naming the folder.
+    Returns the absolute folder."""
+    from .errors import InputError
+
+    folder = os.path.abspath(os.fspath(folder))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}_", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise InputError(folder, f"output folder cannot be written ({type(err).__name__}: {err.strerror or err}); "
+                         "choose another --output_dir") from None
+    return folder
+
+
+def safe_name(text: str) -> str:
+    """``text`` as one file-name component: every run of characters other than letters, digits, ``.``, ``-`` and
+    ``_`` becomes ``_``, and leading dots and underscores go, so an id such as ``../x`` or ``a/b`` can never name a
+    file outside its folder (``"../x"`` -> ``"x"``, ``"thick 3 mm"`` -> ``"thick_3_mm"``). Raises ``ValueError`` when
+    nothing is left."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).lstrip("._").rstrip("_")
+    if not name:
+        raise ValueError(f"{text!r} gives no usable file name")
+    return name
 
 
 def _alive(pid: int) -> bool:

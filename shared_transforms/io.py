@@ -4,7 +4,7 @@ Reading reuses MONAI ``LoadImage`` (nibabel reader) and ``EnsureChannelFirst``; 
 bad input of the bundle contract *before* anything runs, so the error names the file and the problem.
 Writing is by hand (nibabel) because MONAI's ``SaveImage`` writes in place: here a volume goes through
 :func:`shared_transforms.files.atomic_path`, so a crash never leaves a half-written NIfTI, and a file this project
-did not write is never overwritten.
+did not write is never overwritten (:mod:`shared_transforms.ownership`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, Spatia
 
 from .checks import check_nifti_file, check_values, is_nifti_path
 from .errors import InputError
-from .files import atomic_path
+from .files import atomic_path, atomic_paths
+from .ownership import check_replaceable, ownership_mark
 
-#: Every NIfTI this project writes carries this prefix in its header description, so it can tell its own outputs
-#: (which a re-run may replace) from a user's files (which are never overwritten).
-DESCRIPTION_PREFIX = "lfmri"
 NORMALISED_NOTE = "intensity [0,1] (p1-p99 normalised)"
 
 
@@ -81,58 +79,51 @@ class LoadVolumed(MapTransform):
         return d
 
 
-def check_output_path(path: str | os.PathLike, inputs: Sequence[str | os.PathLike] = ()) -> str:
-    """Refuse to write over an input of this run or over any existing file this project did not write."""
-    path = os.path.abspath(os.fspath(path))
-    if not os.path.exists(path):
-        return path
-    for src in inputs:
-        src = os.fspath(src) if src else ""
-        if src and os.path.exists(src) and os.path.samefile(path, src):
-            raise InputError(path, "output would overwrite an input file; choose another --output_dir")
-    if os.path.exists(path):
-        try:
-            descrip = nib.load(path).header.get("descrip")
-            descrip = descrip.tobytes().decode("latin-1") if descrip is not None else ""
-        except Exception:
-            descrip = ""
-        if not descrip.startswith(DESCRIPTION_PREFIX):
-            raise InputError(path, "exists and was not written by this project; refusing to overwrite it")
-    return path
+def nifti_image(
+    data: np.ndarray | torch.Tensor,
+    affine: np.ndarray | torch.Tensor,
+    owner: str,
+    description: str = "",
+    dtype: np.dtype | type = np.float32,
+) -> nib.Nifti1Image:
+    """A 3D volume ``(X, Y, Z)`` (or ``(1, X, Y, Z)``) as a NIfTI image in mm, marked as ``owner``'s
+    (:mod:`shared_transforms.ownership`): the header's 80-character ``descrip`` is ``lfmri:<owner> <description>``.
+
+    Args:
+        affine: 4x4 voxel-to-world matrix in mm (written as both qform and sform).
+        dtype: the on-disk type; float data into an integer type gets nibabel's ``scl_slope`` / ``scl_inter``.
+    """
+    arr = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3:
+        raise ValueError(f"a NIfTI volume must be 3D, got shape {arr.shape}")
+    aff = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    img = nib.Nifti1Image(arr, aff.astype(np.float64))
+    img.set_data_dtype(dtype)
+    img.set_qform(aff, code=1)
+    img.set_sform(aff, code=1)
+    img.header.set_xyzt_units("mm")
+    img.header["descrip"] = f"{ownership_mark(owner)} {description}".strip()[:79].encode("latin-1", "replace")
+    return img
 
 
 def write_nifti_atomic(
     data: np.ndarray | torch.Tensor,
     affine: np.ndarray | torch.Tensor,
     path: str | os.PathLike,
+    owner: str,
     description: str = "",
     inputs: Sequence[str | os.PathLike] = (),
     dtype: np.dtype | type = np.float32,
 ) -> str:
-    """Write a 3D volume ``(X, Y, Z)`` (or ``(1, X, Y, Z)``) as NIfTI via a temporary file and an atomic rename.
-
-    Args:
-        affine: 4x4 voxel-to-world matrix in mm (written as both qform and sform).
-        description: goes into the header's 80-character ``descrip`` after the project prefix.
-        inputs: files this output must never replace.
-    Returns:
-        the absolute path written.
-    """
-    path = check_output_path(path, inputs)
-    arr = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 3:
-        raise ValueError(f"write_nifti_atomic expects a 3D volume, got shape {arr.shape}")
-    aff = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    img = nib.Nifti1Image(arr, aff.astype(np.float64))
-    img.set_data_dtype(dtype)  # float data into an integer type: nibabel picks scl_slope / scl_inter
-    img.set_qform(aff, code=1)
-    img.set_sform(aff, code=1)
-    img.header.set_xyzt_units("mm")
-    img.header["descrip"] = f"{DESCRIPTION_PREFIX} {description}".strip()[:79].encode("latin-1", "replace")
+    """Write one volume (see :func:`nifti_image`) via a temporary file and an atomic rename; ``path`` may replace
+    only an earlier file of the same ``owner``, never one of ``inputs``
+    (:func:`shared_transforms.ownership.check_replaceable`). Returns the absolute path written."""
+    path = check_replaceable(path, owner, inputs)
+    img = nifti_image(data, affine, owner, description, dtype)
     with atomic_path(path) as tmp:
         nib.save(img, tmp)
     return path
@@ -156,7 +147,8 @@ class SaveVolumed(MapTransform):
     Used as the last postprocessing transform of every bundle's inference (one item of a decollated batch).
     The prediction is written on the grid of the preprocessed image ``ref_key`` (``target_spacing`` covering the
     input's field of view), or, with ``resample_to_input``, resampled by cubic spline onto the input file's own grid.
-    Intensities are clipped to [0, 1] and the header says so. Writing is atomic; inputs are never overwritten.
+    Intensities are clipped to [0, 1] and the header says so. Writing is atomic, an item's files (the image and its
+    maps) are renamed together, and only this bundle's own earlier outputs are ever replaced (never an input).
 
     Args:
         keys: prediction key(s), tensors ``(1, X, Y, Z)``; a second key gets its own suffix from ``suffixes``.
@@ -188,12 +180,27 @@ class SaveVolumed(MapTransform):
         self.description = description
         self.written: list[str] = []
 
+    def planned_paths(self, item: Mapping) -> list[str]:
+        """The files this writer will write for an inference item (``{"image": path, "output_stem": stem}``), so a
+        run can check them before computing anything."""
+        source = item.get(self.ref_key) if isinstance(item.get(self.ref_key), (str, os.PathLike)) else "volume"
+        stem = output_stem_of(item, source)
+        return [output_path_for(stem, self.output_dir, self.bundle_name, self.suffixes.get(k, "")) for k in self.keys]
+
+    def check_outputs(self, item: Mapping) -> None:
+        """Refuse, before computing, an item whose output would replace an input or a file this bundle did not
+        write."""
+        source = item.get(self.ref_key)
+        for path in self.planned_paths(item):
+            check_replaceable(path, self.bundle_name, [source] if isinstance(source, (str, os.PathLike)) else [])
+
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         ref = d[self.ref_key]
         if not isinstance(ref, MetaTensor):
             raise TypeError(f"SaveVolumed needs the MetaTensor '{self.ref_key}' for its grid")
         source = ref.meta.get("filename_or_obj", "volume")
+        paths, images = [], []
         for key in self.key_iterator(d):
             pred = torch.as_tensor(d[key]).detach().float().cpu()
             if pred.ndim == 3:
@@ -213,10 +220,16 @@ class SaveVolumed(MapTransform):
                     pred = pred.clamp(0.0, 1.0)
             path = output_path_for(output_stem_of(d, source), self.output_dir, self.bundle_name, self.suffixes.get(key, ""))
             grid = "input grid" if self.resample_to_input else "target grid"
-            desc = f"{self.bundle_name} {self.description if clip else key} {grid}"
-            self.written.append(write_nifti_atomic(torch.as_tensor(pred)[0], affine, path, desc, inputs=[source]))
-            d[f"{key}_path"] = self.written[-1]
-            print(f"[{self.bundle_name}] wrote {self.written[-1]}", flush=True)
+            paths.append(check_replaceable(path, self.bundle_name, [source]))
+            images.append(nifti_image(torch.as_tensor(pred)[0], affine, self.bundle_name,
+                                      f"{self.description if clip else key} {grid}"))
+            d[f"{key}_path"] = paths[-1]
+        with atomic_paths(paths) as tmps:  # the image and its maps appear together, or none of them
+            for img, tmp in zip(images, tmps):
+                nib.save(img, tmp)
+        for path in paths:
+            self.written.append(path)
+            print(f"[{self.bundle_name}] wrote {path}", flush=True)
         return d
 
 

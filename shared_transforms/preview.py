@@ -1,7 +1,7 @@
 """A PNG preview beside each output volume: the input and each result in three orthogonal mid slices.
 
 Matplotlib (headless ``Agg``) draws it; the file is written through
-:func:`shared_transforms.files.atomic_path`, like the volumes.
+:func:`shared_transforms.files.atomic_path` and marked as its writer's, like the volumes.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from monai.transforms import MapTransform
 
 from .files import atomic_path
 from .io import output_stem_of
+from .ownership import PNG_MARK_KEY, check_replaceable, ownership_mark
 
 
 def _volume(x) -> np.ndarray:
@@ -23,8 +24,9 @@ def _volume(x) -> np.ndarray:
     return arr[0] if arr.ndim == 4 else arr
 
 
-def save_preview(volumes: Sequence[np.ndarray], titles: Sequence[str], path: str, ranges=None) -> str:
-    """Rows = volumes ``(X, Y, Z)`` (RAS), columns = sagittal / coronal / axial mid slices; returns ``path``."""
+def save_preview(volumes: Sequence[np.ndarray], titles: Sequence[str], path: str, owner: str, ranges=None) -> str:
+    """Rows = volumes ``(X, Y, Z)`` (RAS), columns = sagittal / coronal / axial mid slices, written as ``owner``'s
+    (see :func:`save_figure_atomic`); returns ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,17 +43,19 @@ def save_preview(volumes: Sequence[np.ndarray], titles: Sequence[str], path: str
             ax.set_title(f"{title}: {view}", fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    return save_figure_atomic(fig, path, dpi=90)
+    return save_figure_atomic(fig, path, owner, dpi=90)
 
 
-def save_figure_atomic(fig, path: str, dpi: int = 100) -> str:
-    """Write a matplotlib figure to ``path`` through a temporary file in the same folder and a rename (never a
-    half-written PNG), then close the figure. Returns ``path``."""
+def save_figure_atomic(fig, path: str, owner: str, dpi: int = 100) -> str:
+    """Write a matplotlib figure to the PNG ``path`` through a temporary file in the same folder and a rename (never
+    a half-written PNG), marked as ``owner``'s; an existing file is replaced only when it is ``owner``'s own
+    (:mod:`shared_transforms.ownership`). Closes the figure. Returns ``path``."""
     import matplotlib.pyplot as plt
 
     try:
+        check_replaceable(path, owner)
         with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=dpi)
+            fig.savefig(tmp, dpi=dpi, metadata={PNG_MARK_KEY: ownership_mark(owner)})
     finally:
         plt.close(fig)
     return path
@@ -78,6 +82,18 @@ class SavePreviewd(MapTransform):
         self.output_dir, self.bundle_name, self.ref_key = output_dir, bundle_name, ref_key
         self.titles = list(titles) if titles else None
 
+    def _path(self, item: Mapping, source) -> str:
+        return os.path.join(self.output_dir, f"{output_stem_of(item, source)}_{self.bundle_name}.png")
+
+    def planned_paths(self, item: Mapping) -> list[str]:
+        """The PNG this writer will write for an inference item (``{"image": path, "output_stem": stem}``)."""
+        return [self._path(item, item.get(self.ref_key) or "volume")]
+
+    def check_outputs(self, item: Mapping) -> None:
+        """Refuse, before computing, an item whose preview would replace a file this bundle did not write."""
+        for path in self.planned_paths(item):
+            check_replaceable(path, self.bundle_name)
+
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         source = getattr(d[self.ref_key], "meta", {}).get("filename_or_obj", "volume")
@@ -85,7 +101,7 @@ class SavePreviewd(MapTransform):
         titles = [self.titles[self.keys.index(k)] if self.titles else str(k) for k in keys]
         volumes = [_volume(d[k]) for k in keys]
         ranges = [(0.0, float(np.percentile(v, 99.5)) or 1.0) if "std" in str(k) else None for k, v in zip(keys, volumes)]
-        path = os.path.join(self.output_dir, f"{output_stem_of(d, source)}_{self.bundle_name}.png")
-        d["preview_path"] = save_preview(volumes, titles, path, ranges)
+        path = self._path(d, source)
+        d["preview_path"] = save_preview(volumes, titles, path, self.bundle_name, ranges)
         print(f"[{self.bundle_name}] wrote {os.path.abspath(path)}", flush=True)
         return d

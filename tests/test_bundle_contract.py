@@ -37,8 +37,9 @@ def learned(name: str) -> bool:
     return (root(name) / "configs" / "train.json").is_file()
 
 
-def run_bundle(args: list[str], cwd: Path = REPO, timeout: int = 600, torchrun: int = 0) -> str:
-    """Run MONAI's bundle runner (or torchrun around it) and return its output; fail with the output on error."""
+def run_bundle(args: list[str], cwd: Path = REPO, timeout: int = 600, torchrun: int = 0, fails: bool = False) -> str:
+    """Run MONAI's bundle runner (or torchrun around it) and return its output; fail with the output on error (or,
+    with ``fails``, when it exits 0)."""
     env = dict(os.environ, OMP_NUM_THREADS="1" if torchrun else "2", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="")
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}", "-m",
@@ -47,7 +48,10 @@ def run_bundle(args: list[str], cwd: Path = REPO, timeout: int = 600, torchrun: 
         cmd = [sys.executable, "-m", "monai.bundle", "run", *args]
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
+    if fails:
+        assert proc.returncode != 0, f"{' '.join(cmd)} should have failed:\n{out[-6000:]}"
+    else:
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
     return out
 
 
@@ -276,9 +280,78 @@ def test_bad_inputs_get_clear_errors(name, tmp_path):
     with pytest.raises(InputError, match="contains 1 NaN") as info:
         _run_in_process(name, input_path=str(bad), output_dir=str(tmp_path / "o"), device="cpu")
     assert str(bad) in str(info.value)
-    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir()), "nothing half-written"
+    written = sorted(os.listdir(tmp_path / "o")) if (tmp_path / "o").exists() else []
+    assert written in ([], [f"{name}_summary.json"]), f"nothing half-written, got {written}"
     with pytest.raises(InputError, match="file not found"):
         _run_in_process(name, input_path=str(tmp_path / "missing.nii.gz"), output_dir=str(tmp_path / "o"))
+    # an output folder that cannot be made is named before anything is computed (issue 9.8)
+    (tmp_path / "a_file").write_text("x")
+    good = save(tmp_path / "good.nii.gz", phantom((16, 32, 24)))
+    with pytest.raises(InputError, match="output folder cannot be written") as info:
+        _run_in_process(name, input_path=good, output_dir=str(tmp_path / "a_file" / "o"), device="cpu")
+    assert str(tmp_path / "a_file" / "o") in str(info.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUNDLES)
+def test_a_batch_goes_on_past_bad_files(name, tmp_path):
+    """Issue 9.9 and 9.7, through the bundle runner: in a folder of four scans, one with a NaN and one whose output
+    name holds a user's file, the two good ones are written, the user's file is untouched, the summary names each
+    failure, the last line says so, and the run exits non-zero."""
+    if input_kind(name).name != "lowfield_nifti":
+        pytest.skip(f"{name} reads {input_kind(name).name} inputs; its batch test goes with its tiny-data writer")
+    src, out = tmp_path / "scans", tmp_path / "out"
+    src.mkdir(), out.mkdir()
+    for stem in ("a", "c", "d"):
+        save(src / f"{stem}.nii.gz", phantom((16, 32, 24)))
+    nan = phantom((16, 32, 24))
+    nan[3, 3, 3] = np.nan
+    save(src / "b.nii.gz", nan)
+    user = save(out / f"d_{name}.nii.gz", phantom((8, 8, 8)))  # a user's file where d's output would go
+    before = Path(user).read_bytes()
+    log = run_bundle(["--config_file", str(root(name) / "configs" / "inference.json"), "--input_path", str(src),
+                      "--output_dir", str(out), "--device", "cpu"], fails=True)
+    for stem in ("a", "c"):
+        _check_output(str(out / f"{stem}_{name}.nii.gz"), str(src / f"{stem}.nii.gz"))
+    assert not (out / f"b_{name}.nii.gz").exists() and Path(user).read_bytes() == before
+    summary = json.loads((out / f"{name}_summary.json").read_text())
+    assert [os.path.basename(s["input"]) for s in summary["succeeded"]] == ["a.nii.gz", "c.nii.gz"]
+    failed = {os.path.basename(f["input"]): f["reason"] for f in summary["failed"]}
+    assert set(failed) == {"b.nii.gz", "d.nii.gz"}
+    assert "NaN" in failed["b.nii.gz"] and "refusing to overwrite" in failed["d.nii.gz"]
+    last = log.strip().splitlines()[-1]
+    assert last.startswith(f"error: {out / f'{name}_summary.json'}: 2 of 4 inputs failed"), last
+
+
+def _last_line(log: str) -> str:
+    return log.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BUNDLES)
+def test_every_refusal_ends_with_one_line_naming_the_file(name, tmp_path):
+    """Issue 9.8, through the bundle runner: whichever way the inputs come (a file, a folder, a datalist to infer
+    from, a datalist to train on), a refusal's last line is ``error: <file>: <problem>``."""
+    kind = input_kind(name)
+    c = root(name) / "configs"
+    (tmp_path / "empty").mkdir()
+    listed = tmp_path / "listed.json"
+    listed.write_text(json.dumps({"testing": [{kind.inference_key: "gone.nii.gz"}]}))
+    cases = [
+        (str(tmp_path / "missing.nii.gz"), f"{tmp_path / 'missing.nii.gz'}: file not found"),
+        (str(tmp_path / "empty"), f"{tmp_path / 'empty'}: folder holds no input files"),
+        (str(listed), f"{tmp_path / 'gone.nii.gz'}: file not found (listed in {listed}"),
+    ]
+    for input_path, expected in cases:
+        log = run_bundle(["--config_file", str(c / "inference.json"), "--input_path", input_path, "--output_dir",
+                          str(tmp_path / "o"), "--device", "cpu"], fails=True)
+        assert _last_line(log).startswith(f"error: {expected}"), (input_path, _last_line(log))
+    if learned(name):
+        lacking = tmp_path / "lacking.json"
+        lacking.write_text(json.dumps({"training": [{"subject": "s0"}], "validation": [{"subject": "s1"}]}))
+        log = run_bundle(["--config_file", str(c / "train.json"), "--datalist", str(lacking), "--output_dir",
+                          str(tmp_path / "t"), "--max_epochs", "1"], fails=True)
+        assert _last_line(log).startswith(f"error: {lacking} ['training'][0]: item lacks the key(s)"), _last_line(log)
 
 
 @pytest.mark.parametrize("name", [b for b in BUNDLES if learned(b)])

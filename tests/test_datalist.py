@@ -150,6 +150,12 @@ def test_output_names_are_unique_within_a_run(tmp_path, tiny_pair):
     assert [it["output_stem"] for it in items] == ["sub-01_T1w", "sub-02_T1w"]
     assert output_stems([str(b) for b in bids]) == ["sub-01_anat_T1w", "sub-02_anat_T1w"]  # no subjects: paths
     assert output_stems(["x/a.nii.gz", "x/b.nii.gz"]) == ["a", "b"]  # unique stems stay as they are
+    # a subject id never takes an output outside the output folder (issue 9.10)
+    assert output_stems([str(b) for b in bids], ["../../etc", "a/b"]) == ["etc_T1w", "a_b_T1w"]
+    # an inference datalist needs only the files inference reads: no subject, no high field (issue 9.10)
+    p = _write(tmp_path / "low_only.json", {"testing": [{"low": str(bids[0])}, {"low": str(bids[1]),
+                                                        "high": str(tmp_path / "not_here.nii.gz")}]})
+    assert [it["output_stem"] for it in inference_items(p)] == ["sub-01_anat_T1w", "sub-02_anat_T1w"]
     (tmp_path / "both").mkdir()
     shutil.copyfile(tiny_pair["low"], tmp_path / "both" / "a.nii.gz")
     nib_copy = tmp_path / "both" / "a.nii"

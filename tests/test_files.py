@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -40,6 +41,37 @@ def test_the_temporary_keeps_a_double_ending(tmp_path):
         assert tmp.endswith(".nii.gz")  # nibabel picks gzip from the name
         open(tmp, "wb").close()
     assert (tmp_path / "x.nii.gz").is_file()
+
+
+def test_files_that_belong_together_appear_together(tmp_path):
+    """Issue 9.10: an image and its uncertainty map are renamed only when both are written."""
+    from shared_transforms.files import atomic_paths
+
+    paths = [tmp_path / "a_cfm.nii.gz", tmp_path / "a_cfm_std.nii.gz"]
+    with pytest.raises(RuntimeError), atomic_paths(paths) as tmps:
+        Path(tmps[0]).write_text("mean")
+        raise RuntimeError("killed before the second was written")
+    assert os.listdir(tmp_path) == []  # neither appears, and no temporary is left
+    with atomic_paths(paths) as tmps:
+        for t, text in zip(tmps, ("mean", "std")):
+            Path(t).write_text(text)
+    assert [p.read_text() for p in paths] == ["mean", "std"]
+    assert sorted(os.listdir(tmp_path)) == ["a_cfm.nii.gz", "a_cfm_std.nii.gz"]
+
+
+def test_ids_become_safe_names_and_an_unwritable_folder_is_named(tmp_path):
+    from shared_transforms.errors import InputError
+    from shared_transforms.files import check_writable_folder, safe_name
+
+    assert safe_name("../x") == "x" and safe_name("a/b c") == "a_b_c" and safe_name("thick 3 mm") == "thick_3_mm"
+    assert safe_name("sub-01.v2") == "sub-01.v2"
+    with pytest.raises(ValueError):
+        safe_name("../")
+    assert check_writable_folder(tmp_path / "new") == str(tmp_path / "new") and (tmp_path / "new").is_dir()
+    assert os.listdir(tmp_path / "new") == []  # the probe is gone
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="output folder cannot be written"):
+        check_writable_folder(tmp_path / "file" / "out")
 
 
 def test_stale_temporaries_of_a_killed_writer_are_cleaned_and_a_live_ones_kept(tmp_path):

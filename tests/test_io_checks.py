@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -112,17 +113,45 @@ def test_loadd_and_as_bool(tiny_pair):
         as_bool("maybe")
 
 
-def test_atomic_write_never_overwrites_user_files(tmp_path):
+def test_a_writer_replaces_only_its_own_files(tmp_path):
+    """Issue 9.7: a file is replaced only by the writer that marked it - not a user's file, not the shipped sample
+    or the demo data (another owner), not a file marked the older way, and for PNGs too."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from shared_transforms.ownership import written_by
+    from shared_transforms.preview import save_figure_atomic
+    from shared_transforms.sample import sample_paths
+
     user = save(tmp_path / "mine.nii.gz", phantom())
-    before = open(user, "rb").read()
-    with pytest.raises(InputError, match="not written by this project"):
-        write_nifti_atomic(phantom(), np.eye(4), user)
-    assert open(user, "rb").read() == before
-    out = write_nifti_atomic(phantom(), np.eye(4), tmp_path / "out" / "x.nii.gz", "test")
-    write_nifti_atomic(phantom() * 0.5, np.eye(4), out, "test")  # our own output: a re-run may replace it
+    before = Path(user).read_bytes()
+    with pytest.raises(InputError, match="not written by cfm"):
+        write_nifti_atomic(phantom(), np.eye(4), user, "cfm")
+    assert Path(user).read_bytes() == before
+    out = write_nifti_atomic(phantom(), np.eye(4), tmp_path / "out" / "x.nii.gz", "cfm", "test")
+    assert written_by(out) == "cfm" and nib.load(out).header["descrip"].tobytes().startswith(b"lfmri:cfm test")
+    write_nifti_atomic(phantom() * 0.5, np.eye(4), out, "cfm")  # its own output: a re-run may replace it
     assert np.allclose(nib.load(out).get_fdata(), phantom() * 0.5, atol=1e-6)
     assert not [f for f in os.listdir(tmp_path / "out") if f.startswith(".tmp_")]
-    assert nib.load(out).header["descrip"].tobytes().startswith(b"lfmri")
+    with pytest.raises(InputError, match="written by cfm, not by unet"):
+        write_nifti_atomic(phantom(), np.eye(4), out, "unet")
+    # the shipped sample (and the demo data) belong to another writer, or to none: a bundle never replaces them
+    assert written_by(sample_paths()["low"]) != "cfm"
+    old = nib.Nifti1Image(phantom(), np.eye(4))
+    old.header["descrip"] = b"lfmri cfm intensity [0,1]"  # the mark before owners were named
+    nib.save(old, tmp_path / "old.nii.gz")
+    with pytest.raises(InputError, match="not written by cfm"):
+        write_nifti_atomic(phantom(), np.eye(4), tmp_path / "old.nii.gz", "cfm")
+    # PNG: a user's picture is refused, the writer's own is replaced
+    fig = plt.figure()
+    fig.savefig(tmp_path / "user.png")
+    with pytest.raises(InputError, match="not written by cfm"):
+        save_figure_atomic(fig, str(tmp_path / "user.png"), "cfm")
+    png = save_figure_atomic(plt.figure(), str(tmp_path / "ours.png"), "cfm")
+    assert written_by(png) == "cfm"
+    save_figure_atomic(plt.figure(), png, "cfm")
 
 
 def test_save_volumed_target_and_input_grid(tmp_path, tiny_pair):

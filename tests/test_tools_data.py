@@ -179,3 +179,15 @@ def test_merge_datalists_cli(tmp_path, capsys):
     assert [it["subject"] for it in load_datalist(out)["training"]] == ["random_t0", "demo_t0"]
     with pytest.raises(SystemExit, match="two sources"):
         merge_datalists.main(str(tmp_path / "n.json"), random=a["datalist"])
+    # a weight on one source lists its training items that many times, and nothing else
+    out = merge_datalists.main(str(tmp_path / "w.json"), training_repeats={"demo": 2}, random=a["datalist"],
+                               demo=b["datalist"])
+    merged = load_datalist(out)
+    assert [it["subject"] for it in merged["training"]] == ["random_t0", "demo_t0", "demo_t0"]
+    assert [it["subject"] for it in merged["validation"]] == ["random_t1", "demo_t1"]
+    with pytest.raises(InputError, match="not a source"):
+        merge_datalists.main(str(tmp_path / "x.json"), training_repeats={"scanner": 2}, random=a["datalist"],
+                             demo=b["datalist"])
+    with pytest.raises(InputError, match=">= 1"):
+        merge_datalists.main(str(tmp_path / "x.json"), training_repeats={"demo": 0}, random=a["datalist"],
+                             demo=b["datalist"])

@@ -65,7 +65,7 @@ from shared_transforms.bundle import REPO_ROOT, activate_bundle
 from shared_transforms.checkpoint import load_weights
 from shared_transforms.datalist import pair_items
 from shared_transforms.errors import InputError
-from shared_transforms.files import write_text_atomic
+from shared_transforms.files import safe_name, write_text_atomic
 from shared_transforms.inferers import VolumeInferer
 from shared_transforms.io import NORMALISED_NOTE, as_bool, write_nifti_atomic
 from shared_transforms.metrics import LPIPS_BACKBONE_FILES, evaluate_volume
@@ -460,7 +460,7 @@ def save_figure(panels: list[dict], methods: list[str], path: str, error_max: fl
             spine.set_visible(False)
     if err_im is not None:
         fig.colorbar(err_im, ax=list(axes[:, -len(methods):].flat), shrink=0.8, label="absolute error")
-    return save_figure_atomic(fig, path, dpi=100)
+    return save_figure_atomic(fig, path, "benchmark", dpi=100)
 
 
 def command_line(arguments: dict[str, Any]) -> str:
@@ -584,8 +584,9 @@ def benchmark(
             if i < len(panels):
                 panels[i]["preds"][bundle.name] = pred[pred.shape[0] // 2]
             if save_predictions:
-                path = os.path.join(out_dir, "predictions", f"{s['subject']}_{bundle.name}.nii.gz")
-                write_nifti_atomic(pred, s["affine"], path, f"{bundle.name} {NORMALISED_NOTE}", inputs=s["files"])
+                path = os.path.join(out_dir, "predictions", f"{safe_name(s['subject'])}_{bundle.name}.nii.gz")
+                write_nifti_atomic(pred, s["affine"], path, "benchmark", f"{bundle.name} {NORMALISED_NOTE}",
+                                   inputs=s["files"])
             progress.update(1)
         for row in mine:
             row["peak_memory_mb"] = round(bundle.memory.megabytes, 1)

@@ -151,7 +151,7 @@ def save_preview(rows: list[dict], path: str) -> str:
             ax.set_title(f"{row['subject']}: {title}", fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    return save_figure_atomic(fig, path, dpi=80)
+    return save_figure_atomic(fig, path, "make_demo_data", dpi=80)
 
 
 #: subjects (all, validation, testing) of each degradation's demo set
@@ -223,7 +223,7 @@ def main(
             vol = sub[key]
             arr = vol[0].numpy().astype(np.uint8) if key == "mask" else vol[0].numpy()
             paths[key] = write_nifti_atomic(arr, vol.affine, os.path.join(folder, f"{subject}_{key}.nii.gz"),
-                                            DESCRIPTIONS[key], dtype=DTYPES[key])
+                                            "make_demo_data", DESCRIPTIONS[key], dtype=DTYPES[key])
         meta = sub["low"].meta
         if degradation == "tissue_contrast":  # the first demo set's items, unchanged
             item = {"subject": subject, **paths,

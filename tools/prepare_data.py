@@ -141,7 +141,7 @@ def stack_slices(
             out = ResampleToShapeSpacing(spatial_shape, spacing_mm)(MetaTensor(torch.from_numpy(volume)[None], affine=affine))
             volume, affine = out[0].numpy(), out.affine.numpy()
         path = os.path.join(out_dir, f"{subject}{suffix}.nii.gz")
-        written.append(write_nifti_atomic(volume, affine, path, f"stacked {len(items)} slices"))
+        written.append(write_nifti_atomic(volume, affine, path, "prepare_data", f"stacked {len(items)} slices"))
     print(f"wrote {len(written)} volumes to {out_dir}")
     return written
 
@@ -264,7 +264,7 @@ def simulate(
         out = sim(data)
         low = out["image"]
         low_path = write_nifti_atomic(low[0], low.affine, os.path.join(out_dir, f"{s}_low.nii.gz"),
-                                      f"simulated low field ({simulator})", inputs=[path])
+                                      "prepare_data", f"simulated low field ({simulator})", inputs=[path])
         item = {"subject": s, "low": os.path.abspath(low_path), "high": os.path.abspath(path)}
         if "mask" in extra and s in extra["mask"]:
             item["mask"] = os.path.abspath(extra["mask"][s])

@@ -24,7 +24,6 @@ import csv
 import io
 import json
 import os
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,7 +32,7 @@ from tqdm.auto import tqdm
 from shared_transforms.datalist import pair_items
 from shared_transforms.degradation import TYPICAL, RandomLowFieldDegradationd
 from shared_transforms.errors import InputError
-from shared_transforms.files import write_text_atomic
+from shared_transforms.files import safe_name, write_text_atomic
 from shared_transforms.intensity import PercentileNormalize
 from shared_transforms.io import LoadVolumed, write_nifti_atomic
 
@@ -57,8 +56,9 @@ CONDITIONS: dict[str, dict] = {
 
 
 def slug(name: str) -> str:
-    """A folder name for a condition: ``"thick 3 mm"`` -> ``"thick_3_mm"``."""
-    return re.sub(r"[^A-Za-z0-9.]+", "_", name).strip("_")
+    """A folder or file name for a condition or a subject id: ``"thick 3 mm"`` -> ``"thick_3_mm"``, ``"../x"`` ->
+    ``"x"`` (:func:`shared_transforms.files.safe_name`)."""
+    return safe_name(name)
 
 
 def parse_conditions(value: str | Sequence[str] | None) -> list[str]:
@@ -93,7 +93,7 @@ def make_stress_pairs(
             data = {"image": high01, **({"mask": mask} if mask is not None else {})}
             low = sim(data)["image"]
             path = os.path.join(out_dir, "stress_data", slug(name), f"{slug(str(item['subject']))}_low.nii.gz")
-            write_nifti_atomic(low[0], low.affine, path, f"stress low field ({name})")
+            write_nifti_atomic(low[0], low.affine, path, "stress", f"stress low field ({name})")
             rows[name].append({"subject": str(item["subject"]), "low": os.path.abspath(path), "high": item["label"],
                                **({"mask": item["mask"]} if item.get("mask") else {})})
     paths = {}

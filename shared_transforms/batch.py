@@ -1,0 +1,144 @@
+"""Batch inference that goes on past a bad file: every good input is processed, every bad one is named.
+
+A folder or datalist of scans is one run of a bundle's evaluator. :class:`BatchInputs` is the run's dataset: it
+prepares the items one after another and, when an item is refused as bad input (:class:`~.errors.InputError`: an
+unreadable or empty file, a NaN, an output that would replace a user's file, ...), prints that item's one-line
+reason, records it and goes on with the next. Before an item is prepared, the output files the run's writers will
+write for it are checked (their ``check_outputs(item)``), so an output that may not be replaced is refused before
+anything is computed. Other errors (a bug, out of memory) still stop the run.
+
+:class:`BatchSummary` is the Ignite handler that writes ``<output_dir>/<bundle>_summary.json`` when the run ends
+(which inputs were written, which failed and why) and then, if any failed, raises one :class:`~.errors.InputError`
+whose message is the run's last line, so the command exits non-zero.
+
+MONAI's ``Dataset`` stops at the first failing item, and Ignite has no "skip this iteration" event (an exception
+ends the run), hence this module: an iterable dataset with no length, which MONAI's workflows accept
+(``epoch_length`` is then found at the end of the epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+
+from monai.transforms import Compose, apply_transform
+from torch.utils.data import IterableDataset
+
+from .errors import InputError, find_input_error
+from .files import write_text_atomic
+
+
+def _writers(postprocessing) -> list:
+    """The transforms in ``postprocessing`` (a Compose, a list or one transform) that can check their outputs."""
+    if postprocessing is None:
+        return []
+    if isinstance(postprocessing, Compose):
+        items = list(postprocessing.transforms)
+    elif isinstance(postprocessing, Sequence):
+        items = list(postprocessing)
+    else:
+        items = [postprocessing]
+    out = []
+    for t in items:
+        out += _writers(t) if isinstance(t, Compose) else ([t] if callable(getattr(t, "check_outputs", None)) else [])
+    return out
+
+
+class BatchInputs(IterableDataset):
+    """The inputs of one inference run, prepared one by one; a bad one is reported and skipped.
+
+    Args:
+        data: inference items, ``[{"image": path, "output_stem": name}, ...]``
+            (:func:`shared_transforms.datalist.inference_items`).
+        transform: the preprocessing (a MONAI transform of one item).
+        postprocessing: the run's postprocessing; its writers' ``check_outputs(item)`` run before ``transform``.
+
+    After (or during) the iteration, ``started`` holds the items handed on to the evaluator and ``failed`` holds
+    ``{"input": path, "reason": one line}`` for each item refused.
+    """
+
+    def __init__(self, data: Iterable[Mapping], transform=None, postprocessing=None):
+        super().__init__()
+        self.data = list(data)
+        self.transform = transform
+        self.postprocessing = postprocessing
+        self.started: list[dict] = []
+        self.failed: list[dict] = []
+        self.errors: list[InputError] = []
+
+    def __iter__(self) -> Iterator:
+        self.started, self.failed, self.errors = [], [], []
+        writers = _writers(self.postprocessing)
+        for item in self.data:
+            try:
+                for writer in writers:
+                    writer.check_outputs(item)
+                out = apply_transform(self.transform, dict(item)) if self.transform is not None else dict(item)
+            except Exception as err:  # only bad input is skipped; anything else is a fault that stops the run
+                found = find_input_error(err)
+                if found is None:
+                    raise
+                self.failed.append({"input": str(item.get("image", "")), "reason": str(found)})
+                self.errors.append(found)
+                print(f"error: {found} (skipped; the run goes on)", file=sys.stderr, flush=True)
+                continue
+            self.started.append(dict(item))
+            yield out
+
+
+class BatchSummary:
+    """Ignite handler: at the end of an inference run, write ``<output_dir>/<bundle_name>_summary.json`` and raise
+    one :class:`InputError` when any input failed (so the command exits non-zero after the good ones are written).
+
+    Args:
+        dataset: the run's :class:`BatchInputs`.
+        output_dir: where the outputs and the summary go.
+        bundle_name: names the summary file.
+
+    The summary holds ``{"bundle", "inputs", "succeeded": [{"input", "output_stem"}], "failed": [{"input",
+    "reason"}]}``. Written by this bundle only; a re-run replaces it.
+    """
+
+    def __init__(self, dataset: BatchInputs, output_dir: str, bundle_name: str):
+        self.dataset, self.output_dir, self.bundle_name = dataset, output_dir, bundle_name
+        self.summary_path = os.path.join(os.fspath(output_dir), f"{bundle_name}_summary.json")
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        self.check_replaceable()
+        engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    def check_replaceable(self) -> None:
+        """Refuse, before the run, a summary path that holds anything but an earlier summary of this bundle."""
+        if not os.path.lexists(self.summary_path):
+            return
+        try:
+            with open(self.summary_path) as f:
+                ours = json.load(f).get("bundle") == self.bundle_name
+        except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
+            ours = False
+        if not ours or not os.path.isfile(self.summary_path):
+            raise InputError(self.summary_path, f"exists and is not a {self.bundle_name} run summary; refusing to "
+                             "overwrite it - remove it or choose another --output_dir")
+
+    def summary(self) -> dict:
+        ok = [{"input": str(it.get("image", "")), "output_stem": it.get("output_stem")} for it in self.dataset.started]
+        return {"bundle": self.bundle_name, "inputs": len(ok) + len(self.dataset.failed), "succeeded": ok,
+                "failed": list(self.dataset.failed)}
+
+    def completed(self, engine=None) -> dict:
+        summary = self.summary()
+        write_text_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
+        failed, n = summary["failed"], summary["inputs"]
+        print(f"[{self.bundle_name}] {n - len(failed)} of {n} inputs written; summary: "
+              f"{os.path.abspath(self.summary_path)}", flush=True)
+        if n == 1 and failed:  # one input: its own reason is the last line
+            raise self.dataset.errors[0]
+        if failed:
+            more = f", and {len(failed) - 1} more" if len(failed) > 1 else ""
+            raise InputError(self.summary_path, f"{len(failed)} of {n} inputs failed and were skipped, "
+                             f"{n - len(failed)} written (first: {failed[0]['reason']}{more}); this file lists each")
+        return summary

@@ -1,0 +1,77 @@
+"""Which files a run may replace: only its own earlier outputs, never an input and never a user's file.
+
+Every file this project writes carries the name of its writer, its *owner*: ``lfmri:<owner>`` at the start of a
+NIfTI header's ``descrip`` and in a PNG's ``Software`` text chunk. The owner is the bundle for inference outputs
+(``cfm``), or the tool for data and reports (``make_demo_data``, ``prepare_data``, ``stress``, ``benchmark``). A
+later run may replace a file only when its mark names the same owner; anything else at an output path - a user's
+scan, the shipped sample, another bundle's or tool's output, a file marked the older way (``lfmri <text>``, without
+an owner) - is refused before anything is computed. nibabel and Pillow (matplotlib's own dependency) read the
+marks; the rule is written here because neither has one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from .errors import InputError
+
+#: Start of every mark: ``lfmri:<owner>``.
+MARK_PREFIX = "lfmri:"
+#: The PNG text chunk that holds the mark (one of the keys matplotlib's PNG writer accepts).
+PNG_MARK_KEY = "Software"
+
+
+def ownership_mark(owner: str) -> str:
+    """``lfmri:<owner>``; ``owner`` is one word (a bundle or tool name)."""
+    owner = str(owner)
+    if not owner or any(c.isspace() for c in owner):
+        raise ValueError(f"an owner is one non-empty word, got {owner!r}")
+    return f"{MARK_PREFIX}{owner}"
+
+
+def _is_nifti(path: str) -> bool:
+    return path.lower().endswith((".nii", ".nii.gz"))
+
+
+def written_by(path: str | os.PathLike) -> str | None:
+    """The owner named in an existing file's mark, or None (no mark, an unreadable file, another format)."""
+    path = os.fspath(path)
+    text = ""
+    try:
+        if _is_nifti(path):
+            import nibabel as nib
+
+            descrip = nib.load(path).header.get("descrip")
+            text = descrip.tobytes().split(b"\0")[0].decode("latin-1") if descrip is not None else ""
+        elif path.lower().endswith(".png"):
+            from PIL import Image
+
+            with Image.open(path) as img:
+                text = str(img.info.get(PNG_MARK_KEY, ""))
+    except Exception:  # noqa: BLE001 - any unreadable file (nibabel, gzip, Pillow errors alike) is not ours
+        return None
+    if not text.startswith(MARK_PREFIX):
+        return None
+    owner = text[len(MARK_PREFIX):].split(" ", 1)[0]
+    return owner or None
+
+
+def check_replaceable(path: str | os.PathLike, owner: str, inputs: Sequence[str | os.PathLike | None] = ()) -> str:
+    """Return ``path`` (absolute) when it may be written by ``owner``: it does not exist, or it holds ``owner``'s
+    own mark and is none of ``inputs``. Raises :class:`InputError` naming the file otherwise."""
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.lexists(path):
+        return path
+    for src in inputs:
+        src = os.fspath(src) if src else ""
+        if src and os.path.exists(src) and os.path.exists(path) and os.path.samefile(path, src):
+            raise InputError(path, "output would overwrite an input file; choose another --output_dir")
+    if not os.path.isfile(path) or os.path.islink(path):
+        raise InputError(path, "exists and is not a plain file; refusing to replace it")
+    found = written_by(path)
+    if found != owner:
+        who = f"was written by {found}, not by {owner}" if found else f"was not written by {owner} (no mark of its)"
+        raise InputError(path, f"exists and {who}; refusing to overwrite it - remove it or choose another "
+                         "--output_dir")
+    return path
