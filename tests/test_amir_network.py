@@ -160,3 +160,30 @@ def test_mdta_computes_the_official_channel_attention():
         weights = ((q @ k.transpose(-2, -1)) * attn.temperature).softmax(dim=-1)
         want = attn.project_out((weights @ v.reshape(b, 2, c // 2, h * w)).reshape(b, c, h, w))
         torch.testing.assert_close(attn(x), want)
+
+
+def test_routed_l1_loss_adds_the_weighted_load_loss_and_trains_the_gates():
+    """The authors' training loss, L1 + 1e-3 * load loss, through MONAI's SupervisedTrainer (one iteration): the
+    value is the sum of the two terms, and the step changes the gating weights (the load term reaches them)."""
+    from monai.engines import SupervisedTrainer
+
+    scripts = _load_scripts()
+    training = importlib.import_module(f"{scripts.__name__}.training")
+    torch.manual_seed(0)
+    net = scripts.network.AMIR(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1, heads=(1, 1, 1, 1))
+    loss = training.RoutedL1Loss(net)
+    assert loss.load_weight == scripts.network.OFFICIAL_LOAD_LOSS_WEIGHT == 1e-3
+    x, y = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    net.train()
+    value = loss(net(x), y)
+    assert value.item() == pytest.approx(loss.last_l1 + 1e-3 * loss.last_load) and loss.last_load > 0
+    assert not list(loss.parameters())  # the network is not saved twice as part of the loss
+    gates = {n: p.detach().clone() for n, p in net.named_parameters() if "gate" in n}
+    assert gates
+    data = [{"image": x, "label": y}]
+    trainer = SupervisedTrainer(device=torch.device("cpu"), max_epochs=1, train_data_loader=data, network=net,
+                                optimizer=torch.optim.Adam(net.parameters(), 1e-3), loss_function=loss)
+    trainer.run()
+    assert any(not torch.equal(p, gates[n]) for n, p in net.named_parameters() if n in gates)
+    with pytest.raises(ValueError, match="load_weight"):
+        training.RoutedL1Loss(net, load_weight=-1)

@@ -304,7 +304,41 @@ def test_protocol_cfm(vol):
     pred2 = ref2 + 0.1 * (~mask2) * (ref2 == 0)  # error only in the background: removed by the authors' mask
     assert M.protocol_cfm(pred2, ref2, use_mask=True, lpips_net=None)["psnr"] == M.PSNR_CAP_DB
     assert M.protocol_cfm(pred2, ref2, use_mask=False, lpips_net=None)["psnr"] < 40
-    assert M.PROTOCOLS == {"cfm": M.protocol_cfm}
+    assert M.PROTOCOLS == {"cfm": M.protocol_cfm, "amir": M.protocol_amir}
+
+
+def test_amir_ssim_is_gaussian_ssim_with_zero_padding(vol):
+    """Inside the border the AMIR authors' SSIM map equals the usual Gaussian SSIM (scipy filter, sigma 1.5, 11
+    taps); at the border their zero padding makes it differ; identical images score 1 everywhere."""
+    ref, _ = vol
+    a = ref[20]
+    b = np.clip(a + 0.05 * np.random.default_rng(3).standard_normal(a.shape), 0, 1)
+    dr = torch.tensor([float(a.max() - a.min())])
+    smap = M.amir_ssim_map(torch.from_numpy(b)[None], torch.from_numpy(a)[None], dr)[0].numpy()
+    want = manual_ssim_map(b, a, data_range=float(dr))
+    assert np.allclose(smap[5:-5, 5:-5], want[5:-5, 5:-5], atol=1e-10)
+    assert not np.allclose(smap[:5], want[:5], atol=1e-3)
+    same = M.amir_ssim(torch.from_numpy(a)[None], torch.from_numpy(a)[None], dr)
+    assert float(same) == pytest.approx(1.0)
+
+
+def test_protocol_amir_per_slice_statistics(vol):
+    """Seed 002's per-slice PSNR statistics: each sagittal slice's PSNR with R = its reference's max - min, the
+    constant edge slices skipped, and the five statistics of those values."""
+    ref, _ = vol
+    ref = 0.8 * ref + 0.1
+    pred = ref + 0.02 * np.random.default_rng(9).standard_normal(ref.shape)
+    res = M.protocol_amir(pred, ref)
+    used = [i for i in range(ref.shape[0]) if ref[i].max() > ref[i].min()]
+    psnrs = [10 * math.log10(float(ref[i].max() - ref[i].min()) ** 2 / float(np.mean((ref[i] - pred[i]) ** 2)))
+             for i in used]
+    assert res["slices_used"] == len(used) and res["slices_skipped"] == ref.shape[0] - len(used) > 0
+    assert res["psnr_mean"] == pytest.approx(np.mean(psnrs)) and res["psnr_median"] == pytest.approx(np.median(psnrs))
+    assert res["psnr_std"] == pytest.approx(np.std(psnrs)) and res["psnr_min"] == pytest.approx(min(psnrs))
+    assert res["psnr_max"] == pytest.approx(max(psnrs)) and 0 < res["ssim_mean"] < 1
+    assert res["rmse_mean"] == pytest.approx(0.02, rel=0.05)
+    same = M.protocol_amir(ref, ref)
+    assert same["psnr_min"] == M.PSNR_CAP_DB and same["ssim_mean"] == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------- LPIPS

@@ -25,7 +25,7 @@ Modules, one job each:
 - :mod:`.structural`: SSIM map, SSIM, MS-SSIM;
 - :mod:`.tissue`: the default mask and the tissue-segmentation check;
 - :mod:`.perceptual`: LPIPS;
-- :mod:`.protocols`: paper protocols (:data:`~.protocols.PROTOCOLS`: the CFM paper's evaluation);
+- :mod:`.protocols`: paper protocols (:data:`~.protocols.PROTOCOLS`: the CFM and AMIR papers' evaluations);
 - :mod:`.volume`: :func:`evaluate_volume`, the project's standard set with flat CSV-friendly keys;
 - :mod:`.ignite_adapter`: :class:`MaskedMetric` and :func:`pred_and_masked_label` for MONAI/Ignite evaluators.
 """
@@ -35,7 +35,7 @@ from __future__ import annotations
 from .core import PSNR_CAP_DB, mae, nmse, per_slice_metrics, psnr, psnr_from_mse, slice_stats, ulf_enc_score
 from .ignite_adapter import EVAL_MASK_KEY, MaskedMetric, pred_and_masked_label
 from .perceptual import LPIPS_BACKBONE_FILES, lpips_checkpoint_path, lpips_distance
-from .protocols import PROTOCOLS, cfm_slice_mask, protocol_cfm
+from .protocols import PROTOCOLS, amir_ssim, amir_ssim_map, cfm_slice_mask, protocol_amir, protocol_cfm
 from .structural import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_setup, ssim, ssim_map
 from .tissue import TISSUE_CLASSES, tissue_overlap, tissue_segmentation
 from .volume import evaluate_volume
@@ -48,6 +48,8 @@ __all__ = [
     "PSNR_CAP_DB",
     "TISSUE_CLASSES",
     "MaskedMetric",
+    "amir_ssim",
+    "amir_ssim_map",
     "cfm_slice_mask",
     "evaluate_volume",
     "lpips_checkpoint_path",
@@ -58,6 +60,7 @@ __all__ = [
     "nmse",
     "per_slice_metrics",
     "pred_and_masked_label",
+    "protocol_amir",
     "protocol_cfm",
     "psnr",
     "psnr_from_mse",
