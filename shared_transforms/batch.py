@@ -11,6 +11,11 @@ anything is computed. Other errors (a bug, out of memory) still stop the run.
 (which inputs were written, which failed and why) and then, if any failed, raises one :class:`~.errors.InputError`
 whose message is the run's last line, so the command exits non-zero.
 
+Under ``torchrun`` (a process group initialised before the run, as ``configs/multi_gpu_inference.json`` does), each
+process takes every ``world_size``-th input from its rank on - the role of a ``DistributedSampler``, which an
+iterable dataset cannot take - so each output is written once, by one process; the output names are decided on the
+whole list before it is split, and the summary gathers every process's record (written by rank 0).
+
 MONAI's ``Dataset`` stops at the first failing item, and Ignite has no "skip this iteration" event (an exception
 ends the run), hence this module: an iterable dataset with no length, which MONAI's workflows accept
 (``epoch_length`` is then found at the end of the epoch).
@@ -28,6 +33,15 @@ from torch.utils.data import IterableDataset
 
 from .errors import InputError, find_input_error
 from .files import write_text_atomic
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes: ``(0, 1)`` unless a ``torch.distributed`` group is up."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _writers(postprocessing) -> list:
@@ -56,7 +70,7 @@ class BatchInputs(IterableDataset):
         postprocessing: the run's postprocessing; its writers' ``check_outputs(item)`` run before ``transform``.
 
     After (or during) the iteration, ``started`` holds the items handed on to the evaluator and ``failed`` holds
-    ``{"input": path, "reason": one line}`` for each item refused.
+    ``{"input": path, "reason": one line}`` for each item refused (this process's share, see the module docstring).
     """
 
     def __init__(self, data: Iterable[Mapping], transform=None, postprocessing=None):
@@ -71,7 +85,8 @@ class BatchInputs(IterableDataset):
     def __iter__(self) -> Iterator:
         self.started, self.failed, self.errors = [], [], []
         writers = _writers(self.postprocessing)
-        for item in self.data:
+        rank, world = rank_and_world()
+        for item in self.data[rank::world]:
             try:
                 for writer in writers:
                     writer.check_outputs(item)
@@ -125,17 +140,30 @@ class BatchSummary:
                              "overwrite it - remove it or choose another --output_dir")
 
     def summary(self) -> dict:
+        """The run's record: this process's, or under torchrun every process's, gathered (inputs in list order)."""
         ok = [{"input": str(it.get("image", "")), "output_stem": it.get("output_stem")} for it in self.dataset.started]
-        return {"bundle": self.bundle_name, "inputs": len(ok) + len(self.dataset.failed), "succeeded": ok,
-                "failed": list(self.dataset.failed)}
+        failed = list(self.dataset.failed)
+        rank, world = rank_and_world()
+        if world > 1:
+            import torch.distributed as dist
+
+            parts: list = [None] * world
+            dist.all_gather_object(parts, (ok, failed))
+            order = {str(it.get("image", "")): i for i, it in enumerate(self.dataset.data)}
+            ok = sorted((x for part in parts for x in part[0]), key=lambda x: order.get(x["input"], 0))
+            failed = sorted((x for part in parts for x in part[1]), key=lambda x: order.get(x["input"], 0))
+        return {"bundle": self.bundle_name, "inputs": len(ok) + len(failed), "succeeded": ok, "failed": failed,
+                **({"processes": world} if world > 1 else {})}
 
     def completed(self, engine=None) -> dict:
         summary = self.summary()
-        write_text_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
+        rank, world = rank_and_world()
+        if rank == 0:
+            write_text_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
         failed, n = summary["failed"], summary["inputs"]
         print(f"[{self.bundle_name}] {n - len(failed)} of {n} inputs written; summary: "
               f"{os.path.abspath(self.summary_path)}", flush=True)
-        if n == 1 and failed:  # one input: its own reason is the last line
+        if n == 1 and failed and self.dataset.errors:  # one input: its own reason is the last line
             raise self.dataset.errors[0]
         if failed:
             more = f", and {len(failed) - 1} more" if len(failed) > 1 else ""

@@ -99,7 +99,8 @@ def test_files_and_metadata(name):
     required = ["LICENSE", "configs/metadata.json", "configs/inference.json", "configs/evaluate.json",
                 "configs/logging.conf", "docs/README.md"]
     if learned(name):
-        required += ["configs/multi_gpu_train.json", "models/model.pt", "large_files.yml"]
+        required += ["configs/multi_gpu_train.json", "configs/multi_gpu_inference.json", "models/model.pt",
+                     "large_files.yml"]
     missing = [f for f in required if not (r / f).is_file()]
     assert not missing, f"{name} lacks {missing}"
     if learned(name):  # shipped weights carry a checksum, checked at load
@@ -247,6 +248,32 @@ def test_multi_gpu_config_runs_on_cpu_with_torchrun(name, tiny_by_kind, tmp_path
     run_bundle(["--config_file", files, "--datalist", tiny_data["datalist"], "--max_epochs", "1", "--val_interval", "1",
                 "--output_dir", str(tmp_path / "ddp")], torchrun=2)
     assert (tmp_path / "ddp" / "model.pt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [b for b in BUNDLES if learned(b)])
+def test_multi_gpu_inference_splits_a_folder_and_matches_one_process(name, tmp_path):
+    """Issue 13.4: torchrun with two processes (gloo on the CPU) splits a folder of three scans, writes each output
+    once, gathers one summary, and gives the single-process outputs."""
+    if input_kind(name).name != "lowfield_nifti":
+        pytest.skip(f"{name} reads {input_kind(name).name} inputs; its test goes with its tiny-data writer")
+    src = tmp_path / "scans"
+    src.mkdir()
+    for i, stem in enumerate(("a", "b", "c")):
+        save(src / f"{stem}.nii.gz", phantom((16, 32, 24), seed=i))
+    c = root(name) / "configs"
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_bundle(["--config_file", str(c / "inference.json"), "--input_path", str(src), "--output_dir", str(one),
+                "--device", "cpu"])
+    log = run_bundle(["--config_file", f"['{c / 'inference.json'}','{c / 'multi_gpu_inference.json'}']",
+                      "--input_path", str(src), "--output_dir", str(two)], torchrun=2)
+    for stem in ("a", "b", "c"):
+        path = f"{stem}_{name}.nii.gz"
+        assert log.count(str(two / path)) == 1, f"{path} must be written once"
+        np.testing.assert_allclose(nib.load(two / path).get_fdata(), nib.load(one / path).get_fdata(), atol=1e-5)
+    summary = json.loads((two / f"{name}_summary.json").read_text())
+    assert [os.path.basename(s["input"]) for s in summary["succeeded"]] == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]
+    assert summary["processes"] == 2 and summary["failed"] == []
 
 
 def _run_in_process(name: str, **override) -> None:

@@ -37,6 +37,7 @@ DECLARED = {
         "num_samples": ("validate#inferer",),
     },
     "multi_gpu_train.json": {"device": None, "network": None},
+    "multi_gpu_inference.json": {"device": None},
 }
 #: Whole lists that an override replaces on purpose (the run's entry points).
 ENTRY_POINTS = {"initialize", "run", "finalize", "imports"}
@@ -74,6 +75,8 @@ def merge_pairs():
         for override in ("evaluate.json", "multi_gpu_train.json"):
             if (REPO / "bundles" / b / "configs" / override).is_file():
                 yield b, base, override
+        if (REPO / "bundles" / b / "configs" / "multi_gpu_inference.json").is_file():
+            yield b, "inference.json", "multi_gpu_inference.json"
 
 
 def silent_changes(base: dict, override: dict, declared: dict) -> list[str]:
@@ -157,7 +160,8 @@ def test_training_blocks_agree_across_bundles(bundle):
 @pytest.mark.skipif(len(LEARNED) < 2, reason="needs two learned bundles to compare")
 @pytest.mark.parametrize("bundle", LEARNED[1:])
 def test_multi_gpu_override_and_logging_agree_across_bundles(bundle):
-    assert load(bundle, "multi_gpu_train.json") == load(LEARNED[0], "multi_gpu_train.json")
+    for name in ("multi_gpu_train.json", "multi_gpu_inference.json"):
+        assert load(bundle, name) == load(LEARNED[0], name), f"{bundle}: {name} differs from {LEARNED[0]}'s"
     for b in BUNDLES:
         assert (REPO / "bundles" / b / "configs" / "logging.conf").read_text() == (
             REPO / "bundles" / LEARNED[0] / "configs" / "logging.conf"
