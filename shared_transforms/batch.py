@@ -143,7 +143,7 @@ class BatchSummary:
         """The run's record: this process's, or under torchrun every process's, gathered (inputs in list order)."""
         ok = [{"input": str(it.get("image", "")), "output_stem": it.get("output_stem")} for it in self.dataset.started]
         failed = list(self.dataset.failed)
-        rank, world = rank_and_world()
+        _, world = rank_and_world()
         if world > 1:
             import torch.distributed as dist
 
@@ -157,7 +157,7 @@ class BatchSummary:
 
     def completed(self, engine=None) -> dict:
         summary = self.summary()
-        rank, world = rank_and_world()
+        rank, _ = rank_and_world()
         if rank == 0:
             write_text_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
         failed, n = summary["failed"], summary["inputs"]
