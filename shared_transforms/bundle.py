@@ -35,9 +35,12 @@ def _is_bundle(path: Path, name: str | None = None) -> bool:
 
 def bundle_root(name: str) -> str:
     """Absolute path of ``bundles/<name>``: ``$LFMRI_BUNDLES_DIR/<name>``, the current folder if it is that bundle
-    (or its ``configs``), else ``./bundles/<name>``, else the checkout this package lives in. No side effects."""
+    (or its ``configs``), else ``./bundles/<name>``, else the checkout this package lives in, else the exported
+    bundle this package is vendored in (``<name>/scripts/shared_transforms``, see ``tools/export_bundle.py``).
+    No side effects."""
     cwd = Path.cwd()
-    candidates = [cwd, cwd.parent, cwd / "bundles" / name, REPO_ROOT / "bundles" / name]
+    vendored_in = Path(__file__).resolve().parents[2]
+    candidates = [cwd, cwd.parent, cwd / "bundles" / name, REPO_ROOT / "bundles" / name, vendored_in]
     env = os.environ.get("LFMRI_BUNDLES_DIR")
     if env:
         candidates.insert(0, Path(env) / name)

@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""Export a bundle as a self-contained MONAI bundle archive, runnable without this repository.
+
+    python tools/export_bundle.py cfm --output_dir dist        # -> dist/cfm_v0.1.0.zip
+
+The archive unpacks into ``cfm/`` and runs from there alone::
+
+    cd cfm && python -m monai.bundle run --config_file configs/inference.json --input_path scan.nii.gz
+
+What the export does (the repository itself keeps one copy of everything; the vendored copy exists only in the
+archive):
+
+- copies ``bundles/<name>`` (configs, docs, models, scripts, LICENSE, large_files.yml), without caches;
+- vendors the project's ``shared_transforms`` package (Python modules and the shipped sample) into
+  ``<name>/scripts/shared_transforms`` and points the bundle at it: config imports become
+  ``$import scripts.shared_transforms as shared_transforms``, config ``_target_`` names and the scripts' imports of
+  ``shared_transforms`` become ``scripts.shared_transforms`` (the bundle root is on ``sys.path`` for MONAI's runner,
+  as ``scripts.network`` already requires);
+- pins ``required_packages_version`` in ``configs/metadata.json`` to the versions installed where the export runs
+  (every runtime dependency of this project except torch, MONAI and numpy, which the metadata names on their own);
+- refuses an archive path that holds a file this tool did not write, and writes the zip atomically.
+
+MONAI has no exporter of a bundle's Python dependencies (``monai.bundle`` packs configs and weights only), hence
+this tool. It uses only the standard library's ``zipfile`` and ``shutil``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import zipfile
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import fire
+
+from shared_transforms.bundle import REPO_ROOT
+from shared_transforms.errors import InputError
+from shared_transforms.files import atomic_path
+
+PACKAGE = "shared_transforms"
+#: the archive's own mark: a zip comment, so a later export may replace only an archive of this tool
+ZIP_MARK = b"lfmri:export_bundle"
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "*.egg-info")
+#: packages the metadata names in their own fields (``monai_version``, ``pytorch_version``, ``numpy_version``)
+_OWN_FIELDS = {"torch", "monai", "numpy"}
+
+
+def _runtime_requirements() -> dict[str, str]:
+    """``{distribution: installed version}`` for this project's runtime dependencies (pyproject ``dependencies``)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    deps = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    out = {}
+    for dep in deps:
+        name = re.split(r"[<>=!~ \[;]", dep, maxsplit=1)[0].strip()
+        if name.lower() in _OWN_FIELDS:
+            continue
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            raise SystemExit(f"{name} (a dependency in pyproject.toml) is not installed; install it before exporting")
+    return dict(sorted(out.items()))
+
+
+def rewrite_config_text(text: str) -> str:
+    """Point a config at the vendored package: its import, and every ``_target_`` / expression that names it."""
+    text = text.replace(f'"$import {PACKAGE}"', f'"$import scripts.{PACKAGE} as {PACKAGE}"')
+    return re.sub(rf'("_target_"\s*:\s*")({PACKAGE}\.)', rf"\1scripts.\2", text)
+
+
+def rewrite_script_text(text: str) -> str:
+    """A bundle script's ``from shared_transforms.x import y`` / ``import shared_transforms`` -> the vendored copy."""
+    text = re.sub(rf"^(\s*)from {PACKAGE}(\.|\s)", rf"\1from .{PACKAGE}\2", text, flags=re.M)
+    return re.sub(rf"^(\s*)import {PACKAGE}\b(?! as)", rf"\1from . import {PACKAGE}", text, flags=re.M)
+
+
+def stage_bundle(name: str, folder: str | os.PathLike) -> Path:
+    """Write the exported ``<folder>/<name>/`` (see the module docstring); returns it."""
+    src = REPO_ROOT / "bundles" / name
+    if not (src / "configs" / "metadata.json").is_file():
+        raise InputError(str(src), f"is not a bundle of this repository (no configs/metadata.json); bundles: "
+                         f"{', '.join(sorted(p.name for p in (REPO_ROOT / 'bundles').iterdir() if p.is_dir()))}")
+    dst = Path(folder) / name
+    shutil.copytree(src, dst, ignore=_IGNORE)
+    scripts = dst / "scripts"
+    scripts.mkdir(exist_ok=True)
+    if not (scripts / "__init__.py").exists():
+        (scripts / "__init__.py").write_text('"""The bundle\'s code."""\n')
+    for py in scripts.glob("*.py"):
+        py.write_text(rewrite_script_text(py.read_text()))
+    shutil.copytree(REPO_ROOT / PACKAGE, scripts / PACKAGE, ignore=_IGNORE)
+    for cfg in (dst / "configs").glob("*.json"):
+        cfg.write_text(rewrite_config_text(cfg.read_text()))
+    meta_path = dst / "configs" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta["required_packages_version"] = _runtime_requirements()
+    meta_path.write_text(json.dumps(meta, indent=4) + "\n")
+    return dst
+
+
+def _zip_is_ours(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            return z.comment == ZIP_MARK
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def export_bundle(name: str, output_dir: str = "dist") -> str:
+    """Build ``<output_dir>/<name>_v<version>.zip`` (unpacks into ``<name>/``). Returns its path."""
+    version = json.loads((REPO_ROOT / "bundles" / name / "configs" / "metadata.json").read_text())["version"]
+    target = Path(output_dir).resolve() / f"{name}_v{version}.zip"
+    if target.exists() and not _zip_is_ours(target):
+        raise InputError(str(target), "exists and was not written by export_bundle; refusing to overwrite it")
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = stage_bundle(name, tmp)
+        with atomic_path(target) as out, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+            for path in sorted(staged.rglob("*")):
+                if path.is_file():
+                    z.write(path, path.relative_to(tmp).as_posix())
+            z.comment = ZIP_MARK
+    print(f"wrote {target}")
+    return str(target)
+
+
+if __name__ == "__main__":
+    sys.exit(0 if fire.Fire(export_bundle) else 1)
