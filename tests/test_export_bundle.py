@@ -21,7 +21,7 @@ from conftest import phantom, save
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
-import export_bundle  # noqa: E402
+import export_bundle
 
 BUNDLES = sorted(p.name for p in (REPO / "bundles").iterdir() if (p / "configs").is_dir())
 

@@ -73,13 +73,13 @@ def _runtime_requirements() -> dict[str, str]:
 def rewrite_config_text(text: str) -> str:
     """Point a config at the vendored package: its import, and every ``_target_`` / expression that names it."""
     text = text.replace(f'"$import {PACKAGE}"', f'"$import scripts.{PACKAGE} as {PACKAGE}"')
-    return re.sub(rf'("_target_"\s*:\s*")({PACKAGE}\.)', rf"\1scripts.\2", text)
+    return re.sub(rf'("_target_"\s*:\s*")({PACKAGE}\.)', r"\1scripts.\2", text)
 
 
 def rewrite_script_text(text: str) -> str:
     """A bundle script's ``from shared_transforms.x import y`` / ``import shared_transforms`` -> the vendored copy."""
-    text = re.sub(rf"^(\s*)from {PACKAGE}(\.|\s)", rf"\1from .{PACKAGE}\2", text, flags=re.M)
-    return re.sub(rf"^(\s*)import {PACKAGE}\b(?! as)", rf"\1from . import {PACKAGE}", text, flags=re.M)
+    text = re.sub(rf"^(\s*)from {PACKAGE}(\.|\s)", rf"\1from .{PACKAGE}\2", text, flags=re.MULTILINE)
+    return re.sub(rf"^(\s*)import {PACKAGE}\b(?! as)", rf"\1from . import {PACKAGE}", text, flags=re.MULTILINE)
 
 
 def stage_bundle(name: str, folder: str | os.PathLike) -> Path:
