@@ -74,6 +74,14 @@ def test_the_archive_runs_from_its_unpacked_folder_alone(name, tmp_path):
     a = nib.load(tmp_path / "o1" / f"scan_{name}.nii.gz").get_fdata()
     b = nib.load(tmp_path / "o2" / f"scan_{name}.nii.gz").get_fdata()
     assert np.isfinite(a).all() and np.allclose(a, b, atol=1e-6)
+    if (folder / "models" / "model.pt").is_file():  # issue 13.2, part: the Zoo's network checks on the archive
+        log = _run(["verify_net_in_out", "--net_id", "network_def", "--meta_file", "configs/metadata.json",
+                    "--config_file", "configs/inference.json"], cwd=folder)
+        assert "data shape of network is verified with no error" in log
+        ts = tmp_path / f"{name}.ts"
+        _run(["ckpt_export", "--net_id", "network_def", "--filepath", str(ts), "--ckpt_file", "models/model.pt",
+              "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"], cwd=folder)
+        assert ts.is_file() and ts.stat().st_size > 0
     # a second export replaces its own archive; a user's file at that name is refused
     export_bundle.export_bundle(name, str(tmp_path / "dist"))
     (tmp_path / "mine").mkdir()
