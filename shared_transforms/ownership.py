@@ -1,7 +1,7 @@
 """Which files a run may replace: only its own earlier outputs, never an input and never a user's file.
 
 Every file this project writes carries the name of its writer, its *owner*: ``lfmri:<owner>`` at the start of a
-NIfTI header's ``descrip`` and in a PNG's ``Software`` text chunk. The owner is the bundle for inference outputs
+NIfTI header's ``descrip``, in a PNG's ``Software`` text chunk, and in an HDF5 file's ``lfmri_owner`` attribute. The owner is the bundle for inference outputs
 (``cfm``), or the tool for data and reports (``make_demo_data``, ``prepare_data``, ``stress``, ``benchmark``). A
 later run may replace a file only when its mark names the same owner; anything else at an output path - a user's
 scan, the shipped sample, another bundle's or tool's output, a file marked the older way (``lfmri <text>``, without
@@ -20,6 +20,8 @@ from .errors import InputError
 MARK_PREFIX = "lfmri:"
 #: The PNG text chunk that holds the mark (one of the keys matplotlib's PNG writer accepts).
 PNG_MARK_KEY = "Software"
+#: The HDF5 file attribute that holds the mark (fastMRI-layout files, :mod:`shared_transforms.fastmri`).
+H5_MARK_ATTR = "lfmri_owner"
 
 
 def ownership_mark(owner: str) -> str:
@@ -49,6 +51,12 @@ def written_by(path: str | os.PathLike) -> str | None:
 
             with Image.open(path) as img:
                 text = str(img.info.get(PNG_MARK_KEY, ""))
+        elif path.lower().endswith((".h5", ".hdf5")):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                value = f.attrs.get(H5_MARK_ATTR, "")
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     except Exception:  # noqa: BLE001 - any unreadable file (nibabel, gzip, Pillow errors alike) is not ours
         return None
     if not text.startswith(MARK_PREFIX):

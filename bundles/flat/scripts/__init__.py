@@ -1,0 +1,10 @@
+"""Python pieces of the ``flat`` bundle (FLAT: unrolled networks as conditional probability flows for single-coil
+accelerated-MRI reconstruction, Qi et al., arXiv 2512.03020; no official code, so what is not an equation of the
+paper is our reading, marked in each module).
+
+- :mod:`.network`: ``FLATNet`` (N cascades, flow grid or learned steps), the time grid, the data-consistency
+  gradient and the time-conditioned complex U-Net Phi.
+- :mod:`.flow`: the interpolated target ``x*_t = (1 - t) x_0 + t x_1`` and the velocity-alignment loss.
+- fastMRI single-coil HDF5 reading: :mod:`shared_transforms.fastmri`; k-space simulation and masks:
+  :mod:`shared_transforms.kspace`.
+"""
