@@ -26,8 +26,8 @@ Step j (cascade k = N - 1 - j), from ``z_j`` at ``tau_j`` to ``z_{j+1}`` at ``ta
     z_{j+1} = z_j - eta_j * A^H (A z_j - y) - |delta_j| * Phi(z_j, tau_j),
     |delta_j| = tau_j - tau_{j+1}   (sum_j |delta_j| = 1),   eta_j = |delta_j| / sigma^2.
 
-Phi is evaluated at the time of the state it is applied to (``tau_j``), as forward Euler does; the cascade equation is often written
-``Phi(x_{k+1}, t_k)`` - if the paper means the time of the step's end instead, only :meth:`FLATNet.step`'s time
+Phi is evaluated at the time of the state it is applied to (``tau_j``), as forward Euler does; the cascade equation
+is often written ``Phi(x_{k+1}, t_k)`` - if the paper means the time of the step's end instead, only :meth:`FLATNet.step`'s time
 index changes (a doubt to check against the paper).
 
 The baseline (``mode="learned_steps"``, our reading): the same cascades with free learned step sizes ``eta_j``
