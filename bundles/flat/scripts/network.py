@@ -2,8 +2,8 @@
 
 FLAT: Qi et al., "Unrolled Networks are Conditional Probability Flows in MRI Reconstruction", arXiv 2512.03020.
 There is no official code; everything below that is not a plain equation of the paper's unrolled form (as its
-public ICLR 2026 reviews quote it) is OUR READING of the paper and is marked so. Unverified choices: the grid exponent alpha = 2, sigma = 1, the U-Net widths, the time embedding
-(sinusoid of 1000 t with FiLM), sharing one U-Net across cascades, and the baseline's step initialisation 1/N.
+public ICLR 2026 reviews quote it) is OUR READING of the paper and is marked so. Unverified choices: the grid
+exponent alpha = 2, sigma = 1, the U-Net widths, the time embedding (sinusoid of 1000 t with FiLM), sharing one U-Net across cascades, and the baseline's step initialisation 1/N.
 
 Measurement model: ``y = M F x`` (``A = M F``, ``A^H = F^H M``; ``F`` the centred orthonormal 2D FFT, ``M`` a Cartesian
 column mask), complex images ``(B, 1, H, W, 2)`` with (real, imaginary) last, as MONAI's ``monai.apps.reconstruction``.
@@ -16,8 +16,8 @@ N forward-Euler steps on the grid
     tau_j = (1 - j / N) ** (1 + alpha),   j = 0..N:   tau_0 = 1 (zero-filled)  >  ...  >  tau_N = 0 (output),
 
 i.e. j counts the steps in the order they are applied, and the trajectory list is ``[z_0, z_1, ..., z_N]`` with
-``z_j`` at time ``tau_j``. In the usual unrolled-network numbering x_k (k = N-1, ..., 0; x_N the zero-filled image, x_0 the
-output) the same images are ``x_k = z_{N-k}`` at ``t_k = tau_{N-k} = (k / N) ** (1 + alpha)``. The grid is the same
+``z_j`` at time ``tau_j``. In the usual unrolled-network numbering x_k (k = N-1, ..., 0; x_N the zero-filled image,
+x_0 the output) the same images are ``x_k = z_{N-k}`` at ``t_k = tau_{N-k} = (k / N) ** (1 + alpha)``. The grid is the same
 set of times either way: with alpha > 0 it is densest near t = 0 (the fully-sampled end; the last step is
 ``(1/N) ** (1 + alpha)``, 5.8e-4 for N = 12, alpha = 2), coarsest near t = 1.
 
@@ -27,8 +27,8 @@ Step j (cascade k = N - 1 - j), from ``z_j`` at ``tau_j`` to ``z_{j+1}`` at ``ta
     |delta_j| = tau_j - tau_{j+1}   (sum_j |delta_j| = 1),   eta_j = |delta_j| / sigma^2.
 
 Phi is evaluated at the time of the state it is applied to (``tau_j``), as forward Euler does; the cascade equation
-is often written ``Phi(x_{k+1}, t_k)`` - if the paper means the time of the step's end instead, only :meth:`FLATNet.step`'s time
-index changes (a doubt to check against the paper).
+is often written ``Phi(x_{k+1}, t_k)`` - if the paper means the time of the step's end instead, only
+:meth:`FLATNet.step`'s time index changes (a doubt to check against the paper).
 
 The baseline (``mode="learned_steps"``, our reading): the same cascades with free learned step sizes ``eta_j``
 (initialised to 1/N, so that sum eta = 1 as on the flow grid with sigma = 1), each cascade with its own regulariser
@@ -281,7 +281,8 @@ class FLATNet(nn.Module):
 
     Buffers / parameters: ``times`` ``(N + 1,)`` (tau_0 = 1 .. tau_N = 0), ``deltas`` ``(N,)``, ``step_sizes``
     ``(N,)`` (eta: buffer in flow mode, parameter in learned mode), ``regulariser_scales`` ``(N,)``;
-    ``regularisers`` holds 1 (shared) or N U-Nets, index j = step order (cascade k = N - 1 - j in the unrolled numbering).
+    ``regularisers`` holds 1 (shared) or N U-Nets, index j = step order (cascade k = N - 1 - j in the unrolled
+    numbering).
     """
 
     def __init__(
