@@ -1,9 +1,10 @@
 """FLATNet: an unrolled single-coil MRI reconstruction network read as a conditional probability flow.
 
 FLAT: Qi et al., "Unrolled Networks are Conditional Probability Flows in MRI Reconstruction", arXiv 2512.03020.
-There is no official code; everything below that is not a plain equation of the paper's unrolled form (as its
-public ICLR 2026 reviews quote it) is OUR READING of the paper and is marked so. Unverified choices: the grid
-exponent alpha = 2, sigma = 1, the U-Net widths, the time embedding (sinusoid of 1000 t with FiLM), sharing one U-Net across cascades, and the baseline's step initialisation 1/N.
+There is no official code; everything below that is not a plain equation of the paper's unrolled form (as its public
+ICLR 2026 reviews quote it) is OUR READING of the paper and is marked so. Unverified choices: the grid exponent alpha
+= 2, sigma = 1, the U-Net widths, the time embedding (sinusoid of 1000 t with FiLM), sharing one U-Net across
+cascades, and the baseline's step initialisation 1/N.
 
 Measurement model: ``y = M F x`` (``A = M F``, ``A^H = F^H M``; ``F`` the centred orthonormal 2D FFT, ``M`` a Cartesian
 column mask), complex images ``(B, 1, H, W, 2)`` with (real, imaginary) last, as MONAI's ``monai.apps.reconstruction``.
@@ -17,9 +18,9 @@ N forward-Euler steps on the grid
 
 i.e. j counts the steps in the order they are applied, and the trajectory list is ``[z_0, z_1, ..., z_N]`` with
 ``z_j`` at time ``tau_j``. In the usual unrolled-network numbering x_k (k = N-1, ..., 0; x_N the zero-filled image,
-x_0 the output) the same images are ``x_k = z_{N-k}`` at ``t_k = tau_{N-k} = (k / N) ** (1 + alpha)``. The grid is the same
-set of times either way: with alpha > 0 it is densest near t = 0 (the fully-sampled end; the last step is
-``(1/N) ** (1 + alpha)``, 5.8e-4 for N = 12, alpha = 2), coarsest near t = 1.
+x_0 the output) the same images are ``x_k = z_{N-k}`` at ``t_k = tau_{N-k} = (k / N) ** (1 + alpha)``. The grid is the
+same set of times either way: with alpha > 0 it is densest near t = 0 (the fully-sampled end; the last step is ``(1/N)
+** (1 + alpha)``, 5.8e-4 for N = 12, alpha = 2), coarsest near t = 1.
 
 Step j (cascade k = N - 1 - j), from ``z_j`` at ``tau_j`` to ``z_{j+1}`` at ``tau_{j+1}``:
 
