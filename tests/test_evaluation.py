@@ -63,4 +63,4 @@ def test_rows_protocol_columns_and_atomic_files(tmp_path):
 
 def test_unknown_protocol_is_refused(tmp_path):
     with pytest.raises(InputError, match="unknown"):
-        VolumeMetricsSaver(str(tmp_path), protocols=["amir"])
+        VolumeMetricsSaver(str(tmp_path), protocols=["no_such_paper"])
