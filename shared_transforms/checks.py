@@ -24,17 +24,24 @@ def is_nifti_path(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+def check_input_file(path: str | os.PathLike, expected: str) -> str:
+    """``path`` as a string when it exists and is not a folder; else an :class:`InputError` naming it (``expected``
+    describes the file wanted, e.g. "a NIfTI file (.nii or .nii.gz)")."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(path, "file not found")
+    if os.path.isdir(path):
+        raise InputError(path, f"is a folder, expected {expected}")
+    return path
+
+
 def check_nifti_file(path: str | os.PathLike) -> nib.Nifti1Image:
     """Open ``path`` as NIfTI (header only, no voxel data read) or raise a clear error.
 
     Returns:
         the nibabel image (data not loaded yet).
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(path, "file not found")
-    if os.path.isdir(path):
-        raise InputError(path, "is a folder, expected a NIfTI file (.nii or .nii.gz)")
+    path = check_input_file(path, "a NIfTI file (.nii or .nii.gz)")
     try:
         img = nib.load(path)
     except Exception as err:  # nibabel raises several types (ImageFileError, OSError, EOFError, ...)

@@ -39,7 +39,7 @@ from monai.transforms import CenterSpatialCrop, MapTransform
 from monai.utils import ensure_tuple
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
-from .checks import MAX_VOXELS_ENV, max_voxels
+from .checks import MAX_VOXELS_ENV, check_input_file, max_voxels
 from .errors import InputError
 from .files import atomic_path
 from .ownership import H5_MARK_ATTR, check_replaceable, ownership_mark
@@ -106,10 +106,7 @@ class FastMRISingleCoil(NamedTuple):
 def _open(path: str) -> Iterator[Any]:
     """Open ``path`` read-only as HDF5, or raise an :class:`InputError` naming it."""
     h5py = _h5py()
-    if not os.path.exists(path):
-        raise InputError(path, "file not found")
-    if os.path.isdir(path):
-        raise InputError(path, "is a folder, expected a fastMRI HDF5 file (.h5)")
+    path = check_input_file(path, "a fastMRI HDF5 file (.h5)")
     try:
         is_hdf5 = h5py.is_hdf5(path)
     except OSError as err:

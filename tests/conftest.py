@@ -15,6 +15,25 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_bundle_scripts(bundle: str):
+    """Import ``bundles/<bundle>/scripts`` as the package ``<bundle>_bundle_scripts`` (every bundle names its code
+    package ``scripts``, so the tests of several bundles in one process need distinct names). Returns the package."""
+    import importlib.util
+
+    name = f"{bundle}_bundle_scripts"
+    if name in sys.modules:
+        return sys.modules[name]
+    folder = REPO / "bundles" / bundle / "scripts"
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def phantom(shape=(24, 28, 20), seed=0) -> np.ndarray:
     """A smooth head-like phantom: an ellipsoid 'brain' with a brighter core and a darker rim, in [0, 1]."""
     rng = np.random.default_rng(seed)

@@ -9,28 +9,15 @@ expert combination rule of the official mixture of experts.
 from __future__ import annotations
 
 import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_bundle_scripts
 from torch import nn
-
-_SCRIPTS = Path(__file__).resolve().parents[1] / "bundles" / "amir" / "scripts"
 
 
 def _load_scripts():
-    # every bundle has a package called "scripts": load this one under a unique name
-    name = "amir_bundle_scripts"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, _SCRIPTS / "__init__.py", submodule_search_locations=[str(_SCRIPTS)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bundle_scripts("amir")
 
 
 _load_scripts()

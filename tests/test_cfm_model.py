@@ -6,37 +6,27 @@ path, source, loss and Euler grid; the network and its parameter counts.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
+from conftest import load_bundle_scripts
+from torch import nn
 
 _SCRIPTS = Path(__file__).resolve().parents[1] / "bundles" / "cfm" / "scripts"
 
 
 def _load_scripts():
-    # every bundle has a package called "scripts": load this one under a unique name
-    name = "cfm_bundle_scripts"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, _SCRIPTS / "__init__.py", submodule_search_locations=[str(_SCRIPTS)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bundle_scripts("cfm")
 
 
 _load_scripts()
-from cfm_bundle_scripts import flow  # noqa: E402
+from cfm_bundle_scripts import flow
+from cfm_bundle_scripts.network import CFMUNet, count_flops
 
-from shared_transforms import ode  # noqa: E402
-from cfm_bundle_scripts.network import CFMUNet, count_flops  # noqa: E402
+from shared_transforms import ode
 
 
 def _n_params(net: nn.Module) -> int:

@@ -8,35 +8,21 @@ and TorchScript tracing. Tiny sizes: H = W = 32, U-Net widths 4..16.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_bundle_scripts
 from monai.apps.reconstruction.networks.blocks.varnetblock import VarNetBlock
 from monai.apps.reconstruction.networks.nets.complex_unet import ComplexUnet
 from torch import nn
 
 from shared_transforms.kspace import apply_mask, cartesian_mask, fft2c, ifft2c
 
-_SCRIPTS = Path(__file__).resolve().parents[1] / "bundles" / "flat" / "scripts"
-
 
 def _load_scripts():
-    # every bundle has a package called "scripts": load this one under a unique name
-    name = "flat_bundle_scripts"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        name, _SCRIPTS / "__init__.py", submodule_search_locations=[str(_SCRIPTS)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bundle_scripts("flat")
 
 
 _load_scripts()
