@@ -315,3 +315,51 @@ def test_torch_export():
     program = torch.export.export(net, (y, mask))
     with torch.no_grad():
         torch.testing.assert_close(program.module()(y, mask), net(y, mask), atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------- one-tensor interface
+
+
+def test_pack_unpack_round_trip():
+    from flat_bundle_scripts.network import PACKED_CHANNELS, pack_inputs, unpack_inputs
+
+    _, _, mask, y = _data()
+    packed = pack_inputs(y, mask)
+    assert packed.shape == (2, len(PACKED_CHANNELS), H, W)
+    k, m = unpack_inputs(packed)
+    assert m.shape == (2, 1, H, W, 1) and m.dtype == torch.bool
+    assert torch.equal(m[0, 0, 0, :, 0], mask[0, 0, 0, :, 0]) and torch.equal(m[0, 0, :, 3, 0], m[0, 0, :1, 3, 0].expand(H))
+    torch.testing.assert_close(k, y)
+    with pytest.raises(ValueError, match="packed inputs"):
+        unpack_inputs(packed[:, :2])
+
+
+def test_reconstructor_is_flatnet_behind_one_tensor():
+    """forward gives |FLATNet(y, mask)|; trajectory gives its N + 1 complex images; the weights are FLATNet's."""
+    from flat_bundle_scripts.network import FLATReconstructor, complex_abs, pack_inputs
+
+    torch.manual_seed(0)
+    rec = FLATReconstructor(num_cascades=3, **TINY).eval()
+    _, _, mask, y = _data()
+    x = pack_inputs(y, mask)
+    with torch.no_grad():
+        out, images, _ = rec.net(y, mask, return_trajectory=True)
+        torch.testing.assert_close(rec(x), complex_abs(out))
+        traj = rec.trajectory(x)
+    assert traj.shape == (2, 4, H, W, 2)
+    for j, image in enumerate(images):
+        torch.testing.assert_close(traj[:, j : j + 1], image)
+    assert all(k.startswith("net.") for k in rec.state_dict())
+
+
+def test_reconstructor_traces_for_torchscript():
+    from flat_bundle_scripts.network import FLATReconstructor, pack_inputs
+
+    torch.manual_seed(0)
+    rec = FLATReconstructor(num_cascades=2, **TINY).eval()
+    _, _, mask, y = _data()
+    x = pack_inputs(y, mask)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(rec, x)
+        torch.testing.assert_close(traced(x), rec(x), atol=1e-4, rtol=1e-4)

@@ -304,7 +304,7 @@ def test_protocol_cfm(vol):
     pred2 = ref2 + 0.1 * (~mask2) * (ref2 == 0)  # error only in the background: removed by the authors' mask
     assert M.protocol_cfm(pred2, ref2, use_mask=True, lpips_net=None)["psnr"] == M.PSNR_CAP_DB
     assert M.protocol_cfm(pred2, ref2, use_mask=False, lpips_net=None)["psnr"] < 40
-    assert M.PROTOCOLS == {"cfm": M.protocol_cfm, "amir": M.protocol_amir}
+    assert M.PROTOCOLS == {"cfm": M.protocol_cfm, "amir": M.protocol_amir, "fastmri": M.protocol_fastmri}
 
 
 def test_amir_ssim_is_gaussian_ssim_with_zero_padding(vol):
@@ -425,3 +425,21 @@ def test_masked_metric_in_supervised_evaluator(vol):
     # without the postprocessing copy the mask is not in the engine output: a clear error, not a silent whole-image
     with pytest.raises(InputError, match="eval_mask"):
         M.pred_and_masked_label([{"pred": items[0]["image"], "label": items[0]["label"]}])
+
+
+def test_protocol_fastmri_matches_its_definition():
+    """fastMRI's evaluate.py: PSNR and SSIM with data range = the reference volume's max, SSIM slice by slice along
+    the slice axis, NMSE; no mask, no clipping; written out here with skimage and numpy directly."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    rng = np.random.default_rng(3)
+    ref = 2.5 * rng.random((20, 24, 6))  # not on [0, 1]: fastMRI scores on the data's own scale
+    pred = ref + 0.1 * rng.standard_normal(ref.shape)
+    res = M.protocol_fastmri(pred, ref)
+    maxval = ref.max()
+    assert res["psnr"] == pytest.approx(peak_signal_noise_ratio(ref, pred, data_range=maxval))
+    ssim = np.mean([structural_similarity(ref[..., i], pred[..., i], data_range=maxval) for i in range(6)])
+    assert res["ssim"] == pytest.approx(ssim)
+    assert res["nmse"] == pytest.approx(np.sum((ref - pred) ** 2) / np.sum(ref**2))
+    assert M.protocol_fastmri(ref, ref)["nmse"] == 0 and M.protocol_fastmri(ref, ref)["ssim"] == pytest.approx(1)
+    assert np.isnan(M.protocol_fastmri(pred, np.zeros_like(ref))["psnr"])

@@ -35,7 +35,15 @@ from __future__ import annotations
 from .core import PSNR_CAP_DB, mae, nmse, per_slice_metrics, psnr, psnr_from_mse, slice_stats, ulf_enc_score
 from .ignite_adapter import EVAL_MASK_KEY, MaskedMetric, pred_and_masked_label
 from .perceptual import LPIPS_BACKBONE_FILES, lpips_checkpoint_path, lpips_distance
-from .protocols import PROTOCOLS, amir_ssim, amir_ssim_map, cfm_slice_mask, protocol_amir, protocol_cfm
+from .protocols import (
+    PROTOCOLS,
+    amir_ssim,
+    amir_ssim_map,
+    cfm_slice_mask,
+    protocol_amir,
+    protocol_cfm,
+    protocol_fastmri,
+)
 from .structural import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_setup, ssim, ssim_map
 from .tissue import TISSUE_CLASSES, tissue_overlap, tissue_segmentation
 from .volume import evaluate_volume
@@ -62,6 +70,7 @@ __all__ = [
     "pred_and_masked_label",
     "protocol_amir",
     "protocol_cfm",
+    "protocol_fastmri",
     "psnr",
     "psnr_from_mse",
     "slice_stats",

@@ -13,6 +13,11 @@
   https://github.com/Yaziwel/All-In-One-Medical-Image-Restoration-via-Task-Adaptive-Routing), summarised per
   sagittal slice as seed 002 reports it (mean, median, SD, min, max; see bundles/amir/docs/README.md).
 
+- ``fastmri``: :func:`protocol_fastmri`, fastMRI's reconstruction metrics (Zbontar et al., arXiv 1811.08839;
+  ``fastmri/evaluate.py`` of https://github.com/facebookresearch/fastMRI) per volume: PSNR and SSIM with the data
+  range the reference volume's maximum, NMSE; for the reconstruction bundle ``flat`` (FLAT, arXiv 2512.03020,
+  reports these).
+
 A bundle that reproduces another paper brings that paper's protocol with it.
 """
 
@@ -169,5 +174,36 @@ def protocol_amir(pred: Any, ref: Any, axis: int = 0, lpips_net: str | None = No
     return out
 
 
-PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {"cfm": protocol_cfm, "amir": protocol_amir}
+def protocol_fastmri(pred: Any, ref: Any, axis: int = 2, lpips_net: str | None = None) -> dict[str, Any]:
+    """fastMRI's metrics of one volume, as ``fastmri/evaluate.py`` computes them (see the module docstring).
+
+    The volume is a stack of 2D slices ``V[..., i]`` along ``axis`` (2: the slices ``flat`` reconstructs). With
+    ``maxval = ref.max()`` over the whole volume: ``psnr`` = skimage's ``peak_signal_noise_ratio(ref, pred,
+    data_range=maxval)`` on the volume; ``ssim`` = the mean over slices of skimage's ``structural_similarity(ref_i,
+    pred_i, data_range=maxval)`` (its default 7 x 7 uniform window, as fastMRI); ``nmse`` = ``||ref - pred||^2 /
+    ||ref||^2``. No mask and no clipping (fastMRI scores the whole reconstruction on its own scale); a volume whose
+    reference is all zero gives NaN. ``lpips_net`` is accepted for the common calling convention and not used.
+
+    Returns ``psnr``, ``ssim``, ``nmse`` (floats).
+    """
+    p, r = _as_pair(pred, ref, 3)
+    p = np.moveaxis(p, axis, 0).astype(np.float64)
+    r = np.moveaxis(r, axis, 0).astype(np.float64)
+    maxval = float(r.max())
+    norm = float(np.sum(r**2))
+    if maxval <= 0 or norm == 0:
+        return {"psnr": float("nan"), "ssim": float("nan"), "nmse": float("nan")}
+    ssims = [structural_similarity(ri, pi, data_range=maxval) for ri, pi in zip(r, p)]
+    return {
+        "psnr": float(peak_signal_noise_ratio(r, p, data_range=maxval)),
+        "ssim": float(np.mean(ssims)),
+        "nmse": float(np.sum((r - p) ** 2) / norm),
+    }
+
+
+PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {
+    "cfm": protocol_cfm,
+    "amir": protocol_amir,
+    "fastmri": protocol_fastmri,
+}
 """Paper protocols by name (see the module docstring for the calling convention)."""

@@ -3,7 +3,8 @@ accelerated-MRI reconstruction, Qi et al., arXiv 2512.03020; no official code, s
 paper is our reading, marked in each module).
 
 - :mod:`.network`: ``FLATNet`` (N cascades, flow grid or learned steps), the time grid, the data-consistency
-  gradient and the time-conditioned complex U-Net Phi.
+  gradient, the time-conditioned complex U-Net Phi, and ``FLATReconstructor``: the network behind one packed
+  tensor ``(B, 3, H, W)`` (masked k-space real/imaginary, sampling mask) for MONAI's engines and the Zoo's checks.
 - :mod:`.flow`: the interpolated target ``x*_t = (1 - t) x_0 + t x_1`` and the velocity-alignment loss.
 - fastMRI single-coil HDF5 reading: :mod:`shared_transforms.fastmri`; k-space simulation and masks:
   :mod:`shared_transforms.kspace`.

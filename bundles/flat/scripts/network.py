@@ -367,3 +367,54 @@ class FLATNet(nn.Module):
         if return_trajectory:
             return image, images, self.times
         return image
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One-tensor interface for the bundle (MONAI engines, inferers, the Model Zoo's checks and TorchScript)
+# ----------------------------------------------------------------------------------------------------------------
+
+#: channels of the packed network input: masked k-space (real, imaginary) and the sampling mask (0/1)
+PACKED_CHANNELS = ("kspace_real", "kspace_imag", "sampling_mask")
+
+
+def pack_inputs(masked_kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W, 2)`` masked k-space and a mask broadcastable to ``(B, 1, H, W, 1)`` -> ``(B, 3, H, W)``
+    (:data:`PACKED_CHANNELS`): one image-like tensor that MONAI's engines, slice inferers and the Model Zoo's
+    ``verify_net_in_out`` can pass around (the mask broadcast over the rows costs one channel)."""
+    k = masked_kspace[:, 0].movedim(-1, 1)  # (B, 2, H, W)
+    m = mask.to(k.dtype).expand(masked_kspace.shape[0], 1, *masked_kspace.shape[2:4], 1)[..., 0]  # (B, 1, H, W)
+    return torch.cat([k * m, m], dim=1)
+
+
+def unpack_inputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`pack_inputs`: ``(B, 3, H, W)`` -> masked k-space ``(B, 1, H, W, 2)``, bool mask
+    ``(B, 1, H, W, 1)`` (a mask channel above 0.5 counts as sampled)."""
+    if x.ndim != 4 or x.shape[1] != len(PACKED_CHANNELS):
+        raise ValueError(f"expected packed inputs (B, 3, H, W) = {PACKED_CHANNELS}, got {tuple(x.shape)}")
+    return x[:, 0:2].movedim(1, -1)[:, None], (x[:, 2:3] > 0.5)[..., None]
+
+
+def complex_abs(image: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, H, W, 2)`` complex -> ``(B, 1, H, W)`` magnitude."""
+    return torch.sqrt(image[..., 0] ** 2 + image[..., 1] ** 2)
+
+
+class FLATReconstructor(nn.Module):
+    """:class:`FLATNet` behind one tensor: ``forward(x)`` on packed inputs ``(B, 3, H, W)`` (:func:`pack_inputs`)
+    returns the magnitude of the reconstruction ``(B, 1, H, W)``; :meth:`trajectory` returns the complex images of
+    every cascade for the training loss and the per-cascade plots. Keyword arguments go to :class:`FLATNet`."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        self.net = FLATNet(**kwargs)
+
+    def trajectory(self, x: torch.Tensor) -> torch.Tensor:
+        """Packed inputs ``(B, 3, H, W)`` -> the complex trajectory ``(B, N + 1, H, W, 2)``: the zero-filled image,
+        then the output of each cascade (its flow times are ``self.net.times``)."""
+        masked_kspace, mask = unpack_inputs(x)
+        _, images, _ = self.net(masked_kspace, mask, return_trajectory=True)
+        return torch.cat(images, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        masked_kspace, mask = unpack_inputs(x)
+        return complex_abs(self.net(masked_kspace, mask))
