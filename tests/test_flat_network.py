@@ -336,7 +336,8 @@ def test_pack_unpack_round_trip():
 
 def test_reconstructor_is_flatnet_behind_one_tensor():
     """forward gives |FLATNet(y, mask)|; trajectory gives its N + 1 complex images; the weights are FLATNet's."""
-    from flat_bundle_scripts.network import FLATReconstructor, complex_abs, pack_inputs
+    from flat_bundle_scripts.network import FLATReconstructor, pack_inputs
+    from monai.apps.reconstruction.complex_utils import complex_abs_t as complex_abs
 
     torch.manual_seed(0)
     rec = FLATReconstructor(num_cascades=3, **TINY).eval()

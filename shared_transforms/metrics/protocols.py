@@ -33,7 +33,7 @@ from monai.transforms.utils import get_largest_connected_component_mask
 from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from .core import PSNR_CAP_DB, psnr_from_mse, slice_stats
+from .core import PSNR_CAP_DB, _nmse, psnr_from_mse, slice_stats
 from .inputs import _as_array, _as_pair
 from .perceptual import lpips_distance
 
@@ -190,14 +190,13 @@ def protocol_fastmri(pred: Any, ref: Any, axis: int = 2, lpips_net: str | None =
     p = np.moveaxis(p, axis, 0).astype(np.float64)
     r = np.moveaxis(r, axis, 0).astype(np.float64)
     maxval = float(r.max())
-    norm = float(np.sum(r**2))
-    if maxval <= 0 or norm == 0:
+    if maxval <= 0:
         return {"psnr": float("nan"), "ssim": float("nan"), "nmse": float("nan")}
     ssims = [structural_similarity(ri, pi, data_range=maxval) for ri, pi in zip(r, p)]
     return {
         "psnr": float(peak_signal_noise_ratio(r, p, data_range=maxval)),
         "ssim": float(np.mean(ssims)),
-        "nmse": float(np.sum((r - p) ** 2) / norm),
+        "nmse": _nmse(p, r, None),
     }
 
 

@@ -65,6 +65,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from monai.apps.reconstruction.complex_utils import complex_abs_t
 from monai.apps.reconstruction.networks.nets.utils import (
     divisible_pad_t,
     inverse_divisible_pad_t,
@@ -394,11 +395,6 @@ def unpack_inputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[:, 0:2].movedim(1, -1)[:, None], (x[:, 2:3] > 0.5)[..., None]
 
 
-def complex_abs(image: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, H, W, 2)`` complex -> ``(B, 1, H, W)`` magnitude."""
-    return torch.sqrt(image[..., 0] ** 2 + image[..., 1] ** 2)
-
-
 class FLATReconstructor(nn.Module):
     """:class:`FLATNet` behind one tensor: ``forward(x)`` on packed inputs ``(B, 3, H, W)`` (:func:`pack_inputs`)
     returns the magnitude of the reconstruction ``(B, 1, H, W)``; :meth:`trajectory` returns the complex images of
@@ -417,4 +413,4 @@ class FLATReconstructor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         masked_kspace, mask = unpack_inputs(x)
-        return complex_abs(self.net(masked_kspace, mask))
+        return complex_abs_t(self.net(masked_kspace, mask))  # (B, 1, H, W)
