@@ -68,10 +68,10 @@ INPUT_KINDS: dict[str, InputKind] = {
         InputKind(
             "image_to_undersample",
             "a magnitude NIfTI volume whose k-space is simulated and under-sampled on the fly (the image is the "
-            "reference)",
-            {"image": "label", "mask": "mask"},
-            ("image",),
-            "image",
+            "reference); a paired low/high datalist trains it as it is, from its high fields",
+            {"high": "label", "mask": "mask"},
+            ("high",),
+            "high",
         ),
     )
 }

@@ -28,9 +28,10 @@ NORMALISED_NOTE = "intensity [0,1] (p1-p99 normalised)"
 
 
 def nifti_stem(path: str | os.PathLike) -> str:
-    """File name without folder and without ``.nii``/``.nii.gz``."""
+    """File name without folder and without ``.nii``/``.nii.gz`` (or the ``.h5``/``.hdf5`` of a k-space input, whose
+    reconstruction is written as NIfTI too)."""
     name = os.path.basename(os.fspath(path))
-    for suffix in (".nii.gz", ".nii"):
+    for suffix in (".nii.gz", ".nii", ".h5", ".hdf5"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name

@@ -23,15 +23,19 @@ from .io import LoadVolumed
 
 
 def inference_transforms(
-    target_spacing: Sequence[float] = (1.0, 1.0, 1.0), lower: float = 1.0, upper: float = 99.0, key: str = "image"
+    target_spacing: Sequence[float] | None = (1.0, 1.0, 1.0), lower: float = 1.0, upper: float = 99.0,
+    key: str = "image",
 ) -> list:
     """Load (with the contract's checks), orient to RAS, resample to ``target_spacing`` mm by cubic spline
-    (covering the input's field of view), normalise the ``lower``..``upper`` percentiles to [0, 1] (the ``upper`` one
-    inside the head, :class:`.intensity.PercentileNormalize` with ``head_mask=True``)."""
+    (covering the input's field of view; None keeps the file's own voxels, as k-space simulation needs), normalise
+    the ``lower``..``upper`` percentiles to [0, 1] (the ``upper`` one inside the head,
+    :class:`.intensity.PercentileNormalize` with ``head_mask=True``)."""
+    resample = [] if target_spacing is None else [
+        Spacingd(key, pixdim=tuple(target_spacing), mode=3, padding_mode="border")]
     return [
         LoadVolumed(key),
         Orientationd(key, axcodes="RAS"),
-        Spacingd(key, pixdim=tuple(target_spacing), mode=3, padding_mode="border"),
+        *resample,
         PercentileNormalized(key, lower=lower, upper=upper, head_mask=True),
         EnsureTyped(key, dtype=torch.float32),
     ]

@@ -93,11 +93,13 @@ def test_input_kinds_decide_the_keys(tmp_path, tiny_pair):
     p = _write(tmp_path / "d.json", {"testing": [item]})
     assert pair_items(p, "testing") == [{"image": tiny_pair["low"], "label": tiny_pair["high"],
                                          "mask": tiny_pair["mask"], "subject": "s1"}]
-    # an image-to-under-sample bundle (flat) reads the image as its reference, and a low/high datalist lacks its key
-    with pytest.raises(InputError, match=r"lacks the key\(s\) \['image'\]"):
-        pair_items(p, "testing", "image_to_undersample")
-    img = _write(tmp_path / "i.json", {"testing": [{"subject": "s1", "image": tiny_pair["high"]}]})
-    assert pair_items(img, "testing", "image_to_undersample") == [{"label": tiny_pair["high"], "subject": "s1"}]
+    # an image-to-under-sample bundle (flat) trains on a paired datalist as it is: the high field is its reference
+    assert pair_items(p, "testing", "image_to_undersample") == [{"label": tiny_pair["high"], "mask": tiny_pair["mask"],
+                                                                 "subject": "s1"}]
+    low_only = _write(tmp_path / "l.json", {"testing": [{"subject": "s1", "low": tiny_pair["low"]}]})
+    with pytest.raises(InputError, match=r"lacks the key\(s\) \['high'\]"):
+        pair_items(low_only, "testing", "image_to_undersample")
+    img = _write(tmp_path / "i.json", {"testing": [{"subject": "s1", "high": tiny_pair["high"]}]})
     assert inference_items(img, kind="image_to_undersample") == [{"image": tiny_pair["high"], "output_stem": "s1_high"}]
     (tmp_path / "h5").mkdir()
     (tmp_path / "h5" / "file1.h5").write_bytes(b"")

@@ -6,6 +6,12 @@ paper is our reading, marked in each module).
   gradient, the time-conditioned complex U-Net Phi, and ``FLATReconstructor``: the network behind one packed
   tensor ``(B, 3, H, W)`` (masked k-space real/imaginary, sampling mask) for MONAI's engines and the Zoo's checks.
 - :mod:`.flow`: the interpolated target ``x*_t = (1 - t) x_0 + t x_1`` and the velocity-alignment loss.
+- :mod:`.transforms`: ``UndersampleVolumed``, a magnitude volume to simulated, under-sampled k-space packed as
+  ``(3, X, Y, Z)`` (and the complex target for training).
+- :mod:`.training`: the trajectory inferer, the target batch and the loss that ``train.json`` gives MONAI's
+  ``SupervisedTrainer``.
+- :mod:`.study`: the per-cascade study (PSNR of every intermediate image, flow against learned steps), run as
+  ``cd bundles/flat && python -m scripts.study``.
 - fastMRI single-coil HDF5 reading: :mod:`shared_transforms.fastmri`; k-space simulation and masks:
   :mod:`shared_transforms.kspace`.
 """

@@ -79,11 +79,16 @@ from torch import nn
 
 __all__ = [
     "MODES",
+    "PACKED_CHANNELS",
     "FLATNet",
+    "FLATReconstructor",
     "TimeConditionedComplexUnet",
+    "ZeroFilled",
     "data_consistency_gradient",
     "flow_step_sizes",
     "flow_time_grid",
+    "pack_inputs",
+    "unpack_inputs",
     "zero_filled_image",
 ]
 
@@ -411,6 +416,20 @@ class FLATReconstructor(nn.Module):
         _, images, _ = self.net(masked_kspace, mask, return_trajectory=True)
         return torch.cat(images, dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, return_trajectory: bool = False) -> torch.Tensor:
+        """Packed inputs ``(B, 3, H, W)`` -> magnitude ``(B, 1, H, W)``; with ``return_trajectory`` the complex
+        trajectory of :meth:`trajectory` instead (how a ``DistributedDataParallel`` wrapper reaches it)."""
+        if return_trajectory:
+            return self.trajectory(x)
         masked_kspace, mask = unpack_inputs(x)
         return complex_abs_t(self.net(masked_kspace, mask))  # (B, 1, H, W)
+
+
+class ZeroFilled(nn.Module):
+    """The zero-filled reconstruction ``|A^H y|`` behind the same one-tensor interface as :class:`FLATReconstructor`
+    (packed inputs ``(B, 3, H, W)`` -> ``(B, 1, H, W)``), so the bundle's evaluation scores the baseline every
+    under-sampled reconstruction starts from with the same pipeline (no weights)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        masked_kspace, mask = unpack_inputs(x)
+        return complex_abs_t(zero_filled_image(masked_kspace, mask))

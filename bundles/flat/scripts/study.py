@@ -1,0 +1,133 @@
+"""Per-cascade study: how close each intermediate image of the unrolled network is to the reference.
+
+FLAT's claim (arXiv 2512.03020) is that fixing the cascades to the flow's time grid and aligning every intermediate
+image with the straight path makes the trajectory monotone and interpretable, where the unrolled baseline's
+intermediate images need not be images at all. This measures it on the bundle's own evaluation data: for every
+model given, the fastMRI PSNR and SSIM (:func:`shared_transforms.metrics.protocols.protocol_fastmri`) of the
+magnitude of the zero-filled image and of each cascade's output, averaged over the test volumes, written as a JSON
+table and a PNG plot.
+
+Run from the bundle folder (the configs and weights are found there)::
+
+    cd bundles/flat && python -m scripts.study --datalist ../../demo_data_random/datalist.json \\
+        --models "{'FLAT': ['models/model.pt', 'flow'], 'unrolled': ['~/runs/flat_vanilla/model.pt', 'learned_steps']}" \\
+        --num_slices 64 --out_dir docs
+
+Each model is ``name: [checkpoint, mode]`` (``mode`` as in the configs, ``flow`` or ``learned_steps``); the data
+are the ``testing`` split under evaluate.json's pipeline (fixed mask per file, ``acceleration``,
+``center_fraction``, ``mask_pattern``), cut to the central ``num_slices`` axial slices (-1: all).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.apps.reconstruction.complex_utils import complex_abs_t
+from monai.bundle import ConfigParser
+
+from shared_transforms.checkpoint import load_weights
+from shared_transforms.metrics.protocols import protocol_fastmri
+from shared_transforms.files import write_text_atomic
+from shared_transforms.preview import save_figure_atomic
+
+BUNDLE = Path(__file__).resolve().parents[1]
+OWNER = "flat"
+
+
+def _parser(overrides: dict) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "evaluate.json")])
+    parser.update(overrides)
+    return parser
+
+
+@torch.no_grad()
+def trajectory_magnitudes(network, packed: torch.Tensor, slice_axis: int = 2, batch: int = 8) -> torch.Tensor:
+    """Packed volume ``(3, X, Y, Z)`` -> magnitudes of every image of the trajectory ``(N + 1, X, Y, Z)`` (slices along
+    ``slice_axis``, ``batch`` at a time), clipped to [0, 1] as the bundle's evaluation clips its prediction."""
+    slices = torch.as_tensor(packed).movedim(1 + slice_axis, 0)  # (S, 3, H, W)
+    out = [complex_abs_t(network.trajectory(slices[i : i + batch])) for i in range(0, slices.shape[0], batch)]
+    mags = torch.cat(out, 0).clamp(0, 1)  # (S, N + 1, H, W)
+    return mags.movedim(0, 1 + slice_axis)
+
+
+def run(
+    models: dict,
+    datalist: str,
+    split: str = "testing",
+    num_slices: int = 64,
+    acceleration: float = 8.0,
+    center_fraction: float = 0.04,
+    mask_pattern: str = "random",
+    out_dir: str = "docs",
+    device: str = "cpu",
+) -> dict:
+    """The study (module docstring); returns the table it writes to ``<out_dir>/cascade_study.json`` and plots in
+    ``<out_dir>/cascade_study.png``."""
+    t0 = time.perf_counter()
+    table: dict = {"command": "cd bundles/flat && python -m scripts.study " + " ".join(
+        f"--{k} {v!r}" for k, v in dict(models=models, datalist=datalist, split=split, num_slices=num_slices,
+                                         acceleration=acceleration, center_fraction=center_fraction,
+                                         mask_pattern=mask_pattern).items()), "models": {}}
+    for name, (ckpt, mode) in models.items():
+        parser = _parser({"datalist": os.path.abspath(os.path.expanduser(datalist)), "eval_split": split,
+                          "eval_num_slices": int(num_slices), "acceleration": float(acceleration),
+                          "center_fraction": float(center_fraction), "mask_pattern": mask_pattern, "mode": mode,
+                          "device": device})
+        dataset = parser.get_parsed_content("validate#dataset")
+        network = parser.get_parsed_content("network_def").to(device).eval()
+        load_weights(network, os.path.expanduser(ckpt))
+        axis = int(parser.get_parsed_content("slice_axis"))
+        psnr, ssim = [], []
+        for item in dataset:
+            mags = trajectory_magnitudes(network, item["image"].to(device), axis).cpu().numpy()
+            ref = np.asarray(item["label"][0])
+            scores = [protocol_fastmri(m, ref, axis=axis) for m in mags]
+            psnr.append([s["psnr"] for s in scores])
+            ssim.append([s["ssim"] for s in scores])
+        times = network.net.times.tolist()
+        table["models"][name] = {
+            "checkpoint": ckpt, "mode": mode, "volumes": len(psnr), "flow_times": [round(t, 4) for t in times],
+            "psnr": np.mean(psnr, 0).round(3).tolist(), "ssim": np.mean(ssim, 0).round(4).tolist(),
+        }
+    table["seconds"] = round(time.perf_counter() - t0, 1)
+    os.makedirs(out_dir, exist_ok=True)
+    write_text_atomic(os.path.join(out_dir, "cascade_study.json"), json.dumps(table, indent=2))
+    _plot(table, os.path.join(out_dir, "cascade_study.png"), acceleration, mask_pattern)
+    return table
+
+
+def _plot(table: dict, path: str, acceleration: float, mask_pattern: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for name, row in table["models"].items():
+        steps = range(len(row["psnr"]))
+        axes[0].plot(steps, row["psnr"], marker="o", ms=3, label=name)
+        axes[1].plot(steps, row["ssim"], marker="o", ms=3, label=name)
+    for ax, what in zip(axes, ("PSNR (dB)", "SSIM")):
+        ax.set_xlabel("image of the trajectory (0 = zero-filled, N = output)")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"flat: every cascade against the reference, {acceleration:g}x {mask_pattern} (fastMRI metrics)",
+                 fontsize=9)
+    fig.tight_layout()
+    return save_figure_atomic(fig, path, OWNER)
+
+
+if __name__ == "__main__":
+    import fire
+
+    from shared_transforms.bundle import activate_bundle
+
+    activate_bundle(BUNDLE)
+    fire.Fire(run)
