@@ -89,16 +89,18 @@ def nifti_image(
 ) -> nib.Nifti1Image:
     """A 3D volume ``(X, Y, Z)`` (or ``(1, X, Y, Z)``) as a NIfTI image in mm, marked as ``owner``'s
     (:mod:`shared_transforms.ownership`): the header's 80-character ``descrip`` is ``lfmri:<owner> <description>``.
+    A channel-first series ``(C, X, Y, Z)``, C > 1 (e.g. flat's per-cascade images), is written as one 4D NIfTI
+    ``(X, Y, Z, C)``.
 
     Args:
         affine: 4x4 voxel-to-world matrix in mm (written as both qform and sform).
         dtype: the on-disk type; float data into an integer type gets nibabel's ``scl_slope`` / ``scl_inter``.
     """
     arr = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 3:
-        raise ValueError(f"a NIfTI volume must be 3D, got shape {arr.shape}")
+    if arr.ndim == 4:
+        arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)  # a series: volumes along the 4th axis
+    if arr.ndim not in (3, 4):
+        raise ValueError(f"a NIfTI volume must be 3D (or a channel-first 4D series), got shape {arr.shape}")
     aff = affine.detach().cpu().numpy() if isinstance(affine, torch.Tensor) else np.asarray(affine)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
@@ -152,7 +154,8 @@ class SaveVolumed(MapTransform):
     maps) are renamed together, and only this bundle's own earlier outputs are ever replaced (never an input).
 
     Args:
-        keys: prediction key(s), tensors ``(1, X, Y, Z)``; a second key gets its own suffix from ``suffixes``.
+        keys: prediction key(s), tensors ``(1, X, Y, Z)`` (a ``(C, X, Y, Z)`` series is written as one 4D NIfTI);
+            a second key gets its own suffix from ``suffixes``.
         ref_key: the preprocessed input, a MetaTensor whose meta holds ``affine``, ``original_affine``,
             ``spatial_shape`` and ``filename_or_obj``.
         suffixes: per key, appended after ``_<bundle>`` (e.g. ``{"pred_std": "_std"}``).
@@ -222,7 +225,7 @@ class SaveVolumed(MapTransform):
             path = output_path_for(output_stem_of(d, source), self.output_dir, self.bundle_name, self.suffixes.get(key, ""))
             grid = "input grid" if self.resample_to_input else "target grid"
             paths.append(check_replaceable(path, self.bundle_name, [source]))
-            images.append(nifti_image(torch.as_tensor(pred)[0], affine, self.bundle_name,
+            images.append(nifti_image(torch.as_tensor(pred), affine, self.bundle_name,
                                       f"{self.description if clip else key} {grid}"))
             d[f"{key}_path"] = paths[-1]
         with atomic_paths(paths) as tmps:  # the image and its maps appear together, or none of them

@@ -31,8 +31,8 @@ from monai.apps.reconstruction.complex_utils import complex_abs_t
 from monai.bundle import ConfigParser
 
 from shared_transforms.checkpoint import load_weights
-from shared_transforms.metrics.protocols import protocol_fastmri
 from shared_transforms.files import write_text_atomic
+from shared_transforms.metrics.protocols import protocol_fastmri
 from shared_transforms.preview import save_figure_atomic
 
 BUNDLE = Path(__file__).resolve().parents[1]
@@ -70,10 +70,10 @@ def run(
     """The study (module docstring); returns the table it writes to ``<out_dir>/cascade_study.json`` and plots in
     ``<out_dir>/cascade_study.png``."""
     t0 = time.perf_counter()
-    table: dict = {"command": "cd bundles/flat && python -m scripts.study " + " ".join(
-        f"--{k} {v!r}" for k, v in dict(models=models, datalist=datalist, split=split, num_slices=num_slices,
-                                         acceleration=acceleration, center_fraction=center_fraction,
-                                         mask_pattern=mask_pattern).items()), "models": {}}
+    args = {"models": models, "datalist": datalist, "split": split, "num_slices": num_slices,
+            "acceleration": acceleration, "center_fraction": center_fraction, "mask_pattern": mask_pattern}
+    command = "cd bundles/flat && python -m scripts.study " + " ".join(f'--{k} "{v}"' for k, v in args.items())
+    table: dict = {"command": command, "models": {}}
     for name, (ckpt, mode) in models.items():
         parser = _parser({"datalist": os.path.abspath(os.path.expanduser(datalist)), "eval_split": split,
                           "eval_num_slices": int(num_slices), "acceleration": float(acceleration),
