@@ -87,9 +87,9 @@ def test_time_grid(n, alpha):
 
 
 def test_default_grid_values():
-    net = FLATNet(**TINY)  # defaults: N = 12, alpha = 2, sigma = 1
+    net = FLATNet(**TINY)  # defaults: N = 12, alpha = 0 (uniform), sigma = 1
     assert net.num_cascades == 12 and net.times.shape == (13,)
-    torch.testing.assert_close(net.deltas[-1], torch.tensor((1 / 12) ** 3))  # last step, near t = 0
+    torch.testing.assert_close(net.deltas, torch.full((12,), 1 / 12))  # uniform steps
     torch.testing.assert_close(net.step_sizes, net.deltas)  # eta = |delta| / sigma^2, sigma = 1
     assert "step_sizes" not in dict(net.named_parameters()) and len(net.regularisers) == 1  # fixed, shared
     with pytest.raises(ValueError, match="alpha"):
@@ -129,7 +129,7 @@ def test_zero_phi_from_zero_filled_is_a_fixed_point():
     net = _zero_phi(_net(4))
     _, _, mask, y = _data()
     with torch.no_grad():
-        _, images, _ = net(y, mask, return_trajectory=True)
+        images = net.trajectory(y, mask)
     zero_filled = ifft2c(y)
     for image in images:
         torch.testing.assert_close(image, zero_filled, atol=1e-5, rtol=0)
@@ -186,7 +186,8 @@ def test_trajectory_and_output_shape():
     net = _net(4).eval()
     _, _, mask, y = _data()
     with torch.no_grad():
-        out, images, times = net(y, mask, return_trajectory=True)
+        images, times = net.trajectory(y, mask), net.times
+        out = images[-1]
         plain = net(y, mask)
     assert out.shape == (2, 1, H, W, 2) and torch.isfinite(out).all()
     torch.testing.assert_close(plain, out)
@@ -284,7 +285,7 @@ def test_regulariser_without_time_is_monai_complex_unet_minus_mean():
 def test_gradients_reach_every_unet(mode):
     net = _net(3, mode=mode)
     x0, _, mask, y = _data()
-    _, images, times = net(y, mask, return_trajectory=True)
+    images, times = net.trajectory(y, mask), net.times
     velocity_alignment_loss(images, times, x0).backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
@@ -344,7 +345,8 @@ def test_reconstructor_is_flatnet_behind_one_tensor():
     _, _, mask, y = _data()
     x = pack_inputs(y, mask)
     with torch.no_grad():
-        out, images, _ = rec.net(y, mask, return_trajectory=True)
+        images = rec.net.trajectory(y, mask)
+        out = images[-1]
         torch.testing.assert_close(rec(x), complex_abs(out))
         traj = rec.trajectory(x)
     assert traj.shape == (2, 4, H, W, 2)

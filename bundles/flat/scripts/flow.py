@@ -10,8 +10,8 @@ of the path at that time, ``x*_{t_k}``, with an L1 loss averaged over the N casc
 matches by construction and is left out; the last term, t = 0, is the usual final-image L1). With
 ``weighting="inverse_step"`` each term is divided by the step ``|delta|`` that produced it: if the step started on
 the path, ``x_k - x*_{t_k} = -|delta| (v_hat - v*)``, so ``L1 / |delta|`` is the L1 error of the velocity the cascade
-applied - an alignment of velocities, not positions. Those weights span ``1/|delta|`` from ~4 to ~1700 on the
-default grid (N = 12, alpha = 2), so that loss is on a larger scale than the uniform one.
+applied - an alignment of velocities, not positions. Those weights are ``1/|delta| = N`` on the default uniform grid
+(alpha = 0) and span ~4 to ~1700 for N = 12, alpha = 2, so that loss is on a larger scale than the uniform one.
 
 Images are complex ``(B, 1, H, W, 2)`` (real, imaginary last); ``x_0`` is the complex fully-sampled image
 ``F^H k`` (for k-space simulated from a magnitude image with no phase, the magnitude image + 0i).
@@ -55,8 +55,8 @@ def velocity_alignment_loss(
     """Mean over cascades of ``w_j * L1(z_j, x*_{tau_j})``, j = 1..N (module docstring).
 
     Args:
-        images: the trajectory ``[z_0 = x_1 (zero-filled), z_1, ..., z_N = output]`` of ``FLATNet(...,
-            return_trajectory=True)``, each ``(B, 1, H, W, 2)``.
+        images: the trajectory ``[z_0 = x_1 (zero-filled), z_1, ..., z_N = output]`` of
+            ``FLATNet.trajectory(...)``, each ``(B, 1, H, W, 2)``.
         times: their times ``(N + 1,)``, 1 down to 0.
         x0: the fully-sampled image ``(B, 1, H, W, 2)``.
         weighting: ``"uniform"`` (w = 1) or ``"inverse_step"`` (w_j = 1 / (tau_{j-1} - tau_j)).

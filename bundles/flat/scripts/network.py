@@ -101,12 +101,13 @@ DEFAULT_FEATURES = (32, 32, 64, 128, 256, 32)  # MONAI ComplexUnet's default wid
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def flow_time_grid(num_steps: int, alpha: float = 2.0) -> torch.Tensor:
+def flow_time_grid(num_steps: int, alpha: float = 0.0) -> torch.Tensor:
     """The flow's time grid ``tau_j = (1 - j / N) ** (1 + alpha)``, j = 0..N (module docstring, our reading).
 
     Args:
         num_steps: N >= 1, the number of cascades.
-        alpha: grid exponent > -1 (0: uniform; > 0: denser near t = 0). The paper's value is unverified (2 here).
+        alpha: grid exponent > -1 (0: uniform; > 0: denser near t = 0). The paper's value is unverified; 0 by
+            default (it beat 2 in the study of docs/README.md).
 
     Returns:
         float64 ``(N + 1,)``, from ``tau_0 = 1`` down to ``tau_N = 0``, strictly decreasing.
@@ -142,7 +143,7 @@ def _zeros_like_scalar(x: torch.Tensor) -> torch.Tensor:
 def zero_filled_image(masked_kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x_1 = A^H y = F^H M y``: ``(B, 1, H, W, 2)`` k-space and a bool/0-1 mask broadcastable to it ->
     complex image ``(B, 1, H, W, 2)``."""
-    y = torch.where(mask.bool(), masked_kspace, _zeros_like_scalar(masked_kspace))
+    y = torch.where(mask.to(torch.bool), masked_kspace, _zeros_like_scalar(masked_kspace))
     return ifftn_centered_t(y, spatial_dims=2, is_complex=True)
 
 
@@ -159,7 +160,7 @@ def data_consistency_gradient(image: torch.Tensor, masked_kspace: torch.Tensor, 
         complex image ``(B, 1, H, W, 2)``.
     """
     k = fftn_centered_t(image, spatial_dims=2, is_complex=True)
-    residual = torch.where(mask.bool(), k - masked_kspace, _zeros_like_scalar(k))
+    residual = torch.where(mask.to(torch.bool), k - masked_kspace, _zeros_like_scalar(k))
     return ifftn_centered_t(residual, spatial_dims=2, is_complex=True)
 
 
@@ -221,25 +222,27 @@ class TimeConditionedComplexUnet(nn.Module):
             stage_channels = (f0, f1, f2, f3, f4, f3, f2, f1, f5)  # conv_0, down_1..4, upcat_4..1
             self.film = nn.ModuleList([nn.Linear(hidden, 2 * c) for c in stage_channels])
 
-    def _film(self, h: torch.Tensor, stage: int, emb: torch.Tensor) -> torch.Tensor:
-        gamma, beta = self.film[stage](emb)[:, :, None, None].chunk(2, dim=1)  # (B, C, 1, 1) each
+    @staticmethod
+    def _film(h: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
+        """FiLM of ``h`` (B, C, H, W) by ``film`` (B, 2 C): scale ``1 + gamma`` and shift ``beta`` per channel."""
+        gamma, beta = film[:, :, None, None].chunk(2, dim=1)  # (B, C, 1, 1) each
         return h * (1 + gamma) + beta
 
     def _unet(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``BasicUNet.forward`` (MONAI 1.6.1, its own submodules) with FiLM on each stage: (B, 2, H', W')."""
         u = self.unet
-        if not self.time_embed_dim:
+        if not hasattr(self, "film"):  # no time input (a static branch for TorchScript as well)
             return u(z)
         emb = self.time_mlp(get_timestep_embedding(t * self.time_scale, self.time_embed_dim))  # (B, 4 E)
-        x0 = self._film(u.conv_0(z), 0, emb)
-        x1 = self._film(u.down_1(x0), 1, emb)
-        x2 = self._film(u.down_2(x1), 2, emb)
-        x3 = self._film(u.down_3(x2), 3, emb)
-        x4 = self._film(u.down_4(x3), 4, emb)
-        u4 = self._film(u.upcat_4(x4, x3), 5, emb)
-        u3 = self._film(u.upcat_3(u4, x2), 6, emb)
-        u2 = self._film(u.upcat_2(u3, x1), 7, emb)
-        u1 = self._film(u.upcat_1(u2, x0), 8, emb)
+        x0 = self._film(u.conv_0(z), self.film[0](emb))
+        x1 = self._film(u.down_1(x0), self.film[1](emb))
+        x2 = self._film(u.down_2(x1), self.film[2](emb))
+        x3 = self._film(u.down_3(x2), self.film[3](emb))
+        x4 = self._film(u.down_4(x3), self.film[4](emb))
+        u4 = self._film(u.upcat_4(x4, x3), self.film[5](emb))
+        u3 = self._film(u.upcat_3(u4, x2), self.film[6](emb))
+        u2 = self._film(u.upcat_2(u3, x1), self.film[7](emb))
+        u1 = self._film(u.upcat_1(u2, x0), self.film[8](emb))
         return u.final_conv(u1)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -275,7 +278,7 @@ class FLATNet(nn.Module):
 
     Args:
         num_cascades: N (12 by default, our reading of the paper).
-        alpha: grid exponent (2 by default: unverified).
+        alpha: grid exponent (0, uniform, by default: unverified in the paper, measured in docs/README.md).
         sigma: noise scale of the data term (1.0).
         mode: ``"flow"`` or ``"learned_steps"``.
         share_weights: one U-Net for all cascades; None (default) shares it in ``"flow"`` mode (Phi is conditioned
@@ -295,7 +298,7 @@ class FLATNet(nn.Module):
     def __init__(
         self,
         num_cascades: int = 12,
-        alpha: float = 2.0,
+        alpha: float = 0.0,
         sigma: float = 1.0,
         mode: str = "flow",
         share_weights: bool | None = None,
@@ -329,6 +332,15 @@ class FLATNet(nn.Module):
             for _ in range(1 if self.share_weights else n)
         ])
 
+    def _update(self, image: torch.Tensor, j: int, masked_kspace: torch.Tensor, mask: torch.Tensor,
+                velocity: torch.Tensor) -> torch.Tensor:
+        """``z_{j+1} = z_j - eta_j A^H(A z_j - y) - |delta_j| Phi`` given ``velocity = Phi(z_j, t_j)``."""
+        grad = data_consistency_gradient(image, masked_kspace, mask)
+        return image - self.step_sizes[j] * grad - self.regulariser_scales[j] * velocity
+
+    def _time(self, j: int, image: torch.Tensor) -> torch.Tensor:
+        return self.times[j].expand(image.shape[0])  # (B,): the time of the state step j starts from
+
     def step(self, image: torch.Tensor, j: int, masked_kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Step j (0 = first, from the zero-filled image): ``z_j`` at ``tau_j`` -> ``z_{j+1}`` at ``tau_{j+1}``.
 
@@ -342,37 +354,40 @@ class FLATNet(nn.Module):
             ``z_{j+1}`` ``(B, 1, H, W, 2)``.
         """
         regulariser = self.regularisers[0 if self.share_weights else j]
-        t = self.times[j].expand(image.shape[0])  # (B,): the time of the state the step starts from
-        grad = data_consistency_gradient(image, masked_kspace, mask)
-        return image - self.step_sizes[j] * grad - self.regulariser_scales[j] * regulariser(image, t)
+        return self._update(image, j, masked_kspace, mask.to(torch.bool), regulariser(image, self._time(j, image)))
 
-    def forward(
-        self, masked_kspace: torch.Tensor, mask: torch.Tensor, return_trajectory: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    def trajectory(self, masked_kspace: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         """
         Args:
             masked_kspace: single-coil measurement ``y = M F x`` ``(B, 1, H, W, 2)``.
             mask: bool or 0/1 sampling mask broadcastable to it, e.g. ``(1, 1, 1, W, 1)`` or ``(B, 1, 1, W, 1)``.
-            return_trajectory: also return every intermediate image and its time.
 
         Returns:
-            the reconstruction ``x_0`` ``(B, 1, H, W, 2)``; with ``return_trajectory`` the tuple ``(x_0, images,
-            times)``: ``images`` the N + 1 images ``[x_1 (zero-filled), x_{N-1}, ..., x_0]`` (unrolled numbering;
-            ``z_0 .. z_N`` here), ``times`` ``(N + 1,)`` their flow times, 1 down to 0 (``self.times``; nominal labels
-            in ``"learned_steps"`` mode, which has no grid).
+            the N + 1 images ``[x_1 (zero-filled), x_{N-1}, ..., x_0]`` (unrolled numbering; ``z_0 .. z_N`` here),
+            each ``(B, 1, H, W, 2)``, at the flow times ``self.times`` (1 down to 0; nominal labels in
+            ``"learned_steps"`` mode, which has no grid). Written with the module lists iterated, not indexed by a
+            variable, so that TorchScript compiles it (``ckpt_export``).
         """
         if masked_kspace.ndim != 5 or masked_kspace.shape[1] != 1 or masked_kspace.shape[-1] != 2:
-            raise ValueError(f"masked_kspace must be single-coil (B, 1, H, W, 2), got {tuple(masked_kspace.shape)}")
-        mask = mask.bool()
+            raise ValueError(f"masked_kspace must be single-coil (B, 1, H, W, 2), got {list(masked_kspace.shape)}")
+        mask = mask.to(torch.bool)
         y = torch.where(mask, masked_kspace, _zeros_like_scalar(masked_kspace))  # M y: off-mask entries ignored
         image = zero_filled_image(y, mask)  # x_1 = A^H y at t = 1
         images = [image]
-        for j in range(self.num_cascades):
-            image = self.step(image, j, y, mask)
-            images.append(image)
-        if return_trajectory:
-            return image, images, self.times
-        return image
+        if self.share_weights:
+            for shared in self.regularisers:  # the one U-Net, applied at every step
+                for j in range(self.num_cascades):
+                    image = self._update(image, j, y, mask, shared(image, self._time(j, image)))
+                    images.append(image)
+        else:
+            for j, regulariser in enumerate(self.regularisers):  # one U-Net per step
+                image = self._update(image, j, y, mask, regulariser(image, self._time(j, image)))
+                images.append(image)
+        return images
+
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The reconstruction ``x_0`` ``(B, 1, H, W, 2)`` (the last image of :meth:`trajectory`, same arguments)."""
+        return self.trajectory(masked_kspace, mask)[-1]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -395,8 +410,9 @@ def pack_inputs(masked_kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 def unpack_inputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of :func:`pack_inputs`: ``(B, 3, H, W)`` -> masked k-space ``(B, 1, H, W, 2)``, bool mask
     ``(B, 1, H, W, 1)`` (a mask channel above 0.5 counts as sampled)."""
-    if x.ndim != 4 or x.shape[1] != len(PACKED_CHANNELS):
-        raise ValueError(f"expected packed inputs (B, 3, H, W) = {PACKED_CHANNELS}, got {tuple(x.shape)}")
+    if x.ndim != 4 or x.shape[1] != 3:  # len(PACKED_CHANNELS), spelt out for TorchScript
+        raise ValueError(f"expected packed inputs (B, 3, H, W) = (kspace_real, kspace_imag, sampling_mask), got "
+                         f"{list(x.shape)}")
     return x[:, 0:2].movedim(1, -1)[:, None], (x[:, 2:3] > 0.5)[..., None]
 
 
@@ -413,8 +429,7 @@ class FLATReconstructor(nn.Module):
         """Packed inputs ``(B, 3, H, W)`` -> the complex trajectory ``(B, N + 1, H, W, 2)``: the zero-filled image,
         then the output of each cascade (its flow times are ``self.net.times``)."""
         masked_kspace, mask = unpack_inputs(x)
-        _, images, _ = self.net(masked_kspace, mask, return_trajectory=True)
-        return torch.cat(images, dim=1)
+        return torch.cat(self.net.trajectory(masked_kspace, mask), dim=1)
 
     def forward(self, x: torch.Tensor, return_trajectory: bool = False) -> torch.Tensor:
         """Packed inputs ``(B, 3, H, W)`` -> magnitude ``(B, 1, H, W)``; with ``return_trajectory`` the complex
