@@ -78,11 +78,19 @@ def verify_checksum(path: str | os.PathLike) -> bool:
     return True
 
 
-def write_large_files(bundle_root: str | os.PathLike, files: tuple[str, ...] = ("models/model.pt",)) -> str:
-    """Write ``<bundle_root>/large_files.yml`` with the SHA-256 of each of ``files`` (relative to the root)."""
+def write_large_files(bundle_root: str | os.PathLike, files: tuple[str, ...] | None = None) -> str:
+    """Write ``<bundle_root>/large_files.yml`` with the SHA-256 of each of ``files`` (relative to the root); None:
+    the files the existing ``large_files.yml`` lists (a bundle may ship several, e.g. a baseline's weights beside
+    ``models/model.pt``), or ``models/model.pt`` where there is none."""
     import yaml
 
     root = os.fspath(bundle_root)
+    if files is None:
+        listed = []
+        if os.path.isfile(os.path.join(root, LARGE_FILES)):
+            with open(os.path.join(root, LARGE_FILES)) as f:
+                listed = [e["path"] for e in (yaml.safe_load(f) or {}).get("large_files", []) or [] if "path" in e]
+        files = tuple(listed) or ("models/model.pt",)
     entries = [{"path": rel, "hash_val": file_hash(os.path.join(root, rel)), "hash_type": HASH_TYPE} for rel in files]
     text = "# the bundle's large files and their checksums, checked when the weights load\n"
     return write_text_atomic(os.path.join(root, LARGE_FILES), text + yaml.safe_dump({"large_files": entries},
@@ -180,7 +188,7 @@ def export_weights(source: str | os.PathLike | Mapping, destination: str | os.Pa
     with atomic_path(destination) as tmp:
         torch.save(state, tmp)
     found = _large_files_entry(destination)
-    if found is not None:  # a bundle's shipped file: its checksum follows
+    if found is not None:  # a bundle's shipped file: its checksum follows (the other listed files' stay listed)
         write_large_files(os.path.dirname(found[0]))
     return destination
 

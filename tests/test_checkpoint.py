@@ -84,6 +84,23 @@ def test_shipped_weights_carry_a_checksum_that_is_checked_at_load(tmp_path):
     assert verify_checksum(weights)
 
 
+def test_a_second_shipped_file_keeps_its_checksum_when_the_first_is_re_exported(tmp_path):
+    """A bundle that ships a baseline's weights beside models/model.pt (flat): both stay listed and checked."""
+    from shared_transforms.checkpoint import export_weights, verify_checksum, write_large_files
+    from shared_transforms.errors import InputError
+
+    root = tmp_path / "bundle"
+    main, other = root / "models" / "model.pt", root / "models" / "model_baseline.pt"
+    export_weights(torch.nn.Linear(4, 3).state_dict(), main)
+    export_weights(torch.nn.Linear(2, 2).state_dict(), other)
+    write_large_files(root, ("models/model.pt", "models/model_baseline.pt"))
+    export_weights(torch.nn.Linear(4, 3).state_dict(), main)  # new weights for the main file
+    assert verify_checksum(main) and verify_checksum(other)
+    other.write_bytes(other.read_bytes()[:-1] + b"x")
+    with pytest.raises(InputError, match=r"model_baseline\.pt: sha256 checksum"):
+        verify_checksum(other)
+
+
 def test_a_resumed_run_keeps_its_best_model(tmp_path):
     """The best score is part of the training state: after a resume, a worse validation leaves model.pt alone and
     a better one replaces it."""
