@@ -67,7 +67,14 @@ TINY_DATA_WRITERS = {
     # five subjects (2 training, 2 validation, 1 testing: two ranks of torchrun need two of each): high field 1 mm
     # (16, 32, 24), low field 2 x 2 x 4 mm, brain mask
     "lowfield_nifti": lambda folder: tiny_subjects(folder, 5, (2, 2, 1)),
+    # flat trains on the high fields of the same paired datalist (its k-space is simulated from them)
+    "image_to_undersample": lambda folder: tiny_subjects(folder, 5, (2, 2, 1)),
 }
+
+
+def reads_nifti(name: str) -> bool:
+    """Whether the bundle's inference reads NIfTI volumes (so the folder and batch tests below apply as they are)."""
+    return input_kind(name).accepts("scan.nii.gz")
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +189,9 @@ def test_inferer_is_a_monai_inferer_over_volumes(name):
     parser = _parser(name)
     parser["device"] = "cpu"
     inferer, network = parser.get_parsed_content("inferer"), parser.get_parsed_content("network")
-    vol = torch.zeros(1, 1, 12, 32, 24)
-    vol[:, :, 2:10, 4:28, 4:20] = torch.rand(1, 1, 8, 24, 16)
+    channels = parser["_meta_"]["network_data_format"]["inputs"]["image"]["num_channels"]
+    vol = torch.zeros(1, channels, 12, 32, 24)
+    vol[:, :, 2:10, 4:28, 4:20] = torch.rand(1, channels, 8, 24, 16)
     with torch.no_grad():
         out = inferer(vol, network.eval())
     assert out.shape[0] == 1 and out.shape[2:] == vol.shape[2:] and torch.isfinite(out).all()
@@ -230,13 +238,16 @@ def test_train_evaluate_infer_end_to_end(name, tiny_by_kind, tmp_path):
     test_low = tiny_data["items"][4][input_kind(name).inference_key]
     out = run_bundle(["--config_file", str(c / "inference.json"), "--input_path", test_low, "--output_dir",
                       str(work / "infer"), *ckpt])
-    path = work / "infer" / f"t4_low_{name}.nii.gz"
+    from shared_transforms.io import nifti_stem
+
+    out_name = f"{nifti_stem(test_low)}_{name}.nii.gz"
+    path = work / "infer" / out_name
     assert str(path) in out, "inference must say where it wrote"
     _check_output(str(path), test_low)
     # the bundle folder as working directory, and the output on the input's own grid
     run_bundle(["--config_file", "configs/inference.json", "--input_path", test_low, "--output_dir",
                 str(work / "infer_in"), "--resample_to_input", "true", *ckpt], cwd=root(name))
-    _check_output(str(work / "infer_in" / f"t4_low_{name}.nii.gz"), test_low, on_input_grid=True)
+    _check_output(str(work / "infer_in" / out_name), test_low, on_input_grid=True)
 
 
 @pytest.mark.slow
@@ -255,7 +266,7 @@ def test_multi_gpu_config_runs_on_cpu_with_torchrun(name, tiny_by_kind, tmp_path
 def test_multi_gpu_inference_splits_a_folder_and_matches_one_process(name, tmp_path):
     """Issue 13.4: torchrun with two processes (gloo on the CPU) splits a folder of three scans, writes each output
     once, gathers one summary, and gives the single-process outputs."""
-    if input_kind(name).name != "lowfield_nifti":
+    if not reads_nifti(name):
         pytest.skip(f"{name} reads {input_kind(name).name} inputs; its test goes with its tiny-data writer")
     src = tmp_path / "scans"
     src.mkdir()
@@ -270,7 +281,9 @@ def test_multi_gpu_inference_splits_a_folder_and_matches_one_process(name, tmp_p
     for stem in ("a", "b", "c"):
         path = f"{stem}_{name}.nii.gz"
         assert log.count(str(two / path)) == 1, f"{path} must be written once"
-        np.testing.assert_allclose(nib.load(two / path).get_fdata(), nib.load(one / path).get_fdata(), atol=1e-5)
+        # 1e-4 on the [0, 1] scale: the two runs use different thread counts, and flat's 12 cascades carry the float
+        # rounding of one thread count through every step (up to 2e-5 measured)
+        np.testing.assert_allclose(nib.load(two / path).get_fdata(), nib.load(one / path).get_fdata(), atol=1e-4)
     summary = json.loads((two / f"{name}_summary.json").read_text())
     assert [os.path.basename(s["input"]) for s in summary["succeeded"]] == ["a.nii.gz", "b.nii.gz", "c.nii.gz"]
     assert summary["processes"] == 2 and summary["failed"] == []
@@ -325,7 +338,7 @@ def test_a_batch_goes_on_past_bad_files(name, tmp_path):
     """Issue 9.9 and 9.7, through the bundle runner: in a folder of four scans, one with a NaN and one whose output
     name holds a user's file, the two good ones are written, the user's file is untouched, the summary names each
     failure, the last line says so, and the run exits non-zero."""
-    if input_kind(name).name != "lowfield_nifti":
+    if not reads_nifti(name):
         pytest.skip(f"{name} reads {input_kind(name).name} inputs; its batch test goes with its tiny-data writer")
     src, out = tmp_path / "scans", tmp_path / "out"
     src.mkdir(), out.mkdir()
