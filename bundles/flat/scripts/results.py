@@ -52,6 +52,13 @@ def eval_command(spec, datalist: str, num_slices: int, setting: tuple, output_di
     return cmd
 
 
+def portable(text: str) -> str:
+    """``text`` without this machine's paths: the interpreter as ``python``, the repository root dropped (commands
+    run from it), the home folder as ``~``."""
+    text = text.replace(sys.executable, "python").replace(str(BUNDLE.parents[1]) + os.sep, "")
+    return text.replace(os.path.expanduser("~") + os.sep, "~" + os.sep)
+
+
 def _cell_name(name: str, setting: tuple) -> str:
     return f"{name.replace(' ', '_')}_{setting[0]:g}x_{setting[2]}"
 
@@ -114,8 +121,8 @@ def run(models: dict, datalist: str, num_slices: int = 64, work_dir: str = "~/ru
     os.makedirs(out_dir, exist_ok=True)
     write_text_atomic(os.path.join(out_dir, "results.md"), table)
     write_text_atomic(os.path.join(out_dir, "results.json"), json.dumps(
-        {"models": {k: v for k, v in models.items()}, "datalist": datalist, "num_slices": num_slices,
-         "cells": cells, "commands": {k: " ".join(v[1:]) for k, v in commands.items()}}, indent=2))
+        {"models": dict(models), "datalist": portable(datalist), "num_slices": num_slices, "cells": cells,
+         "commands": {k: portable(" ".join(["python", *v[1:]])) for k, v in commands.items()}}, indent=2))
     print(table)
     return table
 
