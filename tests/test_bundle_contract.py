@@ -189,7 +189,10 @@ def test_inferer_is_a_monai_inferer_over_volumes(name):
     parser = _parser(name)
     parser["device"] = "cpu"
     inferer, network = parser.get_parsed_content("inferer"), parser.get_parsed_content("network")
-    channels = parser["_meta_"]["network_data_format"]["inputs"]["image"]["num_channels"]
+    # an enhancement bundle's inferer takes the one-channel low-field volume (cfm's builds its network's [x_t, x_low]
+    # itself); flat's takes the packed volume (k-space real, imaginary, mask) that its network takes slice by slice
+    channels = 1 if input_kind(name).name == "lowfield_nifti" else \
+        parser["_meta_"]["network_data_format"]["inputs"]["image"]["num_channels"]
     vol = torch.zeros(1, channels, 12, 32, 24)
     vol[:, :, 2:10, 4:28, 4:20] = torch.rand(1, channels, 8, 24, 16)
     with torch.no_grad():
