@@ -149,7 +149,8 @@ def test_a_run_resumes_only_its_own_training_state(tmp_path, capsys):
 
     ours = {"bundle": "unet", "datalist": "/data/a.json", "network": "UNet(" + "x" * 100 + ")"}
     run_file = claim_run(tmp_path, ours, resume=False)
-    assert json.loads(open(run_file).read())["identity"]["network"].startswith("sha256:")
+    with open(run_file) as f:
+        assert json.load(f)["identity"]["network"].startswith("sha256:")
     torch.save({}, tmp_path / "checkpoint_epoch=3.pt")
     assert claim_run(tmp_path, ours, resume="true") == run_file  # the same run: resumed
     with pytest.raises(InputError, match=r"another run \(datalist: this run '/data/b.json', the folder's '/data/a"):
