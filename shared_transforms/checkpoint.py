@@ -41,20 +41,25 @@ def file_hash(path: str | os.PathLike, hash_type: str = HASH_TYPE) -> str:
     return digest.hexdigest()
 
 
-def _large_files_entry(path: str) -> tuple[str, dict] | None:
-    """``(yml path, entry)`` of the ``large_files.yml`` one or two folders above ``path`` that lists it, or None."""
+def _listed_entries(yml: str) -> list[dict]:
+    """The entries of a ``large_files.yml`` (``[]`` when the file is absent or lists none)."""
     import yaml
 
+    if not os.path.isfile(yml):
+        return []
+    with open(yml) as f:
+        listed = (yaml.safe_load(f) or {}).get("large_files", []) or []
+    return [entry for entry in listed if isinstance(entry, dict)]
+
+
+def _large_files_entry(path: str) -> tuple[str, dict] | None:
+    """``(yml path, entry)`` of the ``large_files.yml`` one or two folders above ``path`` that lists it, or None."""
     target = os.path.realpath(path)
     folder = os.path.dirname(target)
     for root in (folder, os.path.dirname(folder)):
         yml = os.path.join(root, LARGE_FILES)
-        if not os.path.isfile(yml):
-            continue
-        with open(yml) as f:
-            listed = (yaml.safe_load(f) or {}).get("large_files", []) or []
-        for entry in listed:
-            if isinstance(entry, dict) and os.path.realpath(os.path.join(root, str(entry.get("path", "")))) == target:
+        for entry in _listed_entries(yml):
+            if os.path.realpath(os.path.join(root, str(entry.get("path", "")))) == target:
                 return yml, entry
     return None
 
@@ -86,10 +91,7 @@ def write_large_files(bundle_root: str | os.PathLike, files: tuple[str, ...] | N
 
     root = os.fspath(bundle_root)
     if files is None:
-        listed = []
-        if os.path.isfile(os.path.join(root, LARGE_FILES)):
-            with open(os.path.join(root, LARGE_FILES)) as f:
-                listed = [e["path"] for e in (yaml.safe_load(f) or {}).get("large_files", []) or [] if "path" in e]
+        listed = [e["path"] for e in _listed_entries(os.path.join(root, LARGE_FILES)) if "path" in e]
         files = tuple(listed) or ("models/model.pt",)
     entries = [{"path": rel, "hash_val": file_hash(os.path.join(root, rel)), "hash_type": HASH_TYPE} for rel in files]
     text = "# the bundle's large files and their checksums, checked when the weights load\n"

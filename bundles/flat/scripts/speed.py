@@ -31,7 +31,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from shared_transforms.checkpoint import load_weights
-from shared_transforms.kspace import cartesian_mask, fft2c
+from shared_transforms.kspace import cartesian_mask, kspace_from_magnitude
 
 BUNDLE = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def packed_slice(size: int = 256, acceleration: float = 8.0, center_fraction: fl
 
     g = torch.Generator().manual_seed(seed)
     image = torch.nn.functional.avg_pool2d(torch.rand(1, 1, size, size, generator=g), 9, 1, 4)
-    kspace = fft2c(torch.stack([image, torch.zeros_like(image)], -1))  # (1, 1, H, W, 2)
+    kspace = kspace_from_magnitude(image)  # (1, 1, H, W, 2)
     mask = cartesian_mask((size, size), acceleration, center_fraction, "random", seed=seed).view(1, 1, 1, size, 1)
     return pack_inputs(kspace, mask)
 
