@@ -15,9 +15,31 @@ import importlib
 from .errors import InputError
 
 SUBMODULES = (
-    "batch", "bundle", "checkpoint", "checks", "datalist", "degradation", "errors", "evaluation", "fastmri", "files",
-    "geometry", "inferers", "input_kinds", "intensity", "io", "kspace", "lowfield", "metrics", "ode", "ownership",
-    "pipelines", "preview", "sample", "simulation", "uncertainty",
+    "batch",
+    "bundle",
+    "checkpoint",
+    "checks",
+    "datalist",
+    "degradation",
+    "errors",
+    "evaluation",
+    "fastmri",
+    "files",
+    "geometry",
+    "inferers",
+    "input_kinds",
+    "intensity",
+    "io",
+    "kspace",
+    "lowfield",
+    "metrics",
+    "ode",
+    "ownership",
+    "pipelines",
+    "preview",
+    "sample",
+    "simulation",
+    "uncertainty",
 )
 
 __all__ = ["InputError", *SUBMODULES]

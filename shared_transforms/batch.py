@@ -136,8 +136,11 @@ class BatchSummary:
         except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not an object
             ours = False
         if not ours or not os.path.isfile(self.summary_path):
-            raise InputError(self.summary_path, f"exists and is not a {self.bundle_name} run summary; refusing to "
-                             "overwrite it - remove it or choose another --output_dir")
+            raise InputError(
+                self.summary_path,
+                f"exists and is not a {self.bundle_name} run summary; refusing to "
+                "overwrite it - remove it or choose another --output_dir",
+            )
 
     def summary(self) -> dict:
         """The run's record: this process's, or under torchrun every process's, gathered (inputs in list order)."""
@@ -152,8 +155,13 @@ class BatchSummary:
             order = {str(it.get("image", "")): i for i, it in enumerate(self.dataset.data)}
             ok = sorted((x for part in parts for x in part[0]), key=lambda x: order.get(x["input"], 0))
             failed = sorted((x for part in parts for x in part[1]), key=lambda x: order.get(x["input"], 0))
-        return {"bundle": self.bundle_name, "inputs": len(ok) + len(failed), "succeeded": ok, "failed": failed,
-                **({"processes": world} if world > 1 else {})}
+        return {
+            "bundle": self.bundle_name,
+            "inputs": len(ok) + len(failed),
+            "succeeded": ok,
+            "failed": failed,
+            **({"processes": world} if world > 1 else {}),
+        }
 
     def completed(self, engine=None) -> dict:
         summary = self.summary()
@@ -161,12 +169,18 @@ class BatchSummary:
         if rank == 0:
             write_text_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
         failed, n = summary["failed"], summary["inputs"]
-        print(f"[{self.bundle_name}] {n - len(failed)} of {n} inputs written; summary: "
-              f"{os.path.abspath(self.summary_path)}", flush=True)
+        print(
+            f"[{self.bundle_name}] {n - len(failed)} of {n} inputs written; summary: "
+            f"{os.path.abspath(self.summary_path)}",
+            flush=True,
+        )
         if n == 1 and failed and self.dataset.errors:  # one input: its own reason is the last line
             raise self.dataset.errors[0]
         if failed:
             more = f", and {len(failed) - 1} more" if len(failed) > 1 else ""
-            raise InputError(self.summary_path, f"{len(failed)} of {n} inputs failed and were skipped, "
-                             f"{n - len(failed)} written (first: {failed[0]['reason']}{more}); this file lists each")
+            raise InputError(
+                self.summary_path,
+                f"{len(failed)} of {n} inputs failed and were skipped, "
+                f"{n - len(failed)} written (first: {failed[0]['reason']}{more}); this file lists each",
+            )
         return summary

@@ -48,7 +48,7 @@ def bundle_root(name: str) -> str:
         if _is_bundle(cand, name):
             return str(cand.resolve())
     raise FileNotFoundError(
-        f"cannot find the bundle '{name}' (looked in {', '.join(str(c) for c in candidates)}); run from the "
+        f"cannot find the bundle {name!r} (looked in {', '.join(str(c) for c in candidates)}); run from the "
         "repository root or the bundle folder, or pass --bundle_root"
     )
 

@@ -78,8 +78,11 @@ def verify_checksum(path: str | os.PathLike) -> bool:
     actual = file_hash(path, hash_type)
     if actual != str(entry.get("hash_val", "")).lower():
         expected = str(entry.get("hash_val"))[:16]
-        raise InputError(path, f"{hash_type} checksum {actual[:16]}... differs from {yml} ({expected}...): the file is damaged or not the weights this bundle ships; restore it (git checkout) or "
-                         "pass --ckpt_path")
+        raise InputError(
+            path,
+            f"{hash_type} checksum {actual[:16]}... differs from {yml} ({expected}...): the file is damaged or not "
+            "the weights this bundle ships; restore it (git checkout) or pass --ckpt_path",
+        )
     return True
 
 
@@ -95,8 +98,9 @@ def write_large_files(bundle_root: str | os.PathLike, files: tuple[str, ...] | N
         files = tuple(listed) or ("models/model.pt",)
     entries = [{"path": rel, "hash_val": file_hash(os.path.join(root, rel)), "hash_type": HASH_TYPE} for rel in files]
     text = "# the bundle's large files and their checksums, checked when the weights load\n"
-    return write_text_atomic(os.path.join(root, LARGE_FILES), text + yaml.safe_dump({"large_files": entries},
-                                                                                        sort_keys=False))
+    return write_text_atomic(
+        os.path.join(root, LARGE_FILES), text + yaml.safe_dump({"large_files": entries}, sort_keys=False)
+    )
 
 
 def read_state_dict(path: str | os.PathLike, map_location="cpu") -> dict[str, torch.Tensor]:
@@ -123,8 +127,11 @@ def check_fits(network: torch.nn.Module, state: Mapping[str, torch.Tensor], path
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -245,8 +252,9 @@ def claim_run(output_dir: str | os.PathLike, identity: Mapping, resume) -> str:
 
     output_dir = os.fspath(output_dir)
     path = os.path.join(output_dir, RUN_FILE)
-    identity = {str(k): (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in
-                identity.items()}
+    identity = {
+        str(k): (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in identity.items()
+    }
     if "network" in identity and len(identity["network"]) > 64:  # an architecture's repr: keep its hash
         identity["network"] = "sha256:" + hashlib.sha256(identity["network"].encode()).hexdigest()[:16]
     states = _training_states(output_dir)
@@ -265,12 +273,18 @@ def claim_run(output_dir: str | os.PathLike, identity: Mapping, resume) -> str:
         differs = [k for k in sorted(set(identity) | set(recorded)) if identity.get(k) != recorded.get(k)]
         if differs:
             what = "; ".join(f"{k}: this run {identity.get(k)!r}, the folder's {recorded.get(k)!r}" for k in differs)
-            raise InputError(output_dir, f"holds the training state of another run ({what}); resume it with its "
-                             "own settings, or choose another --output_dir")
+            raise InputError(
+                output_dir,
+                f"holds the training state of another run ({what}); resume it with its "
+                "own settings, or choose another --output_dir",
+            )
         return path
     if states:  # a fresh start would replace that run's model.pt and states
-        raise InputError(output_dir, f"holds the training state of an earlier run ({', '.join(states[:3])}); "
-                         "--resume true continues it, or choose another --output_dir (nothing was overwritten)")
+        raise InputError(
+            output_dir,
+            f"holds the training state of an earlier run ({', '.join(states[:3])}); "
+            "--resume true continues it, or choose another --output_dir (nothing was overwritten)",
+        )
     os.makedirs(output_dir, exist_ok=True)
     write_text_atomic(path, json.dumps({"identity": identity}, indent=2) + "\n")
     return path

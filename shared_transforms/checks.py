@@ -76,8 +76,11 @@ def check_shape(shape: Sequence[int], source: str | os.PathLike | None) -> tuple
     limit = max_voxels()
     n = int(np.prod(np.asarray(shape3, dtype=np.int64)))
     if n > limit:
-        raise InputError(source, f"its header claims {n:,} voxels {tuple(shape3)}, more than the limit of {limit:,}; "
-                         f"if the volume is real, raise the limit with the environment variable {MAX_VOXELS_ENV}")
+        raise InputError(
+            source,
+            f"its header claims {n:,} voxels {tuple(shape3)}, more than the limit of {limit:,}; "
+            f"if the volume is real, raise the limit with the environment variable {MAX_VOXELS_ENV}",
+        )
     return shape3  # type: ignore[return-value]
 
 
@@ -135,8 +138,11 @@ def check_values(data, source: str | os.PathLike | None) -> None:
     # over many, and the percentile normalisation then stretches that ringing into a volume of float noise
     n_signal = int(np.count_nonzero(arr > lo + 1e-3 * (hi - lo)))
     if n_signal < MIN_SIGNAL_FRACTION * arr.size:
-        raise InputError(source, f"holds almost no signal: {n_signal} of {arr.size} voxels lie above the background "
-                         f"value {lo:g} (fewer than {MIN_SIGNAL_FRACTION:.1%}); nothing to enhance")
+        raise InputError(
+            source,
+            f"holds almost no signal: {n_signal} of {arr.size} voxels lie above the background "
+            f"value {lo:g} (fewer than {MIN_SIGNAL_FRACTION:.1%}); nothing to enhance",
+        )
 
 
 def world_bounding_box(affine: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -201,9 +207,14 @@ def check_same_grid(affine_a, shape_a, affine_b, shape_b, source: str, tol_mm: f
     """Raise unless two volumes (a mask and its image) have the same shape and the same voxel-to-world affine."""
     shape_a, shape_b = tuple(int(v) for v in shape_a), tuple(int(v) for v in shape_b)
     if shape_a != shape_b:
-        raise InputError(source, f"mask shape {shape_a} differs from its image's {shape_b}: a mask must lie on its "
-                         "image's voxel grid")
+        raise InputError(
+            source,
+            f"mask shape {shape_a} differs from its image's {shape_b}: a mask must lie on its image's voxel grid",
+        )
     diff = float(np.abs(np.asarray(affine_a, dtype=np.float64) - np.asarray(affine_b, dtype=np.float64)).max())
     if diff > tol_mm:
-        raise InputError(source, f"mask affine differs from its image's (by up to {diff:.3g} mm): a mask must lie on "
-                         "its image's voxel grid")
+        raise InputError(
+            source,
+            f"mask affine differs from its image's (by up to {diff:.3g} mm): a mask must lie on "
+            "its image's voxel grid",
+        )

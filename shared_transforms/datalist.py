@@ -58,12 +58,12 @@ def load_datalist(
     for split in SPLITS:
         items = raw.get(split, [])
         if not isinstance(items, list):
-            raise InputError(path, f"'{split}' must be a list of items")
+            raise InputError(path, f"{split!r} must be a list of items")
         resolved = []
         for i, item in enumerate(items):
-            where = f"{path} ['{split}'][{i}]"
+            where = f"{path} [{split!r}][{i}]"
             if not isinstance(item, Mapping):
-                raise InputError(where, "item must be an object like {\"subject\": ..., \"low\": ..., \"high\": ...}")
+                raise InputError(where, 'item must be an object like {"subject": ..., "low": ..., "high": ...}')
             missing = [k for k in required_keys if k not in item or item[k] in (None, "")]
             if missing:
                 raise InputError(where, f"item lacks the key(s) {missing}")
@@ -72,11 +72,12 @@ def load_datalist(
                 if item.get(key):
                     item[key] = os.path.normpath(os.path.join(base, os.path.expanduser(str(item[key]))))
                     if check_files and not os.path.isfile(item[key]):
-                        raise InputError(item[key], f"file not found (listed in {where} under '{key}')")
+                        raise InputError(item[key], f"file not found (listed in {where} under {key!r})")
             subject = str(item.get("subject", f"{split}_{i}"))
             if subject in seen and seen[subject] != split:
-                raise InputError(path, f"subject '{subject}' is in both '{seen[subject]}' and '{split}'; "
-                                 "splits must be by subject")
+                raise InputError(
+                    path, f"subject {subject!r} is in both {seen[subject]!r} and {split!r}; splits must be by subject"
+                )
             seen[subject] = split
             resolved.append(item)
         out[split] = resolved
@@ -89,7 +90,7 @@ def load_split(path: str | os.PathLike, split: str, **kwargs) -> list[dict]:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     items = load_datalist(path, **kwargs)[split]
     if not items:
-        raise InputError(path, f"the '{split}' split is empty")
+        raise InputError(path, f"the {split!r} split is empty")
     return items
 
 
@@ -124,8 +125,13 @@ def split_subjects(
 
 
 def write_datalist(
-    items: Sequence[Mapping], path: str | os.PathLike, n_val: float = 0.15, n_test: float = 0.15, seed: int = 0,
-    relative: bool = True, splits: Mapping[str, Sequence[str]] | None = None,
+    items: Sequence[Mapping],
+    path: str | os.PathLike,
+    n_val: float = 0.15,
+    n_test: float = 0.15,
+    seed: int = 0,
+    relative: bool = True,
+    splits: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, list[dict]]:
     """Split ``items`` (each with a ``subject``) by subject and write the datalist JSON atomically.
 
@@ -155,9 +161,7 @@ def write_datalist(
 
 
 def merge_datalists(
-    sources: Mapping[str, str | os.PathLike],
-    path: str | os.PathLike,
-    training_repeats: Mapping[str, int] | None = None,
+    sources: Mapping[str, str | os.PathLike], path: str | os.PathLike, training_repeats: Mapping[str, int] | None = None
 ) -> dict[str, list[dict]]:
     """One datalist from several, split by split: ``sources`` maps a short name (e.g. a scanner or a simulator) to a
     datalist JSON; each item keeps its split, its subject becomes ``<name>_<subject>`` (unique output names), gains
@@ -177,7 +181,9 @@ def merge_datalists(
     repeats = {str(k): v for k, v in (training_repeats or {}).items()}
     for name, n in repeats.items():
         if name not in sources:
-            raise InputError(str(path), f"training_repeats names {name!r}, which is not a source ({', '.join(sources)})")
+            raise InputError(
+                str(path), f"training_repeats names {name!r}, which is not a source ({', '.join(sources)})"
+            )
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise InputError(str(path), f"training_repeats[{name!r}] must be an integer >= 1, got {n!r}")
     for name, src in sources.items():
@@ -210,19 +216,27 @@ def output_stems(paths: Sequence[str], subjects: Sequence[str] | None = None) ->
     if len(set(stems)) == len(stems):
         return stems
     if subjects is not None:
-        named = [f"{safe_name(s)}_{stem}" for s, stem in zip(subjects, stems)]  # an id like ../x stays inside
+        named = [
+            f"{safe_name(s)}_{stem}" for s, stem in zip(subjects, stems, strict=True)
+        ]  # an id like ../x stays inside
         if len(set(named)) == len(named):
             return named
     common = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
-    rel = [os.path.join(os.path.relpath(os.path.dirname(os.path.abspath(p)), common), st) for p, st in zip(paths, stems)]
-    rel = [os.path.normpath(r).replace(os.sep, "_").lstrip("._") or st for r, st in zip(rel, stems)]
+    rel = [
+        os.path.join(os.path.relpath(os.path.dirname(os.path.abspath(p)), common), st)
+        for p, st in zip(paths, stems, strict=True)
+    ]
+    rel = [os.path.normpath(r).replace(os.sep, "_").lstrip("._") or st for r, st in zip(rel, stems, strict=True)]
     if len(set(rel)) == len(rel):
         return rel
     first: dict[str, str] = {}
-    for p, r in zip(paths, rel):
+    for p, r in zip(paths, rel, strict=True):
         if r in first:
-            raise InputError(p, f"would write the same output name ({r}_<bundle>.nii.gz) as {first[r]}; rename one "
-                             "of them, or list them in a datalist with distinct subjects")
+            raise InputError(
+                p,
+                f"would write the same output name ({r}_<bundle>.nii.gz) as {first[r]}; rename one "
+                "of them, or list them in a datalist with distinct subjects",
+            )
         first[r] = p
     return rel  # not reached
 
@@ -252,7 +266,7 @@ def inference_items(
         raise InputError(input_path, "file not found")
     else:
         paths = [input_path]
-    return [{"image": p, "output_stem": stem} for p, stem in zip(paths, output_stems(paths, subjects))]
+    return [{"image": p, "output_stem": stem} for p, stem in zip(paths, output_stems(paths, subjects), strict=True)]
 
 
 def pair_items(datalist: str | os.PathLike, split: str, kind: str | InputKind = DEFAULT_KIND) -> list[dict]:

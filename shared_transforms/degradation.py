@@ -55,7 +55,8 @@ Order of the steps (``I`` in [0, 1] on the high-field grid, ``p_gm``, ``p_wm`` t
    Then cubic resampling onto the low-field grid (spacing = in-plane spacing, and thickness + gap along ``axis``;
    shape ``round(extent / spacing)``; same axis directions, same world centre);
 5. **Rician noise** on the low-field grid: ``sigma = m_wm_low / snr_wm`` with ``m_wm_low`` the mean of the noise-free
-   low-field image in pure WM (the WM map degraded like the image, resampled linearly), ``out = sqrt((I + sigma n1)^2 + (sigma n2)^2)``,
+   low-field image in pure WM (the WM map degraded like the image, resampled linearly),
+   ``out = sqrt((I + sigma n1)^2 + (sigma n2)^2)``,
    ``n1, n2 ~ N(0, 1)`` (the magnitude of complex Gaussian noise); with ``sigma = 0`` this is ``|I|``.
 
 The output is not re-normalised (the bundles' pipelines normalise by percentiles). Every drawn value goes into the
@@ -221,7 +222,7 @@ def truncate_kspace(arr: np.ndarray, axes: Sequence[int], spacing_in: Sequence[f
     """
     cutoff = 1.0 / (2.0 * spacing_mm) + 1e-9
     spec = torch.fft.fftn(torch.as_tensor(arr, dtype=torch.float32), dim=tuple(axes))
-    for ax, d in zip(axes, spacing_in):
+    for ax, d in zip(axes, spacing_in, strict=False):
         keep = torch.as_tensor(np.abs(np.fft.fftfreq(arr.shape[ax], d=float(d))) <= cutoff)
         view = [1] * arr.ndim
         view[ax] = -1
@@ -346,10 +347,10 @@ class RandomLowFieldDegradation(_FixedPreset, Randomizable, Transform):
         if peak <= 0:
             return b
         coords = [np.linspace(0.0, 1.0, n, dtype=np.float32) if n > 1 else np.zeros(1, np.float32) for n in shape]
-        for freq, phase, amp in zip(*self._bias_coefficients):
+        for freq, phase, amp in zip(*self._bias_coefficients, strict=False):
             arg = sum(
                 (np.float32(2 * np.pi * f) * c).reshape([-1 if i == j else 1 for j in range(3)])
-                for i, (f, c) in enumerate(zip(freq, coords))
+                for i, (f, c) in enumerate(zip(freq, coords, strict=False))
             )
             b += np.float32(amp) * np.cos(arg + np.float32(phase))
         top = float(np.abs(b).max())
@@ -363,7 +364,7 @@ class RandomLowFieldDegradation(_FixedPreset, Randomizable, Transform):
         spacing = np.full(3, float(p["lowfield_inplane_spacing_mm"]))
         spacing[p["lowfield_axis"]] = p["lowfield_slice_thickness_mm"] + p["lowfield_slice_gap_mm"]
         extent = voxel_spacing_mm(affine) * np.asarray(in_shape[:3], float)
-        shape = tuple(max(1, int(np.round(e / s))) for e, s in zip(extent, spacing))
+        shape = tuple(max(1, int(np.round(e / s))) for e, s in zip(extent, spacing, strict=False))
         return affine_for_grid(affine, in_shape, shape, spacing), shape
 
     def _psf(self, stack: np.ndarray, spacing_in: np.ndarray) -> np.ndarray:
@@ -422,7 +423,7 @@ class RandomLowFieldDegradation(_FixedPreset, Randomizable, Transform):
         dst_affine, shape = self.output_grid(affine, img.shape[1:])
         low = [
             resample_to_grid(MetaTensor(torch.as_tensor(ch[None]), affine=img.affine), dst_affine, shape, mode=order)
-            for ch, order in zip(stack, (3, 1))
+            for ch, order in zip(stack, (3, 1), strict=False)
         ]
         out, sigma = low[0][0].numpy(), 0.0
         if math.isfinite(snr):  # 5. Rician noise: the magnitude of complex Gaussian noise added to the signal
@@ -435,8 +436,12 @@ class RandomLowFieldDegradation(_FixedPreset, Randomizable, Transform):
         else:
             out = np.abs(out)
         spacing = voxel_spacing_mm(dst_affine)
-        meta = {**p, "lowfield_noise_sigma": float(sigma), "lowfield_spacing_mm": [float(s) for s in spacing],
-                "lowfield_tissue_maps": tissue}
+        meta = {
+            **p,
+            "lowfield_noise_sigma": float(sigma),
+            "lowfield_spacing_mm": [float(s) for s in spacing],
+            "lowfield_tissue_maps": tissue,
+        }
         return _output(out[None], img, dst_affine, meta)
 
     @staticmethod

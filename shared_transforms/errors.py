@@ -21,7 +21,10 @@ class InputError(ValueError):
     def __init__(self, source: str | os.PathLike | None, problem: str):
         self.source = None if source is None else str(source)
         self.problem = problem
-        super().__init__(problem if source is None else f"{source}: {problem}")
+        super().__init__(source, problem)  # every argument, so that pickle and copy rebuild the error
+
+    def __str__(self) -> str:
+        return self.problem if self.source is None else f"{self.source}: {self.problem}"
 
 
 def find_input_error(exc: BaseException | None) -> InputError | None:

@@ -110,8 +110,12 @@ class VolumeMetricsSaver:
                 values = PROTOCOLS[name](pred, label, lpips_net=self.lpips_net)
                 row.update({f"{name}_{key}": value for key, value in values.items()})
             self.rows.append(row)
-            logger.info("%s: PSNR %.2f dB, SSIM %.4f inside the mask", row["subject"], scores.get("psnr_mask", math.nan),
-                        scores.get("ssim_mask", math.nan))
+            logger.info(
+                "%s: PSNR %.2f dB, SSIM %.4f inside the mask",
+                row["subject"],
+                scores.get("psnr_mask", math.nan),
+                scores.get("ssim_mask", math.nan),
+            )
 
     def summary(self) -> dict[str, Any]:
         """Mean and std over volumes of every numeric column."""

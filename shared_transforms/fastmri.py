@@ -128,10 +128,10 @@ def _kspace_dataset(f: Any, path: str) -> Any:
     h5py = _h5py()
     if KSPACE not in f:
         found = ", ".join(sorted(f.keys())) or "nothing"
-        raise InputError(path, f"has no '{KSPACE}' dataset (found: {found}); expected fastMRI's single-coil layout")
+        raise InputError(path, f"has no {KSPACE!r} dataset (found: {found}); expected fastMRI's single-coil layout")
     ds = f[KSPACE]
     if not isinstance(ds, h5py.Dataset):
-        raise InputError(path, f"'{KSPACE}' is a group, expected a complex dataset (slices, H, W)")
+        raise InputError(path, f"{KSPACE!r} is a group, expected a complex dataset (slices, H, W)")
     shape = tuple(int(s) for s in ds.shape)
     if len(shape) == 4:
         raise InputError(
@@ -140,15 +140,18 @@ def _kspace_dataset(f: Any, path: str) -> Any:
             "(slices, H, W) is supported (fastMRI singlecoil_* files)",
         )
     if len(shape) != 3:
-        raise InputError(path, f"'{KSPACE}' must be 3D (slices, H, W), got shape {shape}")
+        raise InputError(path, f"{KSPACE!r} must be 3D (slices, H, W), got shape {shape}")
     if ds.dtype.kind != "c":
-        raise InputError(path, f"'{KSPACE}' must be complex (complex64), got dtype {ds.dtype}")
+        raise InputError(path, f"{KSPACE!r} must be complex (complex64), got dtype {ds.dtype}")
     if shape[0] < 1 or min(shape[1:]) < 2:
-        raise InputError(path, f"'{KSPACE}' of shape {shape} needs at least 1 slice of at least 2 x 2 samples")
+        raise InputError(path, f"{KSPACE!r} of shape {shape} needs at least 1 slice of at least 2 x 2 samples")
     n = int(np.prod(np.asarray(shape, dtype=np.int64)))
     if n > max_voxels():
-        raise InputError(path, f"'{KSPACE}' claims {n:,} samples {shape}, more than the limit of {max_voxels():,}; "
-                         f"if the file is real, raise the limit with the environment variable {MAX_VOXELS_ENV}")
+        raise InputError(
+            path,
+            f"{KSPACE!r} claims {n:,} samples {shape}, more than the limit of {max_voxels():,}; "
+            f"if the file is real, raise the limit with the environment variable {MAX_VOXELS_ENV}",
+        )
     return ds
 
 
@@ -160,11 +163,11 @@ def _reference_dataset(f: Any, path: str, num_slices: int) -> Any | None:
     ds = f[RECONSTRUCTION]
     shape = tuple(int(s) for s in getattr(ds, "shape", ()))
     if not isinstance(ds, h5py.Dataset) or len(shape) != 3:
-        raise InputError(path, f"'{RECONSTRUCTION}' must be a 3D dataset (slices, 320, 320), got shape {shape}")
+        raise InputError(path, f"{RECONSTRUCTION!r} must be a 3D dataset (slices, 320, 320), got shape {shape}")
     if ds.dtype.kind not in "fiu":
-        raise InputError(path, f"'{RECONSTRUCTION}' must be real (float32), got dtype {ds.dtype}")
+        raise InputError(path, f"{RECONSTRUCTION!r} must be real (float32), got dtype {ds.dtype}")
     if shape[0] != num_slices:
-        raise InputError(path, f"'{RECONSTRUCTION}' has {shape[0]} slices but '{KSPACE}' has {num_slices}")
+        raise InputError(path, f"{RECONSTRUCTION!r} has {shape[0]} slices but {KSPACE!r} has {num_slices}")
     return ds
 
 
@@ -222,7 +225,7 @@ def read_singlecoil_h5(path: str | os.PathLike, slice_index: int | None = None) 
         num_slices = int(ds.shape[0])
         ref_ds = _reference_dataset(f, path, num_slices)
         index = None if slice_index is None else _slice_index(slice_index, num_slices, path)
-        what = f"'{KSPACE}'" if index is None else f"'{KSPACE}' slice {index}"
+        what = f"{KSPACE!r}" if index is None else f"{KSPACE!r} slice {index}"
         try:
             k = ds[()] if index is None else ds[index][None]  # (S, H, W) or (1, H, W) complex
             ref = None
@@ -232,7 +235,7 @@ def read_singlecoil_h5(path: str | os.PathLike, slice_index: int | None = None) 
             raise InputError(path, f"{what} cannot be read ({type(err).__name__}: {err})") from None
         _check_finite(k, path, what)
         if ref is not None:
-            _check_finite(ref, path, f"'{RECONSTRUCTION}'" + ("" if index is None else f" slice {index}"))
+            _check_finite(ref, path, f"{RECONSTRUCTION!r}" + ("" if index is None else f" slice {index}"))
             ref = ref.astype(np.float32)
         attrs = {str(key): _plain(value) for key, value in f.attrs.items()}
         header = None
@@ -255,7 +258,9 @@ def count_slices(path: str | os.PathLike) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def center_crop(image: NdarrayOrTensor, size: Sequence[int] = FASTMRI_CROP, is_complex: bool = False) -> NdarrayOrTensor:
+def center_crop(
+    image: NdarrayOrTensor, size: Sequence[int] = FASTMRI_CROP, is_complex: bool = False
+) -> NdarrayOrTensor:
     """fastMRI's centre crop of the last two spatial dims (``reconstruction_esc`` = ``|center_crop(F^H k)|``).
 
     Rows ``(H - h) // 2 : (H - h) // 2 + h`` and columns ``(W - w) // 2 : ... + w``, as fastMRI's ``center_crop``;
@@ -330,8 +335,11 @@ class LoadFastMRId(MapTransform):
         self.meta_keys = (
             tuple(f"{k}_meta_dict" for k in self.kspace_keys) if meta_keys is None else ensure_tuple(meta_keys)
         )
-        for name, value in (("kspace_keys", self.kspace_keys), ("target_keys", self.target_keys),
-                            ("meta_keys", self.meta_keys)):
+        for name, value in (
+            ("kspace_keys", self.kspace_keys),
+            ("target_keys", self.target_keys),
+            ("meta_keys", self.meta_keys),
+        ):
             if len(value) != len(self.keys):
                 raise ValueError(f"need one of {name} per key: keys={self.keys}, {name}={value}")
         self.slice_index = slice_index
@@ -350,8 +358,9 @@ class LoadFastMRId(MapTransform):
             index = d[self.slice_key] if self.slice_key is not None else self.slice_index
             sample = read_singlecoil_h5(path, index)
             if sample.reconstruction is None and self.require_target:
-                raise InputError(path, f"has no reference '{RECONSTRUCTION}' dataset, needed for training and "
-                                 "evaluation")
+                raise InputError(
+                    path, f"has no reference {RECONSTRUCTION!r} dataset, needed for training and evaluation"
+                )
             d[kspace_key] = torch.as_tensor(sample.kspace)
             if sample.reconstruction is not None:
                 d[target_key] = torch.as_tensor(sample.reconstruction)
@@ -441,8 +450,9 @@ def write_singlecoil_h5(
         r = reconstruction
         recon = (r.detach().cpu().numpy() if isinstance(r, torch.Tensor) else np.asarray(r)).astype(np.float32)
         if recon.ndim != 3 or recon.shape[0] != k.shape[0]:
-            raise ValueError(f"reconstruction must have shape ({k.shape[0]}, h, w) to match kspace {k.shape}, "
-                             f"got {recon.shape}")
+            raise ValueError(
+                f"reconstruction must have shape ({k.shape[0]}, h, w) to match kspace {k.shape}, " f"got {recon.shape}"
+            )
         if not np.isfinite(recon).all():
             raise ValueError("reconstruction contains NaN or Inf values")
     file_attrs = dict(attrs or {})

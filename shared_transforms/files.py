@@ -92,8 +92,11 @@ def check_writable_folder(folder: str | os.PathLike) -> str:
         os.close(fd)
         os.remove(probe)
     except OSError as err:
-        raise InputError(folder, f"output folder cannot be written ({type(err).__name__}: {err.strerror or err}); "
-                         "choose another --output_dir") from None
+        raise InputError(
+            folder,
+            f"output folder cannot be written ({type(err).__name__}: {err.strerror or err}); "
+            "choose another --output_dir",
+        ) from None
     return folder
 
 

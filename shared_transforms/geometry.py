@@ -127,8 +127,15 @@ class CheckFieldOfViewd(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             names = _file_name(img, key) + " and " + _file_name(ref, self.ref_key)
-            check_fov_overlap(img.affine, img.shape[1:], ref.affine, ref.shape[1:], source=names,
-                              min_fraction=self.min_fraction, of_second=True)
+            check_fov_overlap(
+                img.affine,
+                img.shape[1:],
+                ref.affine,
+                ref.shape[1:],
+                source=names,
+                min_fraction=self.min_fraction,
+                of_second=True,
+            )
         return d
 
 
@@ -161,8 +168,11 @@ class ResampleToMatchKeepSourced(ResampleToMatchd):
     KEPT = ("original_affine", "spatial_shape", "filename_or_obj")
 
     def __call__(self, data: Mapping[Hashable, object], lazy: bool | None = None) -> dict:
-        kept = {k: {m: data[k].meta[m] for m in self.KEPT if m in data[k].meta}
-                for k in self.key_iterator(dict(data)) if isinstance(data[k], MetaTensor)}
+        kept = {
+            k: {m: data[k].meta[m] for m in self.KEPT if m in data[k].meta}
+            for k in self.key_iterator(dict(data))
+            if isinstance(data[k], MetaTensor)
+        }
         d = super().__call__(data, lazy=lazy)
         for key, meta in kept.items():
             d[key].meta.update(meta)
@@ -216,8 +226,15 @@ class SelectSlicesd(MapTransform):
             next; a validation metric that picks the checkpoint should not hang on them.
     """
 
-    def __init__(self, keys: KeysCollection, num_slices: int = 8, axis: int = 0, mask_key: str | None = "mask",
-                 central_fraction: float = 0.6, allow_missing_keys: bool = False):
+    def __init__(
+        self,
+        keys: KeysCollection,
+        num_slices: int = 8,
+        axis: int = 0,
+        mask_key: str | None = "mask",
+        central_fraction: float = 0.6,
+        allow_missing_keys: bool = False,
+    ):
         super().__init__(keys, allow_missing_keys)
         self.num_slices, self.axis, self.mask_key = int(num_slices), axis, mask_key
         if not 0 < central_fraction <= 1:

@@ -239,7 +239,7 @@ class SliceInferer2D(VolumeInferer):
             raise ValueError(f"SliceInferer2D expects (B, C, X, Y, Z) volumes, got shape {tuple(inputs.shape)}")
         plans = [self._plan(inputs, b) for b in range(inputs.shape[0])]
         inputs = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
-        outs = [self._averaged(vol, network, plan, *args, **kwargs) for vol, plan in zip(inputs, plans)]
+        outs = [self._averaged(vol, network, plan, *args, **kwargs) for vol, plan in zip(inputs, plans, strict=True)]
         return torch.stack(outs, 0)
 
     def _averaged(self, vol: torch.Tensor, network, plan: tuple[int, bool], *args, **kwargs) -> torch.Tensor:
@@ -251,8 +251,11 @@ class SliceInferer2D(VolumeInferer):
         other = orthogonal_plan(*plan)
         out = 0.5 * (out + self._volume(vol, network, *other, *args, **kwargs))
         second = self.last_stats
-        self.last_stats = {**first, "orthogonal_dim": other[0], **{
-            k: first[k] + second[k] for k in ("units", "computed_units", "network_evaluations")}}
+        self.last_stats = {
+            **first,
+            "orthogonal_dim": other[0],
+            **{k: first[k] + second[k] for k in ("units", "computed_units", "network_evaluations")},
+        }
         return out
 
     def _plan(self, inputs: torch.Tensor, index: int) -> tuple[int, bool]:
@@ -268,9 +271,15 @@ class SliceInferer2D(VolumeInferer):
         n_slices, _, h, w = slices.shape
         content = slices.amax(dim=1) > self.empty_threshold  # (S, H, W)
         keep = torch.nonzero(content.flatten(1).any(1)).flatten()
-        self.last_stats = {"units": n_slices, "computed_units": int(keep.numel()), "box_hw": (0, 0), "image_hw": (h, w),
-                           "network_evaluations": int(keep.numel()) * self.evaluations_per_unit(),
-                           "spatial_dim": spatial_dim, "transposed": transpose}
+        self.last_stats = {
+            "units": n_slices,
+            "computed_units": int(keep.numel()),
+            "box_hw": (0, 0),
+            "image_hw": (h, w),
+            "network_evaluations": int(keep.numel()) * self.evaluations_per_unit(),
+            "spatial_dim": spatial_dim,
+            "transposed": transpose,
+        }
         out: torch.Tensor | None = None
         if keep.numel() > 0:
             y0, y1, z0, z1 = foreground_box(content[keep].any(0), self.margin_vox, self.divisible_by)

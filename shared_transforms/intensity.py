@@ -40,10 +40,7 @@ def _spacing_mm(img) -> tuple[float, float, float]:
 
 
 def head_mask_from_intensity(
-    volume,
-    spacing_mm=(1.0, 1.0, 1.0),
-    smoothing_fwhm_mm: float = 5.0,
-    closing_radius_mm: float = 3.0,
+    volume, spacing_mm=(1.0, 1.0, 1.0), smoothing_fwhm_mm: float = 5.0, closing_radius_mm: float = 3.0
 ) -> np.ndarray:
     """The head (everything that is not air) of a possibly very noisy MR volume, for intensity normalisation.
 
@@ -88,7 +85,7 @@ def head_mask_from_intensity(
         ]
         pad = [(int(v), int(v)) for v in r_vox]
         closed = ndimage.binary_closing(np.pad(mask, pad), structure=structure)
-        mask = closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, mask.shape))]
+        mask = closed[tuple(slice(p, p + n) for (p, _), n in zip(pad, mask.shape, strict=False))]
     mask = get_largest_connected_component_mask(mask, connectivity=3)
     return ndimage.binary_fill_holes(mask)
 
@@ -123,8 +120,11 @@ class PercentileNormalize(Transform):
             if head.any():
                 lo, hi = self.percentiles(img)[0], self.percentiles(img, head)[1]
                 if hi <= lo:
-                    raise InputError(_source(img), f"the head's {self.upper}th percentile is not above the volume's "
-                                     f"{self.lower}th ({hi:g} <= {lo:g})")
+                    raise InputError(
+                        _source(img),
+                        f"the head's {self.upper}th percentile is not above the volume's "
+                        f"{self.lower}th ({hi:g} <= {lo:g})",
+                    )
                 return ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=self.clip)(img)
         if mask is None:
             lo, hi = self.percentiles(img)

@@ -60,8 +60,11 @@ class LoadVolume(Transform):
         try:
             img = self.loader(path)
         except (EOFError, OSError, ValueError, RuntimeError) as err:  # a truncated .gz or a short .nii
-            raise InputError(path, f"its voxel data could not be read ({type(err).__name__}: {err}); the file may "
-                             "be truncated or damaged") from None
+            raise InputError(
+                path,
+                f"its voxel data could not be read ({type(err).__name__}: {err}); the file may "
+                "be truncated or damaged",
+            ) from None
         check_values(img.numpy() if isinstance(img, torch.Tensor) else img, path)
         return self.channel_first(img)
 
@@ -202,7 +205,7 @@ class SaveVolumed(MapTransform):
         d = dict(data)
         ref = d[self.ref_key]
         if not isinstance(ref, MetaTensor):
-            raise TypeError(f"SaveVolumed needs the MetaTensor '{self.ref_key}' for its grid")
+            raise TypeError(f"SaveVolumed needs the MetaTensor {self.ref_key!r} for its grid")
         source = ref.meta.get("filename_or_obj", "volume")
         paths, images = [], []
         for key in self.key_iterator(d):
@@ -222,14 +225,19 @@ class SaveVolumed(MapTransform):
                 affine = dst_affine
                 if clip:
                     pred = pred.clamp(0.0, 1.0)
-            path = output_path_for(output_stem_of(d, source), self.output_dir, self.bundle_name, self.suffixes.get(key, ""))
+            path = output_path_for(
+                output_stem_of(d, source), self.output_dir, self.bundle_name, self.suffixes.get(key, "")
+            )
             grid = "input grid" if self.resample_to_input else "target grid"
             paths.append(check_replaceable(path, self.bundle_name, [source]))
-            images.append(nifti_image(torch.as_tensor(pred), affine, self.bundle_name,
-                                      f"{self.description if clip else key} {grid}"))
+            images.append(
+                nifti_image(
+                    torch.as_tensor(pred), affine, self.bundle_name, f"{self.description if clip else key} {grid}"
+                )
+            )
             d[f"{key}_path"] = paths[-1]
         with atomic_paths(paths) as tmps:  # the image and its maps appear together, or none of them
-            for img, tmp in zip(images, tmps):
+            for img, tmp in zip(images, tmps, strict=True):
                 nib.save(img, tmp)
         for path in paths:
             self.written.append(path)

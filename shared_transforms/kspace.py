@@ -149,7 +149,7 @@ def smooth_phase(
     coef = rs.standard_normal(len(exponents))  # drawn even for max_phase_rad == 0, so the RNG stream is the same
     u = np.linspace(-1.0, 1.0, h)[:, None]  # (H, 1)
     v = np.linspace(-1.0, 1.0, w)[None, :]  # (1, W)
-    phase = sum(c * u**i * v**j for c, (i, j) in zip(coef, exponents)) * np.ones((h, w))  # (H, W)
+    phase = sum(c * u**i * v**j for c, (i, j) in zip(coef, exponents, strict=False)) * np.ones((h, w))  # (H, W)
     peak = np.abs(phase).max()
     phase = phase * (max_phase_rad / peak) if peak > 0 else np.zeros((h, w))
     return torch.as_tensor(phase, dtype=dtype)
@@ -207,12 +207,7 @@ def _center_columns(num_cols: int, center_fraction: float) -> slice:
 
 
 def cartesian_mask(
-    shape_hw: Sequence[int],
-    acceleration: float,
-    center_fraction: float,
-    pattern: str = "random",
-    *,
-    seed: SeedLike,
+    shape_hw: Sequence[int], acceleration: float, center_fraction: float, pattern: str = "random", *, seed: SeedLike
 ) -> torch.Tensor:
     """Cartesian column mask ``M`` along the last spatial axis (phase encode, fastMRI convention).
 

@@ -3,8 +3,8 @@
 1. :class:`SimulateLowFieldBlurGamma` (seed 002's recipe, its section 2.3.2):
    ``I_low = clip(N((G_sigma(resample(I_high)))^gamma), 0, 1)`` on an intensity-normalised input in [0, 1].
 2. :class:`SimulateLowFieldTissueContrast` (Figini et al. 2020, arXiv 2003.07216 -> Lin et al., Medical Image
-   Analysis 87:102807, 2023, "Stochastic IQT", and its public code): slice-thickness blur and thick-slice resampling, tissue-specific contrast set by a
-   (SNR_WM, SNR_GM) pair drawn from a bivariate Gaussian, and additive Gaussian noise.
+   Analysis 87:102807, 2023, "Stochastic IQT", and its public code): slice-thickness blur and thick-slice
+   resampling, tissue-specific contrast set by a (SNR_WM, SNR_GM) pair drawn from a bivariate Gaussian, and additive Gaussian noise.
 
 Both take channel-first volumes ``(C, X, Y, Z)`` (MONAI MetaTensors carrying an ``affine``, as from ``LoadImage`` +
 ``EnsureChannelFirst``; a plain numpy array / torch tensor is taken as 1 mm isotropic with an identity affine) and
@@ -156,7 +156,7 @@ class SimulateLowFieldBlurGamma(Randomizable, Transform):
     def output_grid(self, affine: np.ndarray, in_shape: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:
         """The low-field grid ``(affine, shape)`` for an input grid."""
         zoom = self.spacing_mm / voxel_spacing_mm(affine)
-        shape = self.spatial_shape or tuple(max(1, int(round(n / z))) for n, z in zip(in_shape, zoom))
+        shape = self.spatial_shape or tuple(max(1, int(round(n / z))) for n, z in zip(in_shape, zoom, strict=False))
         return affine_for_grid(affine, in_shape, shape, self.spacing_mm), tuple(shape)
 
     def __call__(self, img: np.ndarray | torch.Tensor, randomize: bool = True) -> MetaTensor:
@@ -341,7 +341,7 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
     def output_grid(self, affine: np.ndarray, in_shape: Sequence[int]) -> tuple[np.ndarray, tuple[int, ...]]:
         """The thick-slice grid ``(affine, shape)``: spacing x (thickness + gap), ``floor(extent / spacing)``."""
         factor = self.total_factor
-        shape = tuple(int(math.floor(n / f + 1e-9)) for n, f in zip(in_shape, factor))
+        shape = tuple(int(math.floor(n / f + 1e-9)) for n, f in zip(in_shape, factor, strict=False))
         if min(shape) < 1:
             raise InputError(None, f"volume of shape {tuple(in_shape)} is smaller than one slice of factor {factor}")
         return affine_for_grid(affine, in_shape, shape, voxel_spacing_mm(affine) * factor), shape
@@ -375,7 +375,7 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
         source = _source(img)
         if img.shape[0] != 1:
             raise InputError(source, f"expected one channel (1, X, Y, Z), got shape {tuple(img.shape)}")
-        maps = [self._map(m, name, img) for m, name in zip((gm, wm, csf), _TISSUES)]
+        maps = [self._map(m, name, img) for m, name in zip((gm, wm, csf), _TISSUES, strict=False)]
         if randomize:
             self.randomize()
         if not (self.snr_wm > 0 and self.snr_gm > 0):

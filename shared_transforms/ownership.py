@@ -1,12 +1,12 @@
 """Which files a run may replace: only its own earlier outputs, never an input and never a user's file.
 
 Every file this project writes carries the name of its writer, its *owner*: ``lfmri:<owner>`` at the start of a
-NIfTI header's ``descrip``, in a PNG's ``Software`` text chunk, and in an HDF5 file's ``lfmri_owner`` attribute. The owner is the bundle for inference outputs
-(``cfm``), or the tool for data and reports (``make_demo_data``, ``prepare_data``, ``stress``, ``benchmark``). A
-later run may replace a file only when its mark names the same owner; anything else at an output path - a user's
-scan, the shipped sample, another bundle's or tool's output, a file marked the older way (``lfmri <text>``, without
-an owner) - is refused before anything is computed. nibabel and Pillow (matplotlib's own dependency) read the
-marks; the rule is written here because neither has one.
+NIfTI header's ``descrip``, in a PNG's ``Software`` text chunk, and in an HDF5 file's ``lfmri_owner`` attribute. The
+owner is the bundle for inference outputs (``cfm``), or the tool for data and reports (``make_demo_data``,
+``prepare_data``, ``stress``, ``benchmark``). A later run may replace a file only when its mark names the same
+owner; anything else at an output path - a user's scan, the shipped sample, another bundle's or tool's output, a
+file marked the older way (``lfmri <text>``, without an owner) - is refused before anything is computed. nibabel and
+Pillow (matplotlib's own dependency) read the marks; the rule is written here because neither has one.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def written_by(path: str | os.PathLike) -> str | None:
         return None
     if not text.startswith(MARK_PREFIX):
         return None
-    owner = text[len(MARK_PREFIX):].split(" ", 1)[0]
+    owner = text[len(MARK_PREFIX) :].split(" ", 1)[0]
     return owner or None
 
 
@@ -80,6 +80,7 @@ def check_replaceable(path: str | os.PathLike, owner: str, inputs: Sequence[str 
     found = written_by(path)
     if found != owner:
         who = f"was written by {found}, not by {owner}" if found else f"was not written by {owner} (no mark of its)"
-        raise InputError(path, f"exists and {who}; refusing to overwrite it - remove it or choose another "
-                         "--output_dir")
+        raise InputError(
+            path, f"exists and {who}; refusing to overwrite it - remove it or choose another " "--output_dir"
+        )
     return path

@@ -23,15 +23,18 @@ from .io import LoadVolumed
 
 
 def inference_transforms(
-    target_spacing: Sequence[float] | None = (1.0, 1.0, 1.0), lower: float = 1.0, upper: float = 99.0,
+    target_spacing: Sequence[float] | None = (1.0, 1.0, 1.0),
+    lower: float = 1.0,
+    upper: float = 99.0,
     key: str = "image",
 ) -> list:
     """Load (with the contract's checks), orient to RAS, resample to ``target_spacing`` mm by cubic spline
     (covering the input's field of view; None keeps the file's own voxels, as k-space simulation needs), normalise
     the ``lower``..``upper`` percentiles to [0, 1] (the ``upper`` one inside the head,
     :class:`.intensity.PercentileNormalize` with ``head_mask=True``)."""
-    resample = [] if target_spacing is None else [
-        Spacingd(key, pixdim=tuple(target_spacing), mode=3, padding_mode="border")]
+    resample = (
+        [] if target_spacing is None else [Spacingd(key, pixdim=tuple(target_spacing), mode=3, padding_mode="border")]
+    )
     return [
         LoadVolumed(key),
         Orientationd(key, axcodes="RAS"),
@@ -61,8 +64,13 @@ def pair_transforms(
         CheckFieldOfViewd("image", ref_key="label"),
         CheckSameGridd("mask", ref_key="label"),
         Orientationd(keys, axcodes="RAS", allow_missing_keys=True),
-        Spacingd(["label", "mask"], pixdim=tuple(target_spacing), mode=[3, "nearest"], padding_mode="border",
-                 allow_missing_keys=True),
+        Spacingd(
+            ["label", "mask"],
+            pixdim=tuple(target_spacing),
+            mode=[3, "nearest"],
+            padding_mode="border",
+            allow_missing_keys=True,
+        ),
         ResampleToMatchKeepSourced("image", key_dst="label", mode=3, padding_mode="border"),
         BrainMaskd(source_key="label", mask_key="mask"),
         PercentileNormalized(["image", "label"], lower=lower, upper=upper, head_mask=True),

@@ -33,7 +33,7 @@ def save_preview(volumes: Sequence[np.ndarray], titles: Sequence[str], path: str
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(volumes), 3, figsize=(9, 3 * len(volumes)), squeeze=False)
-    for r, (vol, title) in enumerate(zip(volumes, titles)):
+    for r, (vol, title) in enumerate(zip(volumes, titles, strict=False)):
         x, y, z = (s // 2 for s in vol.shape)
         lo, hi = ranges[r] if ranges and ranges[r] else (0.0, 1.0)
         cmap = "magma" if "std" in title or "uncertainty" in title else "gray"
@@ -100,7 +100,10 @@ class SavePreviewd(MapTransform):
         keys = [k for k in self.keys if d.get(k) is not None]
         titles = [self.titles[self.keys.index(k)] if self.titles else str(k) for k in keys]
         volumes = [_volume(d[k]) for k in keys]
-        ranges = [(0.0, float(np.percentile(v, 99.5)) or 1.0) if "std" in str(k) else None for k, v in zip(keys, volumes)]
+        ranges = [
+            (0.0, float(np.percentile(v, 99.5)) or 1.0) if "std" in str(k) else None
+            for k, v in zip(keys, volumes, strict=False)
+        ]
         path = self._path(d, source)
         d["preview_path"] = save_preview(volumes, titles, path, self.bundle_name, ranges)
         print(f"[{self.bundle_name}] wrote {os.path.abspath(path)}", flush=True)

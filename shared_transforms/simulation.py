@@ -27,6 +27,7 @@ __all__ = ["FWHM_TO_SIGMA", "fwhm_mm_to_sigma_vox", "resample_to_grid", "tissue_
 #: sigma = FWHM / (2 sqrt(2 ln 2)) for a Gaussian.
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
+
 def _source(img: object, default: str = "image") -> str:
     """The file name a volume came from (for error messages), or ``default``."""
     if isinstance(img, MetaTensor):
@@ -57,11 +58,7 @@ def _affine_np(img: MetaTensor) -> np.ndarray:
 
 
 def resample_to_grid(
-    img: MetaTensor,
-    dst_affine: np.ndarray,
-    spatial_shape: Sequence[int],
-    mode: int = 3,
-    padding_mode: str = "nearest",
+    img: MetaTensor, dst_affine: np.ndarray, spatial_shape: Sequence[int], mode: int = 3, padding_mode: str = "nearest"
 ) -> torch.Tensor:
     """MONAI ``SpatialResample`` onto ``(dst_affine, spatial_shape)``; returns a plain tensor ``(C, *spatial_shape)``.
 

@@ -15,13 +15,13 @@ archive):
   ``<name>/scripts/shared_transforms`` and points the bundle at it: config imports become
   ``$import scripts.shared_transforms as shared_transforms``, config ``_target_`` names and the scripts' imports of
   ``shared_transforms`` become ``scripts.shared_transforms`` (the bundle root is on ``sys.path`` for MONAI's runner,
-  as ``scripts.network`` already requires);
+  as ``scripts.network`` already requires), with their imports re-sorted by isort as the Zoo's style check wants;
 - pins ``required_packages_version`` in ``configs/metadata.json`` to the versions installed where the export runs
   (every runtime dependency of this project except torch, MONAI and numpy, which the metadata names on their own);
 - refuses an archive path that holds a file this tool did not write, and writes the zip atomically.
 
 MONAI has no exporter of a bundle's Python dependencies (``monai.bundle`` packs configs and weights only), hence
-this tool. It uses only the standard library's ``zipfile`` and ``shutil``.
+this tool. It uses the standard library's ``zipfile`` and ``shutil``, and isort.
 """
 
 from __future__ import annotations
@@ -82,6 +82,19 @@ def rewrite_script_text(text: str) -> str:
     return re.sub(rf"^(\s*)import {PACKAGE}\b(?! as)", rf"\1from . import {PACKAGE}", text, flags=re.MULTILINE)
 
 
+def sort_imports(text: str) -> str:
+    """Re-sort a rewritten script's imports as the Zoo's isort check wants them (profile black, 120 columns).
+
+    The rewrite turns ``from shared_transforms...`` (first party in the repository) into a relative import, which
+    isort puts into the local block beside ``from .network ...``; isort itself does the re-sorting.
+    """
+    try:
+        import isort
+    except ModuleNotFoundError:
+        raise SystemExit("export_bundle needs isort to sort the rewritten imports: pip install isort") from None
+    return isort.code(text, profile="black", line_length=120)
+
+
 def stage_bundle(name: str, folder: str | os.PathLike) -> Path:
     """Write the exported ``<folder>/<name>/`` (see the module docstring); returns it."""
     src = REPO_ROOT / "bundles" / name
@@ -95,7 +108,7 @@ def stage_bundle(name: str, folder: str | os.PathLike) -> Path:
     if not (scripts / "__init__.py").exists():
         (scripts / "__init__.py").write_text('"""The bundle\'s code."""\n')
     for py in scripts.glob("*.py"):
-        py.write_text(rewrite_script_text(py.read_text()))
+        py.write_text(sort_imports(rewrite_script_text(py.read_text())))
     shutil.copytree(REPO_ROOT / PACKAGE, scripts / PACKAGE, ignore=_IGNORE)
     for cfg in (dst / "configs").glob("*.json"):
         cfg.write_text(rewrite_config_text(cfg.read_text()))

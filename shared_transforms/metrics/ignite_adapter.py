@@ -135,7 +135,7 @@ def pred_and_masked_label(
         for key in (pred_key, label_key) + ((mask_key,) if mask_key else ()):
             if key not in item:
                 hint = (
-                    f"; add CopyItemsd(keys='mask', names='{mask_key}') to the evaluator's postprocessing"
+                    f"; add CopyItemsd(keys='mask', names={mask_key!r}) to the evaluator's postprocessing"
                     if key == mask_key
                     else ""
                 )

@@ -192,7 +192,7 @@ def protocol_fastmri(pred: Any, ref: Any, axis: int = 2, lpips_net: str | None =
     maxval = float(r.max())
     if maxval <= 0:
         return {"psnr": float("nan"), "ssim": float("nan"), "nmse": float("nan")}
-    ssims = [structural_similarity(ri, pi, data_range=maxval) for ri, pi in zip(r, p)]
+    ssims = [structural_similarity(ri, pi, data_range=maxval) for ri, pi in zip(r, p, strict=True)]
     return {
         "psnr": float(peak_signal_noise_ratio(r, p, data_range=maxval)),
         "ssim": float(np.mean(ssims)),

@@ -426,8 +426,13 @@ class AMIR(nn.Module):
         if not 1 <= top_k <= num_experts:
             raise ValueError(f"need 1 <= top_k <= num_experts, got top_k={top_k}, num_experts={num_experts}")
         c1, c2, c3, c4 = dim, 2 * dim, 4 * dim, 8 * dim
-        for channels, h, where in [(c1, heads[0], "level 1"), (c2, heads[1], "level 2"), (c3, heads[2], "level 3"),
-                                   (c4, heads[3], "level 4"), (c2, heads[0], "decoder level 1 / refinement")]:
+        for channels, h, where in [
+            (c1, heads[0], "level 1"),
+            (c2, heads[1], "level 2"),
+            (c3, heads[2], "level 3"),
+            (c4, heads[3], "level 4"),
+            (c2, heads[0], "decoder level 1 / refinement"),
+        ]:
             if channels % h:
                 raise ValueError(f"{where}: {channels} channels are not divisible by {h} heads")
         self.in_channels = in_channels

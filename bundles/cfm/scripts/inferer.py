@@ -19,9 +19,9 @@ from typing import Callable
 import torch
 
 from shared_transforms.inferers import SliceInferer2D
+from shared_transforms.ode import evaluations, solve
 
 from .flow import ConditionalVelocity, from_model_range, sample_source, to_model_range
-from shared_transforms.ode import evaluations, solve
 
 
 class FlowMatchingInferer(SliceInferer2D):

@@ -347,14 +347,14 @@ class CFMUNet(nn.Module):
 
         x = self.input_block(x)
         skips: List[torch.Tensor] = []
-        for block, down in zip(self.encoder, self.downsamples):
+        for block, down in zip(self.encoder, self.downsamples, strict=False):
             x = block(x, temb)
             skips.append(x)
             x = down(x)
 
         x = self.bottleneck(x)
 
-        for up, block in zip(self.upsamples, self.decoder):
+        for up, block in zip(self.upsamples, self.decoder, strict=False):
             x = torch.cat([up(x), skips.pop()], dim=1)
             x = block(x, temb)
         return self.final_conv(x)

@@ -104,7 +104,7 @@ def main(
 ):
     """Run the study; see the module docstring. ``steps`` / ``solvers`` accept comma-separated strings."""
     steps = [int(s) for s in (steps.split(",") if isinstance(steps, str) else steps)]
-    solvers = [s for s in (solvers.split(",") if isinstance(solvers, str) else solvers)]
+    solvers = list(solvers.split(",") if isinstance(solvers, str) else solvers)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     os.makedirs(out_dir, exist_ok=True)
     net = bundle_network()
@@ -131,15 +131,25 @@ def main(
                 pred = torch.cat(outs).cpu()
                 ps = [psnr(pred[i, 0].numpy(), y[i, 0].numpy(), m[i, 0].numpy() > 0) for i in range(len(pred))]
                 ss = [ssim(pred[i, 0].numpy(), y[i, 0].numpy(), m[i, 0].numpy() > 0) for i in range(len(pred))]
-                rows.append({"subject": d["subject"], "solver": solver, "steps": n, "evaluations": evaluations(solver, n),
-                             "psnr_mask": float(np.mean(ps)), "ssim_mask": float(np.mean(ss)), "slices": len(ps)})
+                rows.append(
+                    {
+                        "subject": d["subject"],
+                        "solver": solver,
+                        "steps": n,
+                        "evaluations": evaluations(solver, n),
+                        "psnr_mask": float(np.mean(ps)),
+                        "ssim_mask": float(np.mean(ss)),
+                        "slices": len(ps),
+                    }
+                )
     # time whole volumes with the bundle's inferer (Euler: time is linear in evaluations for the other solvers)
     flops = count_flops(net, 192, 168)
     timing = []
     for d in data[:time_volumes]:
         for n in steps:
-            inferer = FlowMatchingInferer(num_steps=n, solver="euler", seed=seed, slice_batch_size=batch,
-                                          precision=precision)
+            inferer = FlowMatchingInferer(
+                num_steps=n, solver="euler", seed=seed, slice_batch_size=batch, precision=precision
+            )
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
@@ -150,8 +160,17 @@ def main(
             st = inferer.last_stats
             h, w = st["box_hw"]
             vol_flops = count_flops(net, h, w) * st["network_evaluations"]
-            timing.append({"subject": d["subject"], "steps": n, "seconds": sec, "slices": st["computed_units"],
-                           "box": f"{h}x{w}", "gflop": vol_flops / 1e9, "gflops_per_s": vol_flops / sec / 1e9})
+            timing.append(
+                {
+                    "subject": d["subject"],
+                    "steps": n,
+                    "seconds": sec,
+                    "slices": st["computed_units"],
+                    "box": f"{h}x{w}",
+                    "gflop": vol_flops / 1e9,
+                    "gflops_per_s": vol_flops / sec / 1e9,
+                }
+            )
     ref = matmul_gflops(dev)
     ref_bf16 = matmul_gflops(dev, dtype=torch.bfloat16) if resolve_precision(dev, precision) == "bfloat16" else None
     precision = resolve_precision(dev, precision)
@@ -166,15 +185,25 @@ def write_report(rows, timing, out_dir, flops, ref, peak_mb, dev, precision, str
     w.writeheader()
     w.writerows(rows)
     write_text_atomic(os.path.join(out_dir, "step_study.csv"), buf.getvalue(), newline="")
-    timing_report = {"timing": timing, "matmul_gflops": ref, "matmul_gflops_bfloat16": ref_bf16,
-                     "flops_per_slice_192x168": flops, "peak_rss_mb": peak_mb}
+    timing_report = {
+        "timing": timing,
+        "matmul_gflops": ref,
+        "matmul_gflops_bfloat16": ref_bf16,
+        "flops_per_slice_192x168": flops,
+        "peak_rss_mb": peak_mb,
+    }
     write_text_atomic(os.path.join(out_dir, "timing.json"), json.dumps(timing_report, indent=2))
     per_nfe = {t["steps"]: t["seconds"] / t["steps"] for t in timing}
-    lines = [f"Command: `{command}`", "",
-             f"Device: {dev} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
-             f"precision {precision}, torch {torch.__version__}; quality on every {stride}th brain slice of each test "
-             "subject (PSNR/SSIM inside the mask, per 2D slice, mean over slices and subjects)", "",
-             "| solver | steps | network evaluations | PSNR (dB) | SSIM | seconds / volume |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"Command: `{command}`",
+        "",
+        f"Device: {dev} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
+        f"precision {precision}, torch {torch.__version__}; quality on every {stride}th brain slice of each test "
+        "subject (PSNR/SSIM inside the mask, per 2D slice, mean over slices and subjects)",
+        "",
+        "| solver | steps | network evaluations | PSNR (dB) | SSIM | seconds / volume |",
+        "|---|---|---|---|---|---|",
+    ]
     solvers = list(dict.fromkeys(r["solver"] for r in rows))
     steps = list(dict.fromkeys(r["steps"] for r in rows))
     sec_per_eval = np.mean(list(per_nfe.values())) if per_nfe else float("nan")
@@ -184,18 +213,27 @@ def write_report(rows, timing, out_dir, flops, ref, peak_mb, dev, precision, str
             nfe = sel[0]["evaluations"]
             measured = [t["seconds"] for t in timing if t["steps"] == n and s == "euler"]
             sec = f"{np.mean(measured):.1f}" if measured else f"{nfe * sec_per_eval:.1f} (from s/evaluation)"
-            lines.append(f"| {s} | {n} | {nfe} | {np.mean([r['psnr_mask'] for r in sel]):.2f} | "
-                         f"{np.mean([r['ssim_mask'] for r in sel]):.4f} | {sec} |")
-    lines += ["", f"Network: {flops / 1e9:.1f} GFLOP per 192x168 slice per step; float32 matrix product in this run: "
-              f"{ref:.0f} GFLOP/s" + (f" (bfloat16: {ref_bf16:.0f} GFLOP/s)" if ref_bf16 else "")
-              + f"; peak resident memory {peak_mb:.0f} MB.", "",
-              "| steps | slices computed | crop | GFLOP / volume | seconds / volume | achieved GFLOP/s | of float32 matmul |"
-              + (" of bfloat16 matmul |" if ref_bf16 else ""),
-              "|---|---|---|---|---|---|---|" + ("---|" if ref_bf16 else "")]
+            lines.append(
+                f"| {s} | {n} | {nfe} | {np.mean([r['psnr_mask'] for r in sel]):.2f} | "
+                f"{np.mean([r['ssim_mask'] for r in sel]):.4f} | {sec} |"
+            )
+    lines += [
+        "",
+        f"Network: {flops / 1e9:.1f} GFLOP per 192x168 slice per step; float32 matrix product in this run: "
+        f"{ref:.0f} GFLOP/s"
+        + (f" (bfloat16: {ref_bf16:.0f} GFLOP/s)" if ref_bf16 else "")
+        + f"; peak resident memory {peak_mb:.0f} MB.",
+        "",
+        "| steps | slices computed | crop | GFLOP / volume | seconds / volume | achieved GFLOP/s | of float32 matmul |"
+        + (" of bfloat16 matmul |" if ref_bf16 else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if ref_bf16 else ""),
+    ]
     for t in timing:
-        lines.append(f"| {t['steps']} | {t['slices']} | {t['box']} | {t['gflop']:.0f} | {t['seconds']:.1f} | "
-                     f"{t['gflops_per_s']:.0f} | {100 * t['gflops_per_s'] / ref:.0f}% |"
-                     + (f" {100 * t['gflops_per_s'] / ref_bf16:.0f}% |" if ref_bf16 else ""))
+        lines.append(
+            f"| {t['steps']} | {t['slices']} | {t['box']} | {t['gflop']:.0f} | {t['seconds']:.1f} | "
+            f"{t['gflops_per_s']:.0f} | {100 * t['gflops_per_s'] / ref:.0f}% |"
+            + (f" {100 * t['gflops_per_s'] / ref_bf16:.0f}% |" if ref_bf16 else "")
+        )
     text = "\n".join(lines) + "\n"
     write_text_atomic(os.path.join(out_dir, "step_study.md"), text)
     print(text)

@@ -50,4 +50,3 @@ class FlowMatchingPrepareBatch(PrepareBatch):
         t, x_t, u_t = self.path.sample_location_and_conditional_flow(x0, x1, generator=generator)
         inputs = model_input(x_t, x_low).contiguous(memory_format=torch.channels_last)
         return inputs, u_t, (), {"t": t}
-

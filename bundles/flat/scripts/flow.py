@@ -47,10 +47,7 @@ def interpolated_target(x0: torch.Tensor, x1: torch.Tensor, t: float | torch.Ten
 
 
 def velocity_alignment_loss(
-    images: Sequence[torch.Tensor],
-    times: torch.Tensor | Sequence[float],
-    x0: torch.Tensor,
-    weighting: str = "uniform",
+    images: Sequence[torch.Tensor], times: torch.Tensor | Sequence[float], x0: torch.Tensor, weighting: str = "uniform"
 ) -> torch.Tensor:
     """Mean over cascades of ``w_j * L1(z_j, x*_{tau_j})``, j = 1..N (module docstring).
 
@@ -68,8 +65,9 @@ def velocity_alignment_loss(
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     times = torch.as_tensor(times, dtype=x0.dtype, device=x0.device)
     if len(images) < 2 or times.shape != (len(images),):
-        raise ValueError(f"need N + 1 >= 2 images and as many times, got {len(images)} images, times "
-                         f"{tuple(times.shape)}")
+        raise ValueError(
+            f"need N + 1 >= 2 images and as many times, got {len(images)} images, times " f"{tuple(times.shape)}"
+        )
     x1 = images[0].detach()  # A^H y: data, not a prediction
     x0 = x0.detach()
     terms = []

@@ -25,10 +25,23 @@ class FLATSliceInferer(SliceInferer2D):
     """Slices along ``spatial_dim`` of packed volumes ``(B, 3, X, Y, Z)`` -> magnitudes ``(B, 1, X, Y, Z)``, or with
     ``return_trajectory`` ``(B, N + 1, X, Y, Z)``. Other arguments as :class:`SliceInferer2D`."""
 
-    def __init__(self, slice_batch_size: int = 8, spatial_dim: int = 2, return_trajectory: bool = False,
-                 progress: bool = False, precision: str = "float32") -> None:
-        super().__init__(slice_batch_size=slice_batch_size, spatial_dim=spatial_dim, divisible_by=1,
-                         empty_threshold=-float("inf"), margin_vox=0, progress=progress, precision=precision)
+    def __init__(
+        self,
+        slice_batch_size: int = 8,
+        spatial_dim: int = 2,
+        return_trajectory: bool = False,
+        progress: bool = False,
+        precision: str = "float32",
+    ) -> None:
+        super().__init__(
+            slice_batch_size=slice_batch_size,
+            spatial_dim=spatial_dim,
+            divisible_by=1,
+            empty_threshold=-float("inf"),
+            margin_vox=0,
+            progress=progress,
+            precision=precision,
+        )
         self.return_trajectory = bool(return_trajectory)
 
     def predict(self, slices: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:

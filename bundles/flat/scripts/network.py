@@ -207,8 +207,15 @@ class TimeConditionedComplexUnet(nn.Module):
         if time_embed_dim < 0 or time_embed_dim % 2:
             raise ValueError(f"time_embed_dim must be an even number >= 0, got {time_embed_dim}")
         self.unet = BasicUNet(
-            spatial_dims=2, in_channels=2, out_channels=2, features=features, act=act, norm=norm, bias=True,
-            dropout=dropout, upsample=upsample,
+            spatial_dims=2,
+            in_channels=2,
+            out_channels=2,
+            features=features,
+            act=act,
+            norm=norm,
+            bias=True,
+            dropout=dropout,
+            upsample=upsample,
         )
         self.pad_factor = int(pad_factor)
         self.time_embed_dim = int(time_embed_dim)
@@ -327,13 +334,16 @@ class FLATNet(nn.Module):
             self.step_sizes = nn.Parameter(torch.full((n,), init))
             self.register_buffer("regulariser_scales", torch.ones(n))
         embed = int(time_embed_dim) if mode == "flow" else 0
-        self.regularisers = nn.ModuleList([
-            TimeConditionedComplexUnet(features, embed, act=act, norm=norm, pad_factor=pad_factor)
-            for _ in range(1 if self.share_weights else n)
-        ])
+        self.regularisers = nn.ModuleList(
+            [
+                TimeConditionedComplexUnet(features, embed, act=act, norm=norm, pad_factor=pad_factor)
+                for _ in range(1 if self.share_weights else n)
+            ]
+        )
 
-    def _update(self, image: torch.Tensor, j: int, masked_kspace: torch.Tensor, mask: torch.Tensor,
-                velocity: torch.Tensor) -> torch.Tensor:
+    def _update(
+        self, image: torch.Tensor, j: int, masked_kspace: torch.Tensor, mask: torch.Tensor, velocity: torch.Tensor
+    ) -> torch.Tensor:
         """``z_{j+1} = z_j - eta_j A^H(A z_j - y) - |delta_j| Phi`` given ``velocity = Phi(z_j, t_j)``."""
         grad = data_consistency_gradient(image, masked_kspace, mask)
         return image - self.step_sizes[j] * grad - self.regulariser_scales[j] * velocity
@@ -411,8 +421,9 @@ def unpack_inputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inverse of :func:`pack_inputs`: ``(B, 3, H, W)`` -> masked k-space ``(B, 1, H, W, 2)``, bool mask
     ``(B, 1, H, W, 1)`` (a mask channel above 0.5 counts as sampled)."""
     if x.ndim != 4 or x.shape[1] != 3:  # len(PACKED_CHANNELS), spelt out for TorchScript
-        raise ValueError(f"expected packed inputs (B, 3, H, W) = (kspace_real, kspace_imag, sampling_mask), got "
-                         f"{list(x.shape)}")
+        raise ValueError(
+            f"expected packed inputs (B, 3, H, W) = (kspace_real, kspace_imag, sampling_mask), got " f"{list(x.shape)}"
+        )
     return x[:, 0:2].movedim(1, -1)[:, None], (x[:, 2:3] > 0.5)[..., None]
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from shared_transforms.files import write_text_atomic
 
 BUNDLE = Path(__file__).resolve().parents[1]
-CONFIGS = f"['{BUNDLE / 'configs' / 'train.json'}','{BUNDLE / 'configs' / 'evaluate.json'}']"
+CONFIGS = f"[{str(BUNDLE / 'configs' / 'train.json')!r},{str(BUNDLE / 'configs' / 'evaluate.json')!r}]"
 #: (acceleration, centre fraction, pattern): fastMRI's settings
 SETTINGS = ((8.0, 0.04, "random"), (8.0, 0.04, "equispaced"), (4.0, 0.08, "random"), (4.0, 0.08, "equispaced"))
 
@@ -39,12 +39,35 @@ SETTINGS = ((8.0, 0.04, "random"), (8.0, 0.04, "equispaced"), (4.0, 0.08, "rando
 def eval_command(spec, datalist: str, num_slices: int, setting: tuple, output_dir: str) -> list[str]:
     """The bundle runner's argument list for one cell."""
     acceleration, center_fraction, pattern = setting
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", CONFIGS, "--datalist", datalist,
-           "--eval_num_slices", str(int(num_slices)), "--acceleration", f"{acceleration:g}",
-           "--center_fraction", f"{center_fraction:g}", "--mask_pattern", pattern, "--output_dir", output_dir]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        CONFIGS,
+        "--datalist",
+        datalist,
+        "--eval_num_slices",
+        str(int(num_slices)),
+        "--acceleration",
+        f"{acceleration:g}",
+        "--center_fraction",
+        f"{center_fraction:g}",
+        "--mask_pattern",
+        pattern,
+        "--output_dir",
+        output_dir,
+    ]
     if spec == "zero_filled":
-        return cmd + ["--network_def", "{'_target_': 'scripts.network.ZeroFilled'}",
-                      "--validate#handlers#0#_disabled_", "true", "--mode", "zero_filled"]
+        return cmd + [
+            "--network_def",
+            "{'_target_': 'scripts.network.ZeroFilled'}",
+            "--validate#handlers#0#_disabled_",
+            "true",
+            "--mode",
+            "zero_filled",
+        ]
     ckpt, mode, *extra = spec
     cmd += ["--ckpt_path", os.path.abspath(os.path.expanduser(ckpt)), "--mode", mode]
     for key, value in (extra[0] if extra else {}).items():  # e.g. {'share_weights': False}
@@ -75,10 +98,14 @@ def markdown(cells: dict, models: list[str]) -> str:
     heads = [f"{s[0]:g}x {s[2]}" for s in SETTINGS]
     out = []
     for title, parts in (
-        ("Inside the brain mask: PSNR (dB, mean ± std over volumes) / SSIM",
-         (("psnr_mask", 2, True), ("ssim_mask", 4, False))),
-        ("fastMRI's metrics (data range = the reference volume's maximum): PSNR (dB) / SSIM / NMSE",
-         (("fastmri_psnr", 2, True), ("fastmri_ssim", 4, False), ("fastmri_nmse", 4, False))),
+        (
+            "Inside the brain mask: PSNR (dB, mean ± std over volumes) / SSIM",
+            (("psnr_mask", 2, True), ("ssim_mask", 4, False)),
+        ),
+        (
+            "fastMRI's metrics (data range = the reference volume's maximum): PSNR (dB) / SSIM / NMSE",
+            (("fastmri_psnr", 2, True), ("fastmri_ssim", 4, False), ("fastmri_nmse", 4, False)),
+        ),
     ):
         out += [f"**{title}**", "", "| model | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
         for m in models:
@@ -92,8 +119,15 @@ def markdown(cells: dict, models: list[str]) -> str:
     return "\n".join(out)
 
 
-def run(models: dict, datalist: str, num_slices: int = 64, work_dir: str = "~/runs/flat_results",
-        out_dir: str = "bundles/flat/docs", rerun: bool = False, only: str | None = None) -> str:
+def run(
+    models: dict,
+    datalist: str,
+    num_slices: int = 64,
+    work_dir: str = "~/runs/flat_results",
+    out_dir: str = "bundles/flat/docs",
+    rerun: bool = False,
+    only: str | None = None,
+) -> str:
     """Evaluate every missing cell (``only``: a comma list of model names to run now; the table shows all), then
     write the table; returns the markdown."""
     work = Path(os.path.expanduser(work_dir))
@@ -120,9 +154,19 @@ def run(models: dict, datalist: str, num_slices: int = 64, work_dir: str = "~/ru
     table = markdown(cells, list(models))
     os.makedirs(out_dir, exist_ok=True)
     write_text_atomic(os.path.join(out_dir, "results.md"), table)
-    write_text_atomic(os.path.join(out_dir, "results.json"), json.dumps(
-        {"models": dict(models), "datalist": portable(datalist), "num_slices": num_slices, "cells": cells,
-         "commands": {k: portable(" ".join(["python", *v[1:]])) for k, v in commands.items()}}, indent=2))
+    write_text_atomic(
+        os.path.join(out_dir, "results.json"),
+        json.dumps(
+            {
+                "models": dict(models),
+                "datalist": portable(datalist),
+                "num_slices": num_slices,
+                "cells": cells,
+                "commands": {k: portable(" ".join(["python", *v[1:]])) for k, v in commands.items()},
+            },
+            indent=2,
+        ),
+    )
     print(table)
     return table
 

@@ -53,14 +53,22 @@ def packed_slice(size: int = 256, acceleration: float = 8.0, center_fraction: fl
 
 
 @torch.no_grad()
-def run(mode: str = "flow", ckpt_path: str | None = None, size: int = 256, num_slices: int = 36, warmup: int = 2,
-        repeats: int = 10, device: str | None = None, num_cascades: int | None = None) -> dict:
+def run(
+    mode: str = "flow",
+    ckpt_path: str | None = None,
+    size: int = 256,
+    num_slices: int = 36,
+    warmup: int = 2,
+    repeats: int = 10,
+    device: str | None = None,
+    num_cascades: int | None = None,
+) -> dict:
     """The measurement (module docstring); returns and prints the result."""
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "inference.json"))
     overrides = {"mode": mode}
     if device:
-        overrides["device"] = f"$torch.device('{device}')"
+        overrides["device"] = f"$torch.device({str(device)!r})"
     if num_cascades:
         overrides["num_cascades"] = int(num_cascades)
     parser.update(overrides)
@@ -97,11 +105,17 @@ def run(mode: str = "flow", ckpt_path: str | None = None, size: int = 256, num_s
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kB
     result = {
-        "mode": mode, "checkpoint": ckpt, "num_cascades": int(parser.get_parsed_content("num_cascades")),
-        "device": str(dev), "threads": torch.get_num_threads(), "slice": [size, size],
+        "mode": mode,
+        "checkpoint": ckpt,
+        "num_cascades": int(parser.get_parsed_content("num_cascades")),
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "slice": [size, size],
         "seconds_per_slice": round(statistics.median(times), 4),
-        "num_slices": int(num_slices), "slice_batch_size": int(parser.get_parsed_content("slice_batch_size")),
-        "seconds_per_volume": round(seconds_volume, 2), "peak_memory_mb": round(peak_mb, 1),
+        "num_slices": int(num_slices),
+        "slice_batch_size": int(parser.get_parsed_content("slice_batch_size")),
+        "seconds_per_volume": round(seconds_volume, 2),
+        "peak_memory_mb": round(peak_mb, 1),
     }
     print(json.dumps(result))
     return result

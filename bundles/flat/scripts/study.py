@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 
@@ -70,15 +71,32 @@ def run(
     """The study (module docstring); returns the table it writes to ``<out_dir>/cascade_study.json`` and plots in
     ``<out_dir>/cascade_study.png``."""
     t0 = time.perf_counter()
-    args = {"models": models, "datalist": datalist, "split": split, "num_slices": num_slices,
-            "acceleration": acceleration, "center_fraction": center_fraction, "mask_pattern": mask_pattern}
-    command = "cd bundles/flat && python -m scripts.study " + " ".join(f'--{k} "{v}"' for k, v in args.items())
+    args = {
+        "models": models,
+        "datalist": datalist,
+        "split": split,
+        "num_slices": num_slices,
+        "acceleration": acceleration,
+        "center_fraction": center_fraction,
+        "mask_pattern": mask_pattern,
+    }
+    command = "cd bundles/flat && python -m scripts.study " + " ".join(
+        f"--{k} {shlex.quote(str(v))}" for k, v in args.items()
+    )
     table: dict = {"command": command, "models": {}}
     for name, (ckpt, mode) in models.items():
-        parser = _parser({"datalist": os.path.abspath(os.path.expanduser(datalist)), "eval_split": split,
-                          "eval_num_slices": int(num_slices), "acceleration": float(acceleration),
-                          "center_fraction": float(center_fraction), "mask_pattern": mask_pattern, "mode": mode,
-                          "device": device})
+        parser = _parser(
+            {
+                "datalist": os.path.abspath(os.path.expanduser(datalist)),
+                "eval_split": split,
+                "eval_num_slices": int(num_slices),
+                "acceleration": float(acceleration),
+                "center_fraction": float(center_fraction),
+                "mask_pattern": mask_pattern,
+                "mode": mode,
+                "device": device,
+            }
+        )
         dataset = parser.get_parsed_content("validate#dataset")
         network = parser.get_parsed_content("network_def").to(device).eval()
         load_weights(network, os.path.expanduser(ckpt))
@@ -92,8 +110,12 @@ def run(
             ssim.append([s["ssim"] for s in scores])
         times = network.net.times.tolist()
         table["models"][name] = {
-            "checkpoint": ckpt, "mode": mode, "volumes": len(psnr), "flow_times": [round(t, 4) for t in times],
-            "psnr": np.mean(psnr, 0).round(3).tolist(), "ssim": np.mean(ssim, 0).round(4).tolist(),
+            "checkpoint": ckpt,
+            "mode": mode,
+            "volumes": len(psnr),
+            "flow_times": [round(t, 4) for t in times],
+            "psnr": np.mean(psnr, 0).round(3).tolist(),
+            "ssim": np.mean(ssim, 0).round(4).tolist(),
         }
     table["seconds"] = round(time.perf_counter() - t0, 1)
     os.makedirs(out_dir, exist_ok=True)
@@ -113,13 +135,14 @@ def _plot(table: dict, path: str, acceleration: float, mask_pattern: str) -> str
         steps = range(len(row["psnr"]))
         axes[0].plot(steps, row["psnr"], marker="o", ms=3, label=name)
         axes[1].plot(steps, row["ssim"], marker="o", ms=3, label=name)
-    for ax, what in zip(axes, ("PSNR (dB)", "SSIM")):
+    for ax, what in zip(axes, ("PSNR (dB)", "SSIM"), strict=False):
         ax.set_xlabel("image of the trajectory (0 = zero-filled, N = output)")
         ax.set_ylabel(what)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"flat: every cascade against the reference, {acceleration:g}x {mask_pattern} (fastMRI metrics)",
-                 fontsize=9)
+    fig.suptitle(
+        f"flat: every cascade against the reference, {acceleration:g}x {mask_pattern} (fastMRI metrics)", fontsize=9
+    )
     fig.tight_layout()
     return save_figure_atomic(fig, path, OWNER)
 

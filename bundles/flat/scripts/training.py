@@ -49,14 +49,17 @@ class PrepareTargetBatch:
     def __init__(self, target_key: str = "target") -> None:
         self.target_key = target_key
 
-    def __call__(self, batchdata: Mapping, device: torch.device | str | None = None, non_blocking: bool = False,
-                 **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, batchdata: Mapping, device: torch.device | str | None = None, non_blocking: bool = False, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.target_key not in batchdata:
-            raise KeyError(f"the training batch has no '{self.target_key}' (UndersampleVolumed's target_key)")
+            raise KeyError(f"the training batch has no {self.target_key!r} (UndersampleVolumed's target_key)")
         image = batchdata[CommonKeys.IMAGE]
         target = batchdata[self.target_key]
-        return (torch.as_tensor(image).to(device=device, non_blocking=non_blocking),
-                torch.as_tensor(target).to(device=device, non_blocking=non_blocking))
+        return (
+            torch.as_tensor(image).to(device=device, non_blocking=non_blocking),
+            torch.as_tensor(target).to(device=device, non_blocking=non_blocking),
+        )
 
 
 class FLATLoss(torch.nn.Module):
@@ -88,5 +91,6 @@ class FLATLoss(torch.nn.Module):
         loss = F.l1_loss(images[-1], x0)
         if self.alignment_weight > 0:
             loss = loss + self.alignment_weight * velocity_alignment_loss(
-                images, self.times.to(trajectory.device), x0, self.weighting)
+                images, self.times.to(trajectory.device), x0, self.weighting
+            )
         return loss

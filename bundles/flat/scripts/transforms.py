@@ -73,15 +73,16 @@ class UndersampleVolumed(RandomizableTransform, MapTransform):
         self.center_fractions = [float(c) for c in ensure_tuple(center_fractions)]
         self.patterns = [str(p) for p in ensure_tuple(patterns)]
         if not self.accelerations or len(self.accelerations) != len(self.center_fractions):
-            raise ValueError(f"need one centre fraction per acceleration, got {self.accelerations} and "
-                             f"{self.center_fractions}")
+            raise ValueError(
+                f"need one centre fraction per acceleration, got {self.accelerations} and " f"{self.center_fractions}"
+            )
         unknown = [p for p in self.patterns if p not in MASK_PATTERNS]
         if not self.patterns or unknown:
             raise ValueError(f"patterns must be among {MASK_PATTERNS}, got {self.patterns}")
         # built once so that bad settings fail here, not on the first volume
         self._undersamplers = {
             (a, c, p): CartesianUndersample(a, c, p)
-            for a, c in zip(self.accelerations, self.center_fractions)
+            for a, c in zip(self.accelerations, self.center_fractions, strict=False)
             for p in self.patterns
         }
         self.source_key, self.packed_key, self.target_key = source_key, packed_key, target_key
@@ -119,8 +120,12 @@ class UndersampleVolumed(RandomizableTransform, MapTransform):
         packed = torch.movedim(packed.movedim(1, 0), 1, 1 + self.slice_axis)  # (3, X, Y, Z)
         columns = mask.flatten()
         record = {
-            "acceleration": setting[0], "center_fraction": setting[1], "pattern": setting[2],
-            "sampled_columns": int(columns.sum()), "columns": int(columns.numel()), "slice_axis": self.slice_axis,
+            "acceleration": setting[0],
+            "center_fraction": setting[1],
+            "pattern": setting[2],
+            "sampled_columns": int(columns.sum()),
+            "columns": int(columns.numel()),
+            "slice_axis": self.slice_axis,
         }
         return packed.float(), record
 
@@ -128,8 +133,10 @@ class UndersampleVolumed(RandomizableTransform, MapTransform):
         d = dict(data)
         img = d[self.source_key]
         if img.ndim != 4 or img.shape[0] != 1:
-            raise InputError(self._source_name(img) or self.source_key,
-                             f"flat needs a single-channel magnitude volume (1, X, Y, Z), got {tuple(img.shape)}")
+            raise InputError(
+                self._source_name(img) or self.source_key,
+                f"flat needs a single-channel magnitude volume (1, X, Y, Z), got {tuple(img.shape)}",
+            )
         setting = self._draw(self._source_name(img))
         kspace = self.simulator(img)  # (1, S, H, W, 2): slices first, MetaTensor affine permuted
         k = torch.as_tensor(kspace.as_tensor() if isinstance(kspace, MetaTensor) else kspace)[0]  # (S, H, W, 2)
@@ -161,8 +168,14 @@ class UndersampleKspaced(UndersampleVolumed):
         Other arguments as :class:`UndersampleVolumed` (``fixed_per_volume`` is always on; ``slice_axis`` 2).
     """
 
-    def __init__(self, source_key: str = "image", packed_key: str = "image", meta_key: str | None = None,
-                 spacing_mm: Sequence[float] = (1.0, 1.0, 1.0), **kwargs) -> None:
+    def __init__(
+        self,
+        source_key: str = "image",
+        packed_key: str = "image",
+        meta_key: str | None = None,
+        spacing_mm: Sequence[float] = (1.0, 1.0, 1.0),
+        **kwargs,
+    ) -> None:
         kwargs.update(fixed_per_volume=True, slice_axis=2)
         super().__init__(source_key, packed_key, **kwargs)
         self.meta_key = meta_key or f"{source_key}_meta_dict"
@@ -177,7 +190,9 @@ class UndersampleKspaced(UndersampleVolumed):
         path = str(meta.get("filename_or_obj", ""))
         k = torch.as_tensor(d[self.source_key]).float()  # (S, H, W, 2)
         if k.ndim != 4 or k.shape[-1] != 2:
-            raise InputError(path or self.source_key, f"expected single-coil k-space (S, H, W, 2), got {tuple(k.shape)}")
+            raise InputError(
+                path or self.source_key, f"expected single-coil k-space (S, H, W, 2), got {tuple(k.shape)}"
+            )
         setting = self._draw(os.path.basename(path))
         packed, record = self._pack(k, setting)
         # the scale, from the zero-filled magnitude of the masked k-space (S, H, W) -> (H, W, S)
@@ -186,13 +201,20 @@ class UndersampleKspaced(UndersampleVolumed):
         head = head_mask_from_intensity(magnitude.numpy(), tuple(self.spacing_mm))
         scale = PercentileNormalize(upper=99.0).percentiles(magnitude.numpy(), head if head.any() else None)[1]
         if not np.isfinite(scale) or scale <= 0:
-            raise InputError(path or self.source_key, "the zero-filled image is empty: no signal in the sampled k-space")
+            raise InputError(
+                path or self.source_key, "the zero-filled image is empty: no signal in the sampled k-space"
+            )
         packed[:2] /= scale
         affine = torch.diag(torch.tensor([*self.spacing_mm, 1.0], dtype=torch.float64))
         record["kspace_scale"] = float(scale)
         out_meta = {
-            "filename_or_obj": path, "affine": affine, "original_affine": affine.clone(),
-            "spatial_shape": np.asarray(packed.shape[1:]), self.mask_meta_key: record,
+            "filename_or_obj": path,
+            "affine": affine,
+            "original_affine": affine.clone(),
+            "spatial_shape": np.asarray(packed.shape[1:]),
+            self.mask_meta_key: record,
         }
-        d[self.packed_key] = MetaTensor(packed, affine=affine, meta={k_: v for k_, v in out_meta.items() if k_ != "affine"})
+        d[self.packed_key] = MetaTensor(
+            packed, affine=affine, meta={k_: v for k_, v in out_meta.items() if k_ != "affine"}
+        )
         return d
