@@ -1,0 +1,71 @@
+"""Issue 12.1-2: DiffusionIQT's 3D U-Net at the authors' defaults, and the cross-batch mechanism against a direct
+computation on the merged volume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import load_bundle_scripts
+
+scripts = load_bundle_scripts("diffusion_iqt")
+from diffusion_iqt_bundle_scripts.cross_batch import boundary_pad, merge, split
+from diffusion_iqt_bundle_scripts.network import DiffusionIQTUNet, SubPatchConv3d, count_parameters
+
+#: a small network for forward passes on the CPU: 27 sub-patches of 8³ (one 24³ patch), attention at every level
+TINY = {"dim": 16, "init_dim": 16, "attention_heads": 2, "attention_dim_head": 8, "attention_patch_size": 8}
+
+
+def test_parameter_counts_are_the_authors():
+    """13,606,665 without attention and 14,450,441 with it (the authors' SRUnet256 as their train.py builds it)."""
+    assert count_parameters(DiffusionIQTUNet()) == 14_450_441
+    assert count_parameters(DiffusionIQTUNet(attention=(False, False, False))) == 13_606_665
+
+
+def test_split_and_merge_are_inverse():
+    volume = torch.randn(2, 3, 12, 18, 6)
+    sub = split(volume, 3)
+    assert sub.shape == (54, 3, 4, 6, 2)
+    assert torch.equal(merge(sub, 3), volume)
+    assert torch.equal(sub[1], volume[0, :, :4, :6, 2:4])  # sub-patch order (p1 p2 p3): the last axis fastest
+    with pytest.raises(ValueError, match="divisible"):
+        split(torch.zeros(1, 1, 10, 9, 9), 3)
+
+
+def test_boundary_padding_gives_the_merged_volumes_convolution():
+    torch.manual_seed(0)
+    volume = torch.randn(2, 4, 15, 15, 15)  # two big patches of 3³ sub-patches of 5³
+    layer = SubPatchConv3d(4, 6, boundary=True, factor=3)
+    direct = torch.nn.functional.conv3d(volume, layer.conv.weight, layer.conv.bias, padding=1)
+    assert torch.allclose(merge(layer(split(volume, 3)), 3), direct, atol=1e-5)
+    # the padding holds the neighbours' voxels, zeros only outside the big patch
+    padded = boundary_pad(split(volume, 3), 3)
+    assert padded.shape == (54, 4, 7, 7, 7)
+    assert torch.equal(padded[13, :, 1:-1, 1:-1, 1:-1], volume[0, :, 5:10, 5:10, 5:10])  # the centre sub-patch
+    assert torch.equal(padded[13], volume[0, :, 4:11, 4:11, 4:11])
+    assert torch.count_nonzero(padded[0, :, 0]) == 0
+
+
+def test_attention_sees_across_sub_patches_and_equals_the_merged_computation():
+    torch.manual_seed(0)
+    net = DiffusionIQTUNet(**TINY).eval()
+    attention = net.downs[0]["attention"]
+    x = torch.randn(27, 16, 8, 8, 8)
+    direct = split(attention(merge(x, 3)), 3) + x  # the transformer on the merged 24³ volume
+    assert torch.allclose(net._attend(attention, x), direct, atol=1e-5)
+    y = x.clone()
+    y[26] += torch.randn_like(y[26])  # change one corner sub-patch: the output of the opposite one changes too
+    assert not torch.allclose(net._attend(attention, y)[0], net._attend(attention, x)[0], atol=1e-6)
+
+
+def test_forward_shapes_time_and_gradients():
+    torch.manual_seed(0)
+    net = DiffusionIQTUNet(**TINY)
+    x = torch.randn(27, 2, 8, 8, 8)
+    t = torch.full((27,), -2.0)
+    out = net(x, t)
+    assert out.shape == (27, 1, 8, 8, 8) and torch.isfinite(out).all()
+    assert not torch.allclose(out, net(x, t + 4.0))  # the time input (logSNR) conditions the output
+    out.square().mean().backward()
+    assert all(p.grad is not None for n, p in net.named_parameters() if not n.startswith(("mid_", "norm_cond")))
+    plain = DiffusionIQTUNet(**TINY, boundary=False, cross_batch_factor=1, attention=(False, False, False))
+    assert plain(torch.randn(2, 2, 8, 8, 8), torch.zeros(2)).shape == (2, 1, 8, 8, 8)  # independent sub-patches
