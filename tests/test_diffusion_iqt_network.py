@@ -9,6 +9,14 @@ from conftest import load_bundle_scripts
 
 scripts = load_bundle_scripts("diffusion_iqt")
 from diffusion_iqt_bundle_scripts.cross_batch import boundary_pad, merge, split
+from diffusion_iqt_bundle_scripts.diffusion import (
+    alpha_sigma,
+    cosine_log_snr,
+    diffusion_loss,
+    posterior,
+    q_sample,
+    sample,
+)
 from diffusion_iqt_bundle_scripts.network import DiffusionIQTUNet, SubPatchConv3d, count_parameters
 
 #: a small network for forward passes on the CPU: 27 sub-patches of 8³ (one 24³ patch), attention at every level
@@ -69,3 +77,65 @@ def test_forward_shapes_time_and_gradients():
     assert all(p.grad is not None for n, p in net.named_parameters() if not n.startswith(("mid_", "norm_cond")))
     plain = DiffusionIQTUNet(**TINY, boundary=False, cross_batch_factor=1, attention=(False, False, False))
     assert plain(torch.randn(2, 2, 8, 8, 8), torch.zeros(2)).shape == (2, 1, 8, 8, 8)  # independent sub-patches
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# issue 12.3: the diffusion (continuous cosine log-SNR, x0 prediction, ancestral and DDIM samplers)
+
+
+def test_cosine_schedule():
+    t = torch.linspace(0, 1, 101)
+    log_snr = cosine_log_snr(t)
+    assert torch.all(log_snr[1:] < log_snr[:-1])
+    assert abs(float(log_snr[0]) - 8.77) < 0.05 and float(log_snr[-1]) < -20
+    alpha, sigma = alpha_sigma(log_snr)
+    assert torch.allclose(alpha**2 + sigma**2, torch.ones_like(t), atol=1e-6)
+
+
+def test_posterior_is_the_gaussian_posterior():
+    """The authors' ``c``-form equals q(x_s | x_t, x_0) written out (alpha_{t|s} = alpha_t / alpha_s)."""
+    torch.manual_seed(0)
+    x0, xt = torch.randn(4, 1, 3, 3, 3), torch.randn(4, 1, 3, 3, 3)
+    t, s = torch.tensor([0.9, 0.6, 0.3, 0.05]), torch.tensor([0.8, 0.5, 0.1, 0.0])
+    mean, var = posterior(x0, xt, t, s)
+    a_t, s_t = alpha_sigma(cosine_log_snr(t))
+    a_s, s_s = alpha_sigma(cosine_log_snr(s))
+    a_ts = a_t / a_s
+    var_ts = s_t**2 - a_ts**2 * s_s**2
+    shape = (-1, 1, 1, 1, 1)
+    expect_mean = (a_s * var_ts / s_t**2).reshape(shape) * x0 + (a_ts * s_s**2 / s_t**2).reshape(shape) * xt
+    assert torch.allclose(mean, expect_mean, atol=1e-5)
+    assert torch.allclose(var.flatten(), (var_ts * s_s**2 / s_t**2), atol=1e-6)
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+def test_samplers_reach_the_clean_image_with_a_perfect_denoiser(sampler):
+    x0 = torch.rand(2, 1, 4, 4, 4)
+
+    def oracle(x, log_snr):
+        return x0
+
+    gen = torch.Generator().manual_seed(0)
+    out = sample(oracle, torch.zeros_like(x0), num_steps=5, sampler=sampler, generator=gen)
+    # ddim's last step returns x0_hat; the ancestral posterior mean at s = 0 is within sigma(0) = 0.0125 of it
+    assert torch.allclose(out, x0, atol=1e-6 if sampler == "ddim" else 2e-2)
+    again = sample(oracle, torch.zeros_like(x0), num_steps=5, sampler=sampler, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    with pytest.raises(ValueError, match="sampler"):
+        sample(oracle, x0, sampler="euler")
+
+
+def test_training_loss_shares_one_time_per_big_patch():
+    seen = []
+
+    def denoise(x, log_snr):
+        seen.append(log_snr)
+        return x[:, :1] * 0
+
+    x0 = torch.rand(54, 1, 2, 2, 2)
+    loss = diffusion_loss(denoise, x0, x0, group=27, generator=torch.Generator().manual_seed(0))
+    (log_snr,) = seen
+    assert torch.all(log_snr[:27] == log_snr[0]) and torch.all(log_snr[27:] == log_snr[27]) and log_snr[0] != log_snr[27]
+    assert torch.isclose(loss, (x0**2).mean())
+    x_t, _ = q_sample(x0, torch.zeros(54), torch.zeros_like(x0))
+    assert torch.allclose(x_t, x0, atol=1e-3)
