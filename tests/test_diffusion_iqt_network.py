@@ -139,3 +139,28 @@ def test_training_loss_shares_one_time_per_big_patch():
     assert torch.isclose(loss, (x0**2).mean())
     x_t, _ = q_sample(x0, torch.zeros(54), torch.zeros_like(x0))
     assert torch.allclose(x_t, x0, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# issue 12.5: sampling a whole volume (windows of 27 sub-patches, or the whole volume as one cross-batch)
+
+
+@pytest.mark.parametrize("mode", ["windows", "whole"])
+def test_inferer_samples_a_volume_of_any_size(mode):
+    from diffusion_iqt_bundle_scripts.inferer import DiffusionIQTInferer
+
+    torch.manual_seed(0)
+    net = DiffusionIQTUNet(**{**TINY, "attention_patch_size": 4}).eval()
+    volume = torch.rand(1, 1, 20, 14, 10)
+    kwargs = {"num_steps": 2, "mode": mode, "window_size": 12, "overlap": 0.25, "sub_multiple": 4}
+    inferer = DiffusionIQTInferer(**kwargs, num_samples=2, seed=3)
+    out = inferer(volume, net)
+    assert out.shape == (1, 2, 20, 14, 10) and torch.isfinite(out).all()
+    assert 0 <= float(out[:, 0].min()) and float(out[:, 0].max()) <= 1 and float(out[:, 1].min()) >= 0
+    units = inferer.last_stats["units"]
+    assert inferer.last_stats["network_evaluations"] == 2 * 2 * units == inferer.evaluations_per_unit() * units
+    assert units == (1 if mode == "whole" else 2 * 2 * 1)  # windows of 12, stride 9: 2 along 20 and 14, 1 along 10
+    again = DiffusionIQTInferer(**kwargs, num_samples=2, seed=3)(volume, net)
+    assert torch.equal(out, again)
+    single = DiffusionIQTInferer(**kwargs, num_samples=1, seed=3)(volume, net)
+    assert single.shape == (1, 1, 20, 14, 10)

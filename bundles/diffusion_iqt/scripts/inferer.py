@@ -1,0 +1,164 @@
+"""Sampling a whole volume with DiffusionIQT: 96³ windows of 27 jointly sampled sub-patches, or the whole volume at
+once as one cross-batch.
+
+``inferer(inputs, network)``: ``inputs`` ``(B, 1, X, Y, Z)``, the low field on the target grid in [0, 1]; returns
+``(B, 1, X, Y, Z)`` in [0, 1], or ``(B, 2, X, Y, Z)`` (mean, per-voxel std; :mod:`shared_transforms.uncertainty`)
+with ``num_samples`` > 1. The network works in [-1, 1] (:func:`to_model_range`).
+
+- ``mode="windows"`` (the paper): MONAI's ``SlidingWindowInferer`` over ``window_size``³ windows with ``overlap``;
+  each window is cut into ``factor³`` sub-patches (:func:`scripts.cross_batch.split`) that the sampler denoises
+  together, so the sub-patches of a window share attention and padding. The authors stitch windows by keeping each
+  window's centre (a 16-voxel margin); MONAI's Gaussian blending of overlapping windows is used instead.
+- ``mode="whole"`` (past the paper): the whole volume, padded to ``factor * m`` per axis (``m`` a multiple of
+  ``sub_multiple``), is one cross-batch of ``factor³`` sub-patches of ``m`` voxels a side: no windows and no seams,
+  when the memory allows it (the activations grow with the volume).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from monai.inferers import SlidingWindowInferer
+from tqdm.auto import tqdm
+
+from shared_transforms.inferers import VolumeInferer
+
+from .cross_batch import merge, split
+from .diffusion import SAMPLERS, sample
+
+__all__ = ["DiffusionIQTInferer", "from_model_range", "to_model_range"]
+
+MODES = ("windows", "whole")
+
+
+def to_model_range(x: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> [-1, 1] (the background 0 becomes -1, the sampler's ``min_bound``)."""
+    return x * 2.0 - 1.0
+
+
+def from_model_range(x: torch.Tensor) -> torch.Tensor:
+    return ((x + 1.0) * 0.5).clamp(0.0, 1.0)
+
+
+class DiffusionIQTInferer(VolumeInferer):
+    """See the module docstring.
+
+    Args:
+        num_steps: sampler steps from t = 1 to 0 (the authors' evaluation: 20).
+        sampler: ``"ancestral"`` or ``"ddim"`` (:mod:`scripts.diffusion`).
+        num_samples: K samples per volume; K > 1 gives the mean and the std.
+        seed: the samples' noise (sample k uses ``seed + k``).
+        mode: ``"windows"`` or ``"whole"``.
+        window_size, overlap, sw_batch_size: the sliding window (``window_size`` divisible by ``factor``).
+        factor: sub-patches per axis (the network's ``cross_batch_factor``).
+        sub_multiple: in ``"whole"`` mode, sub-patch sizes are a multiple of this (two downsamplings and the
+            attention patches of the default network need 8).
+        min_bound: lower clamp of the predicted clean image in the model range (-1: the background).
+        progress: a progress bar over windows x steps.
+    """
+
+    def __init__(
+        self,
+        num_steps: int = 20,
+        sampler: str = "ancestral",
+        num_samples: int = 1,
+        seed: int = 0,
+        mode: str = "windows",
+        window_size: int = 96,
+        overlap: float = 0.25,
+        sw_batch_size: int = 1,
+        factor: int = 3,
+        sub_multiple: int = 8,
+        min_bound: float | None = -1.0,
+        progress: bool = False,
+    ):
+        super().__init__(progress=progress)
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if window_size % factor:
+            raise ValueError(f"window_size {window_size} must be divisible by factor {factor}")
+        if int(num_samples) < 1 or int(num_steps) < 1:
+            raise ValueError(f"num_samples and num_steps must be >= 1, got {num_samples}, {num_steps}")
+        self.num_steps, self.sampler, self.num_samples, self.seed = int(num_steps), sampler, int(num_samples), int(seed)
+        self.mode, self.window_size, self.overlap, self.sw_batch_size = mode, int(window_size), overlap, sw_batch_size
+        self.factor, self.sub_multiple, self.min_bound = int(factor), int(sub_multiple), min_bound
+        self.unit = "window" if mode == "windows" else "volume"
+
+    def evaluations_per_unit(self) -> int:
+        """One network call (on all ``factor³`` sub-patches of the unit) per step and sample."""
+        return self.num_steps * self.num_samples
+
+    def _sample_patch(
+        self, condition: torch.Tensor, network: Callable, generator: torch.Generator, bar: tqdm | None
+    ) -> torch.Tensor:
+        """``(1, 1, f*a, f*b, f*c)`` condition in the model range -> one joint sample of its ``f³`` sub-patches."""
+        sub = split(condition, self.factor)
+        out = sample(
+            network,
+            sub,
+            num_steps=self.num_steps,
+            sampler=self.sampler,
+            min_bound=self.min_bound,
+            generator=generator,
+            callback=(lambda i, n: bar.update(1)) if bar is not None else None,
+        )
+        self.last_stats["network_evaluations"] += self.num_steps
+        self.last_stats["computed_units"] += 1
+        return merge(out, self.factor)
+
+    def _one_sample(self, condition: torch.Tensor, network: Callable, k: int, bar: tqdm | None) -> torch.Tensor:
+        generator = torch.Generator(device=condition.device).manual_seed(self.seed + k)
+        if self.mode == "whole":
+            sizes = condition.shape[2:]
+            step = self.factor * self.sub_multiple
+            padded = [math.ceil(s / step) * step for s in sizes]
+            pad = []
+            for s, p in reversed(list(zip(sizes, padded, strict=True))):
+                pad += [(p - s) // 2, p - s - (p - s) // 2]
+            out = self._sample_patch(F.pad(condition, pad, value=-1.0), network, generator, bar)
+            return out[..., pad[4] : pad[4] + sizes[0], pad[2] : pad[2] + sizes[1], pad[0] : pad[0] + sizes[2]]
+
+        def predictor(windows: torch.Tensor) -> torch.Tensor:  # (sw_batch, 1, W, W, W)
+            return torch.cat([self._sample_patch(w[None], network, generator, bar) for w in windows])
+
+        window = SlidingWindowInferer(
+            roi_size=self.window_size,
+            sw_batch_size=self.sw_batch_size,
+            overlap=self.overlap,
+            mode="gaussian",
+            cval=-1.0,
+            progress=False,
+        )
+        return window(condition, predictor)
+
+    def _num_windows(self, shape) -> int:
+        if self.mode == "whole":
+            return 1
+        stride = max(1, int(self.window_size * (1 - self.overlap)))
+        return math.prod(
+            1 if s <= self.window_size else math.ceil((s - self.window_size) / stride) + 1 for s in shape[2:]
+        )
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
+        if inputs.dim() != 5 or inputs.shape[1] != 1:
+            raise ValueError(f"expected a (B, 1, X, Y, Z) low-field volume, got {tuple(inputs.shape)}")
+        units = self._num_windows(inputs.shape)
+        self.last_stats = {"units": units, "computed_units": 0, "network_evaluations": 0}
+        total = inputs.shape[0] * self.num_samples * units * self.num_steps
+        bar = tqdm(total=total, desc=f"diffusion ({self.unit}s x steps)", disable=not self.progress, leave=False)
+        outs = []
+        with torch.no_grad():
+            for b in range(inputs.shape[0]):
+                condition = to_model_range(inputs[b : b + 1].float())
+                samples = [
+                    from_model_range(self._one_sample(condition, network, k, bar)) for k in range(self.num_samples)
+                ]
+                stack = torch.stack(samples)  # (K, 1, 1, X, Y, Z)
+                outs.append(stack[0] if self.num_samples == 1 else torch.cat([stack.mean(0), stack.std(0)], dim=1))
+        bar.close()
+        return torch.cat(outs)
