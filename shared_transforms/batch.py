@@ -44,7 +44,7 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _writers(postprocessing) -> list:
+def output_writers(postprocessing) -> list:
     """The transforms in ``postprocessing`` (a Compose, a list or one transform) that can check their outputs."""
     if postprocessing is None:
         return []
@@ -56,7 +56,11 @@ def _writers(postprocessing) -> list:
         items = [postprocessing]
     out = []
     for t in items:
-        out += _writers(t) if isinstance(t, Compose) else ([t] if callable(getattr(t, "check_outputs", None)) else [])
+        out += (
+            output_writers(t)
+            if isinstance(t, Compose)
+            else ([t] if callable(getattr(t, "check_outputs", None)) else [])
+        )
     return out
 
 
@@ -84,7 +88,7 @@ class BatchInputs(IterableDataset):
 
     def __iter__(self) -> Iterator:
         self.started, self.failed, self.errors = [], [], []
-        writers = _writers(self.postprocessing)
+        writers = output_writers(self.postprocessing)
         rank, world = rank_and_world()
         for item in self.data[rank::world]:
             try:

@@ -17,10 +17,14 @@ from diffusion_iqt_bundle_scripts.diffusion import (
     q_sample,
     sample,
 )
-from diffusion_iqt_bundle_scripts.network import DiffusionIQTUNet, SubPatchConv3d, count_parameters
+from diffusion_iqt_bundle_scripts.network import DiffusionIQTUNet, SubPatchConv3d
 
 #: a small network for forward passes on the CPU: 27 sub-patches of 8³ (one 24³ patch), attention at every level
 TINY = {"dim": 16, "init_dim": 16, "attention_heads": 2, "attention_dim_head": 8, "attention_patch_size": 8}
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
 
 
 def test_parameter_counts_are_the_authors():

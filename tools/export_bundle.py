@@ -83,7 +83,8 @@ def rewrite_script_text(text: str) -> str:
 
 
 def sort_imports(text: str) -> str:
-    """Re-sort a rewritten script's imports as the Zoo's isort check wants them (profile black, 120 columns).
+    """Re-sort a rewritten script's imports as the Zoo's isort check wants them (pyproject.toml's isort settings:
+    profile black, 120 columns).
 
     The rewrite turns ``from shared_transforms...`` (first party in the repository) into a relative import, which
     isort puts into the local block beside ``from .network ...``; isort itself does the re-sorting.
@@ -92,7 +93,7 @@ def sort_imports(text: str) -> str:
         import isort
     except ModuleNotFoundError:
         raise SystemExit("export_bundle needs isort to sort the rewritten imports: pip install isort") from None
-    return isort.code(text, profile="black", line_length=120)
+    return isort.code(text, config=isort.Config(settings_file=str(REPO_ROOT / "pyproject.toml")))
 
 
 def stage_bundle(name: str, folder: str | os.PathLike) -> Path:

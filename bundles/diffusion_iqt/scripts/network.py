@@ -37,11 +37,7 @@ from torch import nn
 
 from .cross_batch import boundary_pad, merge, split
 
-__all__ = ["DiffusionIQTUNet", "count_parameters"]
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+__all__ = ["DiffusionIQTUNet"]
 
 
 class ChanLayerNorm(nn.Module):
@@ -334,7 +330,6 @@ class DiffusionIQTUNet(nn.Module):
             )
             if not last:
                 patch //= 2
-        self.has_attention = [bool(a) for a in attention]
         mid = dims[-1]
         self.mid_attention = (
             LinearAttentionTransformer(mid, patch_size=patch, **attn) if deep_feature and middle_attention else None
@@ -356,7 +351,6 @@ class DiffusionIQTUNet(nn.Module):
                     }
                 )
             )
-            self.ups[-1].has_skip = not last
         self.final_res_block = ResnetBlock(d_out, dim, time_dim, use_se=use_se, **conv)
         self.final_conv = nn.Conv3d(dim, out_channels, 1)
 
@@ -373,7 +367,7 @@ class DiffusionIQTUNet(nn.Module):
         hiddens = []
         for i, level in enumerate(self.downs):
             x = level["first"](x, t)
-            if self.has_attention[i]:
+            if not isinstance(level["attention"], nn.Identity):
                 x = self._attend(level["attention"], x)
             for block in level["blocks"]:
                 x = block(x, t)
@@ -386,7 +380,7 @@ class DiffusionIQTUNet(nn.Module):
             x = self.mid_block(x, t)
         for level in self.ups:
             x = level["up"](x)
-            if level.has_skip:
+            if hiddens:  # every level but the last takes the skip of its encoder level
                 x = torch.cat((x, hiddens.pop()), dim=1)
             x = level["first"](x, t)
             for block in level["blocks"]:

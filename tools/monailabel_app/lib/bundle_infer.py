@@ -30,6 +30,7 @@ from monai.bundle import ConfigParser
 from monai.utils import CommonKeys
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
+from shared_transforms.batch import output_writers
 from shared_transforms.bundle import activate_bundle
 from shared_transforms.checkpoint import load_weights
 from shared_transforms.datalist import inference_items
@@ -132,7 +133,7 @@ class BundleInferTask(InferTask):
                 inputs = data[CommonKeys.IMAGE][None].to(self.device)
                 pred = inferer(inputs, self.network)
             postprocessing({**data, CommonKeys.PRED: pred[0]})  # the evaluator's decollated item
-            written = [w for t in postprocessing.transforms for w in getattr(t, "written", [])]
+            written = [w for t in output_writers(postprocessing) for w in getattr(t, "written", [])]
             if not written:
                 raise RuntimeError(f"{self.name}: the postprocessing wrote no file for {image}")
             # the first file is the prediction; keep it beyond the temporary folder, MONAI Label deletes it
