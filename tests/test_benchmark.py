@@ -188,3 +188,22 @@ def test_stress_table_has_a_column_per_condition_and_the_conditions_take_effect(
     with pytest.raises(InputError, match="unknown condition"):
         benchmark.main(bundles="interpolation", datalist=data["datalist"], out_dir=str(tmp_path / "x"), stress=True,
                        stress_conditions="snr 1000")
+
+
+def test_sweep_runs_every_setting_and_tabulates_it(data, tmp_path):
+    import sweep
+
+    out = tmp_path / "sweep"
+    sweep.main(bundle="cfm", grid='{"solver": ["euler", "heun"], "num_steps": [1]}', datalist=data["datalist"],
+               out_dir=str(out), device="cpu", weights=data["cfm"], max_subjects=1)
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    assert [(r["solver"], r["num_steps"]) for r in rows] == [("euler", "1"), ("heun", "1")]
+    # the setting reached the bundle: Heun takes two network evaluations a step, Euler one
+    evaluations = [float(r["evaluations_per_volume"]) for r in rows]
+    assert evaluations[1] == 2 * evaluations[0] > 0
+    assert all(np.isfinite(float(r["psnr_mask_mean"])) for r in rows)
+    assert (out / "solver-heun_num_steps-1" / "results.csv").is_file()
+    md = (out / "sweep.md").read_text()
+    assert "| solver | num_steps | PSNR mask (dB) |" in md and "tools/sweep.py" in md
+    with pytest.raises(InputError, match="--grid"):
+        sweep.main(bundle="cfm", grid='{"num_steps": []}', datalist=data["datalist"], out_dir=str(out))
