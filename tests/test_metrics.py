@@ -304,7 +304,8 @@ def test_protocol_cfm(vol):
     pred2 = ref2 + 0.1 * (~mask2) * (ref2 == 0)  # error only in the background: removed by the authors' mask
     assert M.protocol_cfm(pred2, ref2, use_mask=True, lpips_net=None)["psnr"] == M.PSNR_CAP_DB
     assert M.protocol_cfm(pred2, ref2, use_mask=False, lpips_net=None)["psnr"] < 40
-    assert M.PROTOCOLS == {"cfm": M.protocol_cfm, "amir": M.protocol_amir, "fastmri": M.protocol_fastmri}
+    assert M.PROTOCOLS == {"cfm": M.protocol_cfm, "amir": M.protocol_amir, "fastmri": M.protocol_fastmri,
+                           "diffusion_iqt": M.protocol_diffusion_iqt}
 
 
 def test_amir_ssim_is_gaussian_ssim_with_zero_padding(vol):
@@ -443,3 +444,20 @@ def test_protocol_fastmri_matches_its_definition():
     assert res["nmse"] == pytest.approx(np.sum((ref - pred) ** 2) / np.sum(ref**2))
     assert M.protocol_fastmri(ref, ref)["nmse"] == 0 and M.protocol_fastmri(ref, ref)["ssim"] == pytest.approx(1)
     assert np.isnan(M.protocol_fastmri(pred, np.zeros_like(ref))["psnr"])
+
+
+def test_protocol_diffusion_iqt_min_max_normalises_crops_and_scores_in_3d():
+    rng = np.random.default_rng(0)
+    ref = ndimage.gaussian_filter(rng.random((48, 40, 44)), 2)
+    same = M.protocol_diffusion_iqt(3.0 * ref + 1.0, ref)  # min-max normalised: an affine change of scale is no error
+    assert same["psnr"] == M.PSNR_CAP_DB and abs(same["ms_ssim"] - 1.0) < 1e-6
+    assert same["crop"] == "36x30x32" and same["ms_ssim_scales"] == 2  # 0.75 of each axis; two 11-voxel scales fit
+    noisy = ref + rng.normal(0, 0.05 * float(np.ptp(ref)), ref.shape)
+    scored = M.protocol_diffusion_iqt(noisy, ref)
+    lo, hi = noisy.min(), noisy.max()
+    crop = (slice(6, 42), slice(5, 35), slice(6, 38))  # round(5.5) = 6
+    by_hand = ((noisy - lo) / (hi - lo))[crop] - ((ref - ref.min()) / np.ptp(ref))[crop]
+    assert abs(scored["psnr"] - 10 * np.log10(1.0 / np.mean(by_hand**2))) < 1e-9
+    assert 0 < scored["ms_ssim"] < same["ms_ssim"]
+    big = M.protocol_diffusion_iqt(np.pad(noisy, 100), np.pad(ref, 100))  # 176+ voxels a side: all five scales
+    assert big["ms_ssim_scales"] == 5

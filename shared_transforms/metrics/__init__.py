@@ -42,6 +42,7 @@ from .protocols import (
     cfm_slice_mask,
     protocol_amir,
     protocol_cfm,
+    protocol_diffusion_iqt,
     protocol_fastmri,
 )
 from .structural import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_setup, ssim, ssim_map
@@ -70,6 +71,7 @@ __all__ = [
     "pred_and_masked_label",
     "protocol_amir",
     "protocol_cfm",
+    "protocol_diffusion_iqt",
     "protocol_fastmri",
     "psnr",
     "psnr_from_mse",
