@@ -5,8 +5,8 @@ As in the authors' code (github.com/edshkim98/DiffusionIQT, ``GaussianDiffusionC
 
 - ``logSNR(t) = -log(cos((t + s) / (1 + s) * pi / 2)^-2 - 1)``, ``s = 0.008``, ``t`` in [0, 1] (1 = pure noise);
   ``alpha = sqrt(sigmoid(logSNR))``, ``sigma = sqrt(sigmoid(-logSNR))``, ``x_t = alpha x_0 + sigma eps``;
-- training: ``t ~ U(0, 1)``, one ``t`` for all sub-patches of a big patch; the network sees ``[x_t, x_low]`` and
-  ``logSNR(t)`` and predicts ``x_0``; the loss is the mean squared error to ``x_0``;
+- training: ``t ~ U(0, 1)``, one ``t`` for all sub-patches of a big patch (the network shares it); the network sees
+  ``[x_t, x_low]`` and ``logSNR(t)`` and predicts ``x_0``; the loss is the mean squared error to ``x_0``;
 - sampling from ``t = 1`` to ``0`` on ``T`` uniform steps: ``"ancestral"`` draws from the posterior
   ``q(x_s | x_t, x_0 = x0_hat)`` (mean ``alpha_s (x_t (1 - c) / alpha_t + c x0_hat)``, variance ``sigma_s² c``,
   ``c = -expm1(logSNR_t - logSNR_s)``), without noise in the last step; ``"ddim"`` is the deterministic step
@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["SAMPLERS", "alpha_sigma", "cosine_log_snr", "diffusion_loss", "posterior", "q_sample", "sample"]
+__all__ = ["SAMPLERS", "alpha_sigma", "cosine_log_snr", "posterior", "q_sample", "sample", "training_input"]
 
 SAMPLERS = ("ancestral", "ddim")
 
@@ -66,25 +66,17 @@ def posterior(
     return alpha_next * (x_t * (1 - c) / alpha + c * x0_hat), sigma_next**2 * c
 
 
-def diffusion_loss(
-    denoise: Denoiser,
-    x0: torch.Tensor,
-    condition: torch.Tensor,
-    group: int = 1,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """The training loss: ``mean((denoise([x_t, condition], logSNR(t)) - x0)²)``, ``t ~ U(0, 1)`` shared by each
-    run of ``group`` consecutive samples (the sub-patches of one big patch, ``group = factor³``).
-
-    ``x0``, ``condition``: ``(B, 1, ...)`` with ``B`` a multiple of ``group``.
+def training_input(
+    x0: torch.Tensor, condition: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's training input ``([x_t, condition] (B, 2, ...), logSNR(t) (B,))``, ``t ~ U(0, 1)`` per sample
+    (a big patch: the network shares its ``t`` among the patch's sub-patches); the loss is then the mean squared
+    error of the network's output to ``x0`` (the trainer's ``MSELoss``). ``x0``, ``condition``: ``(B, 1, ...)``.
     """
-    b = x0.shape[0]
-    if b % group:
-        raise ValueError(f"the batch of {b} sub-patches is not a multiple of the group of {group}")
-    t = torch.rand(b // group, generator=generator, device=x0.device).repeat_interleave(group)
+    t = torch.rand(x0.shape[0], generator=generator, device=x0.device)
     noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t, log_snr = q_sample(x0, t, noise)
-    return torch.mean((denoise(torch.cat((x_t, condition), dim=1), log_snr) - x0) ** 2)
+    return torch.cat((x_t, condition), dim=1), log_snr
 
 
 @torch.no_grad()

@@ -24,9 +24,8 @@ import torch.nn.functional as F
 from monai.inferers import SlidingWindowInferer
 from tqdm.auto import tqdm
 
-from shared_transforms.inferers import VolumeInferer
+from shared_transforms.inferers import VolumeInferer, autocast, resolve_precision
 
-from .cross_batch import merge, split
 from .diffusion import SAMPLERS, sample
 
 __all__ = ["DiffusionIQTInferer", "from_model_range", "to_model_range"]
@@ -57,6 +56,9 @@ class DiffusionIQTInferer(VolumeInferer):
         sub_multiple: in ``"whole"`` mode, sub-patch sizes are a multiple of this (two downsamplings and the
             attention patches of the default network need 8).
         min_bound: lower clamp of the predicted clean image in the model range (-1: the background).
+        precision: the network's arithmetic, as :func:`shared_transforms.inferers.autocast` ("auto": bfloat16
+            where it is fast); the sampler's own arithmetic stays float32.
+        skip_background: windows whose condition is all background (0) are not sampled; their output is 0.
         progress: a progress bar over windows x steps.
     """
 
@@ -73,6 +75,8 @@ class DiffusionIQTInferer(VolumeInferer):
         factor: int = 3,
         sub_multiple: int = 8,
         min_bound: float | None = -1.0,
+        precision: str = "float32",
+        skip_background: bool = True,
         progress: bool = False,
     ):
         super().__init__(progress=progress)
@@ -87,6 +91,8 @@ class DiffusionIQTInferer(VolumeInferer):
         self.num_steps, self.sampler, self.num_samples, self.seed = int(num_steps), sampler, int(num_samples), int(seed)
         self.mode, self.window_size, self.overlap, self.sw_batch_size = mode, int(window_size), overlap, sw_batch_size
         self.factor, self.sub_multiple, self.min_bound = int(factor), int(sub_multiple), min_bound
+        resolve_precision("cpu", precision)  # validates the name now, not after loading a volume
+        self.precision, self.skip_background = precision, bool(skip_background)
         self.unit = "window" if mode == "windows" else "volume"
 
     def evaluations_per_unit(self) -> int:
@@ -96,11 +102,20 @@ class DiffusionIQTInferer(VolumeInferer):
     def _sample_patch(
         self, condition: torch.Tensor, network: Callable, generator: torch.Generator, bar: tqdm | None
     ) -> torch.Tensor:
-        """``(1, 1, f*a, f*b, f*c)`` condition in the model range -> one joint sample of its ``f³`` sub-patches."""
-        sub = split(condition, self.factor)
+        """``(1, 1, f*a, f*b, f*c)`` condition in the model range -> one joint sample of its ``f³`` sub-patches (the
+        network splits and merges them)."""
+        if self.skip_background and bool((condition <= -1.0).all()):
+            if bar is not None:
+                bar.update(self.num_steps)
+            return torch.full_like(condition, -1.0)
+
+        def denoise(x: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
+            with autocast(x.device, self.precision):
+                return network(x, log_snr).float()
+
         out = sample(
-            network,
-            sub,
+            denoise,
+            condition,
             num_steps=self.num_steps,
             sampler=self.sampler,
             min_bound=self.min_bound,
@@ -109,7 +124,7 @@ class DiffusionIQTInferer(VolumeInferer):
         )
         self.last_stats["network_evaluations"] += self.num_steps
         self.last_stats["computed_units"] += 1
-        return merge(out, self.factor)
+        return out
 
     def _one_sample(self, condition: torch.Tensor, network: Callable, k: int, bar: tqdm | None) -> torch.Tensor:
         generator = torch.Generator(device=condition.device).manual_seed(self.seed + k)
@@ -147,6 +162,8 @@ class DiffusionIQTInferer(VolumeInferer):
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         if inputs.dim() != 5 or inputs.shape[1] != 1:
             raise ValueError(f"expected a (B, 1, X, Y, Z) low-field volume, got {tuple(inputs.shape)}")
+        # a plain tensor: the output carries no batch meta, which MONAI's post-transforms would trip over
+        inputs = inputs.as_tensor() if hasattr(inputs, "as_tensor") else inputs
         units = self._num_windows(inputs.shape)
         self.last_stats = {"units": units, "computed_units": 0, "network_evaluations": 0}
         total = inputs.shape[0] * self.num_samples * units * self.num_steps

@@ -8,10 +8,12 @@ squeeze-and-excitation, 3D pixel-unshuffle / pixel-shuffle down and up sampling,
 encoder (8 heads x 64, patch sizes 8/4/2), and the cross-batch mechanism (:mod:`scripts.cross_batch`). Parameters:
 14,450,441 with the encoder attention, 13,606,665 without (``tests/test_diffusion_iqt_network.py``).
 
-Shapes: the input is ``(B, in_channels, S, S, S)`` sub-patches (the paper: ``S = 32``, ``B = 27`` = the 3x3x3
-sub-patches of one 96³ patch, ``cross_batch_factor = 3``; any ``B = N * factor³``) and ``time`` is ``(B,)`` (the
-diffusion's logSNR); the output is ``(B, out_channels, S, S, S)``. ``S`` must be divisible by 4 (two downsamplings)
-and, with attention, ``factor * S / 4`` by the last patch size.
+Shapes: the input is ``(B, in_channels, f*S, f*S, f*S)`` big patches (the paper: 96³, ``f = cross_batch_factor =
+3``, ``S = 32``) and ``time`` is ``(B,)`` (the diffusion's logSNR); inside, each big patch is cut into its ``f³``
+sub-patches of ``S³``, which form the mini-batch (:func:`scripts.cross_batch.split`), and the output is merged back
+to ``(B, out_channels, f*S, f*S, f*S)``. ``S`` must be divisible by 4 (two downsamplings) and, with attention,
+``f * S / 4`` by the last patch size. Taking whole patches keeps the network a plain image-to-image module for
+the bundle's exports (TorchScript, ONNX) and for MONAI's ``verify_net_in_out``.
 
 What is MONAI's: the 3D pixel shuffle and unshuffle (``monai.networks.utils.pixelshuffle`` / ``pixelunshuffle``)
 and the ICNR initialisation of the upsampling convolution (``icnr_init``; the authors repeat the kernel x4, a
@@ -37,7 +39,7 @@ from torch import nn
 
 from .cross_batch import boundary_pad, merge, split
 
-__all__ = ["DiffusionIQTUNet"]
+__all__ = ["DiffusionIQTUNet", "count_flops"]
 
 
 class ChanLayerNorm(nn.Module):
@@ -359,9 +361,12 @@ class DiffusionIQTUNet(nn.Module):
         return split(attention(merge(x, self.factor)), self.factor) + x
 
     def forward(self, x: torch.Tensor, time: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` ``(B, in_channels, S, S, S)``, ``time`` ``(B,)`` (None: zeros) -> ``(B, out_channels, S, S, S)``."""
+        """``x`` ``(B, in_channels, f*S, f*S, f*S)``, ``time`` ``(B,)`` (None: zeros) -> ``(B, out_channels, f*S, f*S,
+        f*S)``; one time per big patch, shared by its sub-patches."""
         if time is None:
             time = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+        x = split(x, self.factor)
+        time = time.repeat_interleave(self.factor**3)
         t = self.to_time_cond(self.to_time_hiddens(time))
         x = self.init_conv(x)
         hiddens = []
@@ -385,4 +390,24 @@ class DiffusionIQTUNet(nn.Module):
             x = level["first"](x, t)
             for block in level["blocks"]:
                 x = block(x, t)
-        return self.final_conv(self.final_res_block(x, t))
+        return merge(self.final_conv(self.final_res_block(x, t)), self.factor)
+
+
+def count_flops(network: DiffusionIQTUNet, size: int | Sequence[int]) -> float:
+    """Floating-point operations (2 x multiply-adds) of one forward pass on one big patch of ``size``³ voxels (or
+    ``(X, Y, Z)``): one sampler step of one window, or of the whole volume in ``mode: whole``.
+
+    Counted by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions, linear layers, matrix products) on a copy
+    of the network on the ``meta`` device, so nothing is computed; normalisation, activations and additions are not
+    counted (O(C X Y Z)).
+    """
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sizes = (int(size),) * 3 if isinstance(size, int) else tuple(int(s) for s in size)
+    meta = copy.deepcopy(network).to("meta").eval()
+    x = torch.zeros(1, meta.init_conv.conv.in_channels, *sizes, device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta(x, torch.zeros(1, device="meta"))
+    return float(counter.get_total_flops())
