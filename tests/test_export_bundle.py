@@ -36,6 +36,19 @@ def _run(args: list[str], cwd: Path) -> str:
     return out
 
 
+#: bundles whose network does not export to ONNX yet (the other Zoo checks still run), and why
+NO_ONNX = {
+    "diffusion_iqt": "torch's exporter writes a graph onnxruntime refuses: with a symbolic batch the per-patch time "
+    "is broadcast over the sub-patches wrongly ('broadcast an axis by a dimension other than 1. 54 by 108'), and "
+    "with a fixed shape a grouped 3D convolution of the attention gets a bias of the wrong size ('bias must be a 1D "
+    "tensor of size output_channels (512)'); TorchScript (traced) serves instead",
+}
+
+#: bundles whose network TorchScript cannot script, so ``ckpt_export`` traces it (``use_trace``), and why
+TRACED_TORCHSCRIPT = {
+    "diffusion_iqt": "the cross-batch split and merge reshape with einops, whose rearrange TorchScript cannot compile",
+}
+
 #: bundles whose ONNX graph has a fixed image size (the batch stays dynamic), and why
 FIXED_SIZE_ONNX = {
     "flat": "MONAI's divisible_pad_t (inside the network's U-Net) rounds the size up with a bitwise or, which torch's "
@@ -78,11 +91,20 @@ def _zoo_steps(folder: Path, name: str, archive: Path, tmp_path: Path) -> list[d
     steps += [
         {"call": "verify_net_in_out", "args": common},
         {"call": "ckpt_export", "args": {**common, "filepath": str(tmp_path / f"{name}.ts"),
-                                         "ckpt_file": "models/model.pt"}},
-        {"call": "onnx_export", "args": {**common, "filepath": str(tmp_path / f"{name}.onnx"),
-                                         "ckpt_file": "models/model.pt", "use_trace": True,
-                                         "input_shape": [1, channels, *export_size], "converter_kwargs": onnx_kwargs}},
-        {"call": "onnx_compare", "args": {"onnx_file": str(tmp_path / f"{name}.onnx"), "shape": [2, channels, *size]}},
+                                         "ckpt_file": "models/model.pt",
+                                         **({"use_trace": True, "input_shape": [1, channels, *export_size]}
+                                            if name in TRACED_TORCHSCRIPT else {})}},
+    ]
+    if name not in NO_ONNX:
+        steps += [
+            {"call": "onnx_export", "args": {**common, "filepath": str(tmp_path / f"{name}.onnx"),
+                                             "ckpt_file": "models/model.pt", "use_trace": True,
+                                             "input_shape": [1, channels, *export_size],
+                                             "converter_kwargs": onnx_kwargs}},
+            {"call": "onnx_compare", "args": {"onnx_file": str(tmp_path / f"{name}.onnx"),
+                                              "shape": [2, channels, *size]}},
+        ]
+    steps += [
         {"call": "download", "args": {"name": name, "bundle_dir": str(zoo), "url": archive.as_uri()}},
         {"call": "load", "args": {"name": name, "bundle_dir": str(zoo)}, "cwd": str(zoo / name)},
     ]
@@ -135,12 +157,13 @@ def test_the_archive_runs_from_its_unpacked_folder_alone(name, tmp_path):
         assert "metadata is verified with no error" in log, log[-3000:]
     if (folder / "models" / "model.pt").is_file():
         assert "data shape of network is verified with no error" in log
-        for f in (f"{name}.ts", f"{name}.onnx"):
+        for f in (f"{name}.ts", *([] if name in NO_ONNX else [f"{name}.onnx"])):
             assert (tmp_path / f).is_file() and (tmp_path / f).stat().st_size > 0, f
-        (line,) = [ln for ln in log.splitlines() if ln.startswith("onnx_compare: ")]
-        result = json.loads(line.removeprefix("onnx_compare: "))
-        assert result["onnx_shape"] == result["torch_shape"], result
-        assert result["max_abs_diff"] <= 1e-4 * max(1.0, result["max_abs_torch"]), result
+        if name not in NO_ONNX:
+            (line,) = [ln for ln in log.splitlines() if ln.startswith("onnx_compare: ")]
+            result = json.loads(line.removeprefix("onnx_compare: "))
+            assert result["onnx_shape"] == result["torch_shape"], result
+            assert result["max_abs_diff"] <= 1e-4 * max(1.0, result["max_abs_torch"]), result
         assert "loaded " in log and " parameters" in log, log[-2000:]
     # a second export replaces its own archive; a user's file at that name is refused
     export_bundle.export_bundle(name, str(tmp_path / "dist"))

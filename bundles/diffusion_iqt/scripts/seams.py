@@ -100,11 +100,15 @@ def run(
     sub = window_size // factor
     common = {"num_steps": num_steps, "sampler": sampler, "seed": seed, "precision": precision}
     ways = {
-        "windows": (_network(kwargs, state, False), DiffusionIQTInferer(mode="windows", window_size=window_size,
-                                                                        overlap=overlap, factor=factor, **common)),
+        "windows": (
+            _network(kwargs, state, False),
+            DiffusionIQTInferer(mode="windows", window_size=window_size, overlap=overlap, factor=factor, **common),
+        ),
         "whole": (_network(kwargs, state, False), DiffusionIQTInferer(mode="whole", factor=factor, **common)),
-        "plain": (_network(kwargs, state, True), DiffusionIQTInferer(mode="windows", window_size=sub, overlap=0.0,
-                                                                     factor=1, **common)),
+        "plain": (
+            _network(kwargs, state, True),
+            DiffusionIQTInferer(mode="windows", window_size=sub, overlap=0.0, factor=1, **common),
+        ),
     }
     items = pair_items(datalist, split, "lowfield_nifti")[: max_subjects or None]
     align = Compose(pair_transforms((1.0, 1.0, 1.0)))
@@ -118,9 +122,17 @@ def run(
             pred = inferer(image, net)[0, 0].numpy()
             seconds = time.perf_counter() - t0
             m = mask[0, 0].numpy() > 0
-            rows.append({"subject": item.get("subject", ""), "way": way, "num_steps": num_steps, "sampler": sampler,
-                         "border_step_ratio": border_step_ratio(pred, m, sub),
-                         "psnr_mask": psnr(pred, label[0, 0].numpy(), mask=m), "seconds": seconds})
+            rows.append(
+                {
+                    "subject": item.get("subject", ""),
+                    "way": way,
+                    "num_steps": num_steps,
+                    "sampler": sampler,
+                    "border_step_ratio": border_step_ratio(pred, m, sub),
+                    "psnr_mask": psnr(pred, label[0, 0].numpy(), mask=m),
+                    "seconds": seconds,
+                }
+            )
             print(rows[-1], flush=True)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "seams.csv"), "w", newline="") as f:
@@ -130,8 +142,10 @@ def run(
     lines = ["| way | border step ratio | PSNR mask (dB) | s / volume |", "|---|---|---|---|"]
     for way in WAYS:
         mine = [r for r in rows if r["way"] == way]
-        lines.append(f"| {way} | {np.mean([r['border_step_ratio'] for r in mine]):.3f} | "
-                     f"{np.mean([r['psnr_mask'] for r in mine]):.2f} | {np.mean([r['seconds'] for r in mine]):.0f} |")
+        lines.append(
+            f"| {way} | {np.mean([r['border_step_ratio'] for r in mine]):.3f} | "
+            f"{np.mean([r['psnr_mask'] for r in mine]):.2f} | {np.mean([r['seconds'] for r in mine]):.0f} |"
+        )
     write_text_atomic(os.path.join(out_dir, "seams.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     return rows
