@@ -3,6 +3,7 @@ computation on the merged volume."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import load_bundle_scripts
@@ -12,12 +13,12 @@ from diffusion_iqt_bundle_scripts.cross_batch import boundary_pad, merge, split
 from diffusion_iqt_bundle_scripts.diffusion import (
     alpha_sigma,
     cosine_log_snr,
-    diffusion_loss,
     posterior,
     q_sample,
     sample,
+    training_input,
 )
-from diffusion_iqt_bundle_scripts.network import DiffusionIQTUNet, SubPatchConv3d
+from diffusion_iqt_bundle_scripts.network import DiffusionIQTUNet, SubPatchConv3d, count_flops
 
 #: a small network for forward passes on the CPU: 27 sub-patches of 8³ (one 24³ patch), attention at every level
 TINY = {"dim": 16, "init_dim": 16, "attention_heads": 2, "attention_dim_head": 8, "attention_patch_size": 8}
@@ -29,7 +30,11 @@ def count_parameters(module: torch.nn.Module) -> int:
 
 def test_parameter_counts_are_the_authors():
     """13,606,665 without attention and 14,450,441 with it (the authors' SRUnet256 as their train.py builds it)."""
-    assert count_parameters(DiffusionIQTUNet()) == 14_450_441
+    net = DiffusionIQTUNet()
+    assert count_parameters(net) == 14_450_441
+    # about 5 TFLOP (2 x multiply-adds) per 96³ patch forward, counted on the meta device; 8x less per 48³
+    flops = count_flops(net, 96)
+    assert 4.9e12 < flops < 5.2e12 and abs(count_flops(net, 48) * 8 / flops - 1) < 0.05
     assert count_parameters(DiffusionIQTUNet(attention=(False, False, False))) == 13_606_665
 
 
@@ -72,10 +77,14 @@ def test_attention_sees_across_sub_patches_and_equals_the_merged_computation():
 def test_forward_shapes_time_and_gradients():
     torch.manual_seed(0)
     net = DiffusionIQTUNet(**TINY)
-    x = torch.randn(27, 2, 8, 8, 8)
-    t = torch.full((27,), -2.0)
+    x = torch.randn(2, 2, 24, 24, 24)  # two big patches of 27 sub-patches of 8³
+    t = torch.tensor([-2.0, 1.0])
     out = net(x, t)
-    assert out.shape == (27, 1, 8, 8, 8) and torch.isfinite(out).all()
+    assert out.shape == (2, 1, 24, 24, 24) and torch.isfinite(out).all()
+    with torch.no_grad():  # the big patches do not see each other (eval: no attention dropout)
+        net.eval()
+        assert torch.allclose(net(x, t)[1:], net(x[1:], t[1:]), atol=1e-5)
+        net.train()
     assert not torch.allclose(out, net(x, t + 4.0))  # the time input (logSNR) conditions the output
     out.square().mean().backward()
     assert all(p.grad is not None for n, p in net.named_parameters() if not n.startswith(("mid_", "norm_cond")))
@@ -129,19 +138,17 @@ def test_samplers_reach_the_clean_image_with_a_perfect_denoiser(sampler):
         sample(oracle, x0, sampler="euler")
 
 
-def test_training_loss_shares_one_time_per_big_patch():
-    seen = []
-
-    def denoise(x, log_snr):
-        seen.append(log_snr)
-        return x[:, :1] * 0
-
-    x0 = torch.rand(54, 1, 2, 2, 2)
-    loss = diffusion_loss(denoise, x0, x0, group=27, generator=torch.Generator().manual_seed(0))
-    (log_snr,) = seen
-    assert torch.all(log_snr[:27] == log_snr[0]) and torch.all(log_snr[27:] == log_snr[27]) and log_snr[0] != log_snr[27]
-    assert torch.isclose(loss, (x0**2).mean())
-    x_t, _ = q_sample(x0, torch.zeros(54), torch.zeros_like(x0))
+def test_training_input_is_the_noised_clean_image_beside_the_condition():
+    x0, condition = torch.rand(3, 1, 2, 2, 2), torch.rand(3, 1, 2, 2, 2)
+    inputs, log_snr = training_input(x0, condition, generator=torch.Generator().manual_seed(0))
+    assert inputs.shape == (3, 2, 2, 2, 2) and torch.equal(inputs[:, 1:], condition) and log_snr.shape == (3,)
+    # x_t = alpha(t) x0 + sigma(t) eps with the generator's t (one per big patch) and eps, drawn in that order
+    generator = torch.Generator().manual_seed(0)
+    t = torch.rand(3, generator=generator)
+    eps = torch.randn(x0.shape, generator=generator)
+    alpha, sigma = alpha_sigma(cosine_log_snr(t).reshape(-1, 1, 1, 1, 1))
+    assert torch.allclose(inputs[:, :1], alpha * x0 + sigma * eps) and torch.allclose(log_snr, cosine_log_snr(t))
+    x_t, _ = q_sample(x0, torch.zeros(3), torch.zeros_like(x0))
     assert torch.allclose(x_t, x0, atol=1e-3)
 
 
@@ -168,3 +175,57 @@ def test_inferer_samples_a_volume_of_any_size(mode):
     assert torch.equal(out, again)
     single = DiffusionIQTInferer(**kwargs, num_samples=1, seed=3)(volume, net)
     assert single.shape == (1, 1, 20, 14, 10)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# issue 12.8: train.json keeps the paper's recipe; the shipped weights' reduced budget is train_cpu.json
+
+
+def test_train_json_builds_the_papers_network_and_inference_builds_the_shipped_one():
+    import json
+    from pathlib import Path
+
+    from monai.bundle import ConfigParser
+
+    configs = Path(__file__).resolve().parents[1] / "bundles" / "diffusion_iqt" / "configs"
+    full = ConfigParser(json.loads((configs / "train.json").read_text()))
+    assert full["network_def"]["_target_"] == "scripts.network.DiffusionIQTUNet"
+    kwargs = {k: v for k, v in full["network_def"].items() if k != "_target_"}
+    assert count_parameters(DiffusionIQTUNet(**kwargs)) == 14_450_441
+    assert full["patch_size"] == [96, 96, 96] and full["network_def"]["cross_batch_factor"] == 3  # 27 sub-patches of 32³
+    reduced = ConfigParser()
+    reduced.read_config([str(configs / "train.json"), str(configs / "train_cpu.json")])
+    inference = ConfigParser(json.loads((configs / "inference.json").read_text()))
+    assert reduced["network_def"] == inference["network_def"], "inference.json must build the network that shipped"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# issue 12, seams: the step across the sub-patch borders, windows vs whole vs no mechanism
+
+
+def test_border_step_ratio_sees_a_seam_and_not_a_smooth_ramp():
+    from diffusion_iqt_bundle_scripts.seams import border_step_ratio
+
+    x = np.linspace(0, 1, 24)[:, None, None] * np.ones((24, 24, 24))
+    mask = np.ones(x.shape, bool)
+    assert abs(border_step_ratio(x, mask, 8) - 1.0) < 1e-6
+    seamed = x + (np.arange(24) // 8)[:, None, None] * 0.2  # a jump at every 8th plane along x
+    assert border_step_ratio(seamed, mask, 8) > 3
+    assert abs(border_step_ratio(seamed, mask, 8, offset=4) - 1.0) < 0.5  # measured between the jumps: no seam
+
+
+def test_seams_study_runs_the_three_ways(tmp_path):
+    from conftest import tiny_subjects
+    from diffusion_iqt_bundle_scripts.seams import run
+
+    kwargs = {**TINY, "attention_patch_size": 4}
+    torch.manual_seed(0)
+    ckpt = tmp_path / "w.pt"
+    torch.save(DiffusionIQTUNet(**kwargs).state_dict(), ckpt)
+    (tmp_path / "data").mkdir()
+    tiny = tiny_subjects(tmp_path / "data", 2, (0, 0, 2))
+    rows = run(tiny["datalist"], out_dir=str(tmp_path / "out"), ckpt_path=str(ckpt), num_steps=1, window_size=24,
+               max_subjects=1, network_kwargs=kwargs, precision="float32")
+    assert [r["way"] for r in rows] == ["windows", "whole", "plain"]
+    assert all(np.isfinite(r["border_step_ratio"]) and np.isfinite(r["psnr_mask"]) for r in rows)
+    assert "| plain |" in (tmp_path / "out" / "seams.md").read_text()
