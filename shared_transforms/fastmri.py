@@ -451,7 +451,7 @@ def write_singlecoil_h5(
         recon = (r.detach().cpu().numpy() if isinstance(r, torch.Tensor) else np.asarray(r)).astype(np.float32)
         if recon.ndim != 3 or recon.shape[0] != k.shape[0]:
             raise ValueError(
-                f"reconstruction must have shape ({k.shape[0]}, h, w) to match kspace {k.shape}, " f"got {recon.shape}"
+                f"reconstruction must have shape ({k.shape[0]}, h, w) to match kspace {k.shape}, got {recon.shape}"
             )
         if not np.isfinite(recon).all():
             raise ValueError("reconstruction contains NaN or Inf values")

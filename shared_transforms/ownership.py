@@ -80,7 +80,5 @@ def check_replaceable(path: str | os.PathLike, owner: str, inputs: Sequence[str 
     found = written_by(path)
     if found != owner:
         who = f"was written by {found}, not by {owner}" if found else f"was not written by {owner} (no mark of its)"
-        raise InputError(
-            path, f"exists and {who}; refusing to overwrite it - remove it or choose another " "--output_dir"
-        )
+        raise InputError(path, f"exists and {who}; refusing to overwrite it - remove it or choose another --output_dir")
     return path

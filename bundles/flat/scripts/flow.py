@@ -66,7 +66,7 @@ def velocity_alignment_loss(
     times = torch.as_tensor(times, dtype=x0.dtype, device=x0.device)
     if len(images) < 2 or times.shape != (len(images),):
         raise ValueError(
-            f"need N + 1 >= 2 images and as many times, got {len(images)} images, times " f"{tuple(times.shape)}"
+            f"need N + 1 >= 2 images and as many times, got {len(images)} images, times {tuple(times.shape)}"
         )
     x1 = images[0].detach()  # A^H y: data, not a prediction
     x0 = x0.detach()

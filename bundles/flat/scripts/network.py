@@ -422,7 +422,7 @@ def unpack_inputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     ``(B, 1, H, W, 1)`` (a mask channel above 0.5 counts as sampled)."""
     if x.ndim != 4 or x.shape[1] != 3:  # len(PACKED_CHANNELS), spelt out for TorchScript
         raise ValueError(
-            f"expected packed inputs (B, 3, H, W) = (kspace_real, kspace_imag, sampling_mask), got " f"{list(x.shape)}"
+            f"expected packed inputs (B, 3, H, W) = (kspace_real, kspace_imag, sampling_mask), got {list(x.shape)}"
         )
     return x[:, 0:2].movedim(1, -1)[:, None], (x[:, 2:3] > 0.5)[..., None]
 

@@ -74,7 +74,7 @@ class UndersampleVolumed(RandomizableTransform, MapTransform):
         self.patterns = [str(p) for p in ensure_tuple(patterns)]
         if not self.accelerations or len(self.accelerations) != len(self.center_fractions):
             raise ValueError(
-                f"need one centre fraction per acceleration, got {self.accelerations} and " f"{self.center_fractions}"
+                f"need one centre fraction per acceleration, got {self.accelerations} and {self.center_fractions}"
             )
         unknown = [p for p in self.patterns if p not in MASK_PATTERNS]
         if not self.patterns or unknown:
