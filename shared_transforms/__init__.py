@@ -39,6 +39,7 @@ SUBMODULES = (
     "preview",
     "sample",
     "simulation",
+    "training",
     "uncertainty",
 )
 

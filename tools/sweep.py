@@ -17,7 +17,6 @@ This is the step study of a sampler (steps x samplers), and works for any other 
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import os
@@ -94,19 +93,15 @@ def sweep(
     combos = settings(grid)
     summary = []
     for setting in combos:
-        result = benchmark.benchmark([bundle], datalist, split=split, out_dir=os.path.join(out_dir, setting_name(setting)),
-                                     device=device, overrides={bundle: setting},
-                                     weights={bundle: weights} if weights else None, max_subjects=max_subjects,
-                                     lpips_net=lpips_net, max_figure_subjects=1, command=command)
+        folder = os.path.join(out_dir, setting_name(setting))
+        result = benchmark.benchmark([bundle], datalist, split=split, out_dir=folder, device=device,
+                                     overrides={bundle: setting}, weights={bundle: weights} if weights else None,
+                                     max_subjects=max_subjects, lpips_net=lpips_net, max_figure_subjects=1,
+                                     command=command)
         summary.append(summarise(setting, result["rows"]))
         print(markdown(summary[-1:], list(grid)).splitlines()[-1], flush=True)
     os.makedirs(out_dir, exist_ok=True)
-    csv_path = os.path.join(out_dir, "sweep.csv")
-    with open(csv_path + ".tmp", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(summary[0]))
-        writer.writeheader()
-        writer.writerows(summary)
-    os.replace(csv_path + ".tmp", csv_path)
+    csv_path = benchmark.write_csv(summary, os.path.join(out_dir, "sweep.csv"))
     dev = benchmark.resolve_device(device)
     n = summary[0]["subjects"]
     table = markdown(summary, list(grid))

@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from monai.engines.utils import PrepareBatch
 from monai.utils import convert_to_tensor
+
+from shared_transforms.training import SeededPrepareBatch
 
 from .flow import StraightPath, model_input, sample_source, to_model_range
 
 
-class FlowMatchingPrepareBatch(PrepareBatch):
+class FlowMatchingPrepareBatch(SeededPrepareBatch):
     """``batch{"image": x_low, "label": x1}`` (each (B, 1, H, W) in [0, 1]) -> ([x_t, x_low], x1 - x0, (), {"t": t}),
     the network input a plain channels-last tensor (the network's own memory format in train.json).
 
@@ -28,15 +29,9 @@ class FlowMatchingPrepareBatch(PrepareBatch):
     """
 
     def __init__(self, source: str = "uniform", seed: int = 0):
-        self.source, self.seed = source, int(seed)
+        super().__init__(seed)
+        self.source = source
         self.path = StraightPath()
-        self.generator: torch.Generator | None = None
-
-    def _generator(self, device: torch.device) -> torch.Generator:
-        if self.generator is None or self.generator.device != torch.device(device):
-            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-            self.generator = torch.Generator(device=device).manual_seed(self.seed + 1000 * rank)
-        return self.generator
 
     def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
         # plain tensors: a MetaTensor would carry its metadata through every operation of the network

@@ -66,13 +66,6 @@ def border_step_ratio(volume: np.ndarray, mask: np.ndarray, period: int, offset:
     return float(at_all.mean() / max(off_all.mean(), 1e-12))
 
 
-def _network(kwargs: dict, state: dict, plain: bool) -> torch.nn.Module:
-    args = {**kwargs, "cross_batch_factor": 1, "boundary": False} if plain else kwargs
-    net = DiffusionIQTUNet(**args)
-    net.load_state_dict(state)  # the mechanism has no weights of its own: the same state loads into both
-    return net.eval()
-
-
 def run(
     datalist: str,
     out_dir: str = "outputs/diffusion_iqt/seams",
@@ -94,21 +87,22 @@ def run(
     parser.read_config(str(ROOT / "configs" / "inference.json"))
     kwargs = network_kwargs or {k: v for k, v in parser["network_def"].items() if k != "_target_"}
     factor = int(kwargs.get("cross_batch_factor", 3))
-    reference = DiffusionIQTUNet(**kwargs)
-    load_weights(reference, ckpt_path or str(ROOT / "models" / "model.pt"))
-    state = reference.state_dict()
+    network = DiffusionIQTUNet(**kwargs)
+    load_weights(network, ckpt_path or str(ROOT / "models" / "model.pt"))
+    network.eval()
+    # the mechanism has no weights of its own: the same state loads into the network without it
+    plain = DiffusionIQTUNet(**{**kwargs, "cross_batch_factor": 1, "boundary": False})
+    plain.load_state_dict(network.state_dict())
+    plain.eval()
     sub = window_size // factor
     common = {"num_steps": num_steps, "sampler": sampler, "seed": seed, "precision": precision}
     ways = {
         "windows": (
-            _network(kwargs, state, False),
+            network,
             DiffusionIQTInferer(mode="windows", window_size=window_size, overlap=overlap, factor=factor, **common),
         ),
-        "whole": (_network(kwargs, state, False), DiffusionIQTInferer(mode="whole", factor=factor, **common)),
-        "plain": (
-            _network(kwargs, state, True),
-            DiffusionIQTInferer(mode="windows", window_size=sub, overlap=0.0, factor=1, **common),
-        ),
+        "whole": (network, DiffusionIQTInferer(mode="whole", factor=factor, **common)),
+        "plain": (plain, DiffusionIQTInferer(mode="windows", window_size=sub, overlap=0.0, factor=1, **common)),
     }
     items = pair_items(datalist, split, "lowfield_nifti")[: max_subjects or None]
     align = Compose(pair_transforms((1.0, 1.0, 1.0)))

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from monai.engines.utils import PrepareBatch
 from monai.utils import convert_to_tensor
+
+from shared_transforms.training import SeededPrepareBatch
 
 from .diffusion import training_input
 from .inferer import to_model_range
@@ -22,23 +23,13 @@ from .inferer import to_model_range
 __all__ = ["DiffusionIQTPrepareBatch"]
 
 
-class DiffusionIQTPrepareBatch(PrepareBatch):
+class DiffusionIQTPrepareBatch(SeededPrepareBatch):
     """``batch{"image": x_low, "label": x0}``, each ``(B, 1, X, Y, Z)`` in [0, 1] (big patches) ->
     ``([x_t, x_low] (B, 2, X, Y, Z), x0 (B, 1, X, Y, Z), (), {"time": logSNR (B,)})`` in the model range [-1, 1].
 
     Args:
         seed: seeds the generator of ``t`` and the noise (one per device, offset by the distributed rank).
     """
-
-    def __init__(self, seed: int = 0):
-        self.seed = int(seed)
-        self.generator: torch.Generator | None = None
-
-    def _generator(self, device: torch.device) -> torch.Generator:
-        if self.generator is None or self.generator.device != torch.device(device):
-            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-            self.generator = torch.Generator(device=device).manual_seed(self.seed + 1000 * rank)
-        return self.generator
 
     def __call__(self, batchdata: Mapping, device=None, non_blocking: bool = False, **kwargs):
         # plain tensors: a MetaTensor would carry its metadata through every operation of the network
