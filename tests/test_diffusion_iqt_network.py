@@ -132,7 +132,9 @@ def test_samplers_reach_the_clean_image_with_a_perfect_denoiser(sampler):
     out = sample(oracle, torch.zeros_like(x0), num_steps=5, sampler=sampler, generator=gen)
     # ddim's last step returns x0_hat; the ancestral posterior mean at s = 0 is within sigma(0) = 0.0125 of it
     assert torch.allclose(out, x0, atol=1e-6 if sampler == "ddim" else 2e-2)
-    again = sample(oracle, torch.zeros_like(x0), num_steps=5, sampler=sampler, generator=torch.Generator().manual_seed(0))
+    again = sample(
+        oracle, torch.zeros_like(x0), num_steps=5, sampler=sampler, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.equal(out, again)
     with pytest.raises(ValueError, match="sampler"):
         sample(oracle, x0, sampler="euler")
@@ -192,7 +194,9 @@ def test_train_json_builds_the_papers_network_and_inference_builds_the_shipped_o
     assert full["network_def"]["_target_"] == "scripts.network.DiffusionIQTUNet"
     kwargs = {k: v for k, v in full["network_def"].items() if k != "_target_"}
     assert count_parameters(DiffusionIQTUNet(**kwargs)) == 14_450_441
-    assert full["patch_size"] == [96, 96, 96] and full["network_def"]["cross_batch_factor"] == 3  # 27 sub-patches of 32³
+    assert (
+        full["patch_size"] == [96, 96, 96] and full["network_def"]["cross_batch_factor"] == 3
+    )  # 27 sub-patches of 32³
     reduced = ConfigParser()
     reduced.read_config([str(configs / "train.json"), str(configs / "train_cpu.json")])
     inference = ConfigParser(json.loads((configs / "inference.json").read_text()))
@@ -204,14 +208,72 @@ def test_train_json_builds_the_papers_network_and_inference_builds_the_shipped_o
 
 
 def test_border_step_ratio_sees_a_seam_and_not_a_smooth_ramp():
-    from diffusion_iqt_bundle_scripts.seams import border_step_ratio
+    from diffusion_iqt_bundle_scripts.seams import border_step_ratio, border_steps
 
     x = np.linspace(0, 1, 24)[:, None, None] * np.ones((24, 24, 24))
     mask = np.ones(x.shape, bool)
-    assert abs(border_step_ratio(x, mask, 8) - 1.0) < 1e-6
-    seamed = x + (np.arange(24) // 8)[:, None, None] * 0.2  # a jump at every 8th plane along x
-    assert border_step_ratio(seamed, mask, 8) > 3
-    assert abs(border_step_ratio(seamed, mask, 8, offset=4) - 1.0) < 0.5  # measured between the jumps: no seam
+    every_8th = [[8, 16]] * 3
+    assert abs(border_step_ratio(x, mask, every_8th) - 1.0) < 1e-6
+    seamed = x + (np.arange(24) // 8)[:, None, None] * 0.2  # a jump of 0.2 at planes 8 and 16 along x
+    assert border_step_ratio(seamed, mask, every_8th) > 3
+    assert abs(border_step_ratio(seamed, mask, [[4, 12, 20]] * 3) - 1.0) < 0.5  # between the jumps: no seam
+    at, elsewhere = border_steps(seamed, mask, [[8, 16], [], []])  # only the x borders: every pair there jumps
+    assert abs(at - (0.2 + 1 / 23)) < 1e-9 and elsewhere < 0.05
+
+
+class _PieceIds(torch.nn.Module):
+    """A stand-in network whose prediction is a random constant per call and sub-patch: the sampled output (one DDIM
+    step returns the prediction) changes exactly where the inferer's pieces meet."""
+
+    def __init__(self, factor: int):
+        super().__init__()
+        self.factor, self.generator = factor, torch.Generator().manual_seed(0)
+
+    def forward(self, x, log_snr):
+        sub = split(x[:, :1], self.factor)
+        values = torch.rand(sub.shape[0], generator=self.generator) * 1.8 - 0.8  # in the model range, above -1
+        return merge(values.view(-1, 1, 1, 1, 1).expand_as(sub), self.factor)
+
+
+@pytest.mark.parametrize(
+    "mode, window_size, factor, shape",
+    [("whole", 24, 3, (40, 33, 26)), ("windows", 24, 3, (48, 24, 72)), ("windows", 8, 1, (40, 32, 16))],
+)
+def test_piece_borders_are_where_the_sampled_pieces_meet(mode, window_size, factor, shape):
+    """Issue 12, seams: each way is scored at its own borders; they must be where its pieces really meet (sub-patch
+    edges after the whole mode's padding, window edges). Windows without overlap: no blending blurs the edges."""
+    from diffusion_iqt_bundle_scripts.inferer import DiffusionIQTInferer
+
+    inferer = DiffusionIQTInferer(
+        num_steps=1,
+        sampler="ddim",
+        mode=mode,
+        window_size=window_size,
+        overlap=0.0,
+        factor=factor,
+        sub_multiple=2,
+        skip_background=False,
+    )
+    out = inferer(torch.full((1, 1, *shape), 0.5), _PieceIds(factor))[0, 0].numpy()
+    borders = inferer.piece_borders(shape)
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        changes = np.flatnonzero(np.abs(np.diff(out, axis=axis)).max(axis=others) > 1e-6) + 1
+        assert changes.tolist() == borders[axis].tolist(), (axis, changes, borders[axis])
+
+
+def test_piece_borders_follow_monais_windows():
+    """MONAI's last window ends at the volume's end (33 = 4 x 8 + 1: the last window is 25..33, so 24..32 ends at 32 inside it), windows overlap
+    by ``overlap``, and an axis shorter than a window is padded on both sides."""
+    from diffusion_iqt_bundle_scripts.inferer import DiffusionIQTInferer
+
+    plain = DiffusionIQTInferer(mode="windows", window_size=8, overlap=0.0, factor=1)
+    assert [b.tolist() for b in plain.piece_borders((16, 33, 6))] == [[8], [8, 16, 24, 25, 32], []]
+    windows = DiffusionIQTInferer(mode="windows", window_size=24, overlap=0.25, factor=3)
+    # windows start at 0, 18 and 36 (stride 18) on 60 voxels; sub-patch edges every 8 voxels inside each
+    assert windows.piece_borders((60, 24, 20))[0].tolist() == [8, 16, 18, 24, 26, 34, 36, 42, 44, 52]
+    assert windows.piece_borders((60, 24, 20))[2].tolist() == [6, 14]  # padded by 2 in front: edges at 8 - 2, 16 - 2
+    assert windows._num_windows((1, 1, 60, 24, 20)) == 3
 
 
 def test_seams_study_runs_the_three_ways(tmp_path):
@@ -224,8 +286,16 @@ def test_seams_study_runs_the_three_ways(tmp_path):
     torch.save(DiffusionIQTUNet(**kwargs).state_dict(), ckpt)
     (tmp_path / "data").mkdir()
     tiny = tiny_subjects(tmp_path / "data", 2, (0, 0, 2))
-    rows = run(tiny["datalist"], out_dir=str(tmp_path / "out"), ckpt_path=str(ckpt), num_steps=1, window_size=24,
-               max_subjects=1, network_kwargs=kwargs, precision="float32")
+    rows = run(
+        tiny["datalist"],
+        out_dir=str(tmp_path / "out"),
+        ckpt_path=str(ckpt),
+        num_steps=1,
+        window_size=24,
+        max_subjects=1,
+        network_kwargs=kwargs,
+        precision="float32",
+    )
     assert [r["way"] for r in rows] == ["windows", "whole", "plain"]
     assert all(np.isfinite(r["border_step_ratio"]) and np.isfinite(r["psnr_mask"]) for r in rows)
     assert "| plain |" in (tmp_path / "out" / "seams.md").read_text()

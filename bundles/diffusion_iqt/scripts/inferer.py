@@ -19,9 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.data.utils import dense_patch_slices
 from monai.inferers import SlidingWindowInferer
+from monai.inferers.utils import _get_scan_interval
 from tqdm.auto import tqdm
 
 from shared_transforms.inferers import VolumeInferer, autocast, resolve_precision
@@ -151,13 +154,38 @@ class DiffusionIQTInferer(VolumeInferer):
         )
         return window(condition, predictor)
 
+    def _window_slices(self, spatial_shape) -> list[tuple[slice, ...]]:
+        """The windows MONAI's ``sliding_window_inference`` visits on a volume of ``spatial_shape``, in the frame it
+        works in (each axis padded to at least one window): MONAI's own scan interval and slices, not a copy."""
+        size = [max(int(s), self.window_size) for s in spatial_shape]
+        roi = [self.window_size] * len(size)
+        return dense_patch_slices(size, roi, _get_scan_interval(size, roi, len(size), (self.overlap,) * len(size)))
+
     def _num_windows(self, shape) -> int:
+        return 1 if self.mode == "whole" else len(self._window_slices(shape[2:]))
+
+    def piece_borders(self, spatial_shape) -> list[np.ndarray]:
+        """Where the pieces this inferer samples meet, for seam measurements (:mod:`scripts.seams`): per axis, the
+        sorted indices ``i`` (``0 < i < size``) for which voxels ``i - 1`` and ``i`` lie in different sub-patches of a
+        cross-batch or, in ``"windows"`` mode, on the two sides of a window's edge.
+
+        ``spatial_shape``: ``(X, Y, Z)`` of the input; the indices are in that input's frame (padding removed).
+        """
+        borders = []
         if self.mode == "whole":
-            return 1
-        stride = max(1, int(self.window_size * (1 - self.overlap)))
-        return math.prod(
-            1 if s <= self.window_size else math.ceil((s - self.window_size) / stride) + 1 for s in shape[2:]
-        )
+            step = self.factor * self.sub_multiple
+            for s in spatial_shape:
+                padded = math.ceil(s / step) * step
+                before, sub = (padded - s) // 2, padded // self.factor
+                borders.append(np.array(sorted({k * sub - before for k in range(1, self.factor)} & set(range(1, s)))))
+            return borders
+        slices, sub = self._window_slices(spatial_shape), self.window_size // self.factor
+        for axis, s in enumerate(spatial_shape):
+            before = max(self.window_size - int(s), 0) // 2  # MONAI pads a short axis on both sides
+            starts = {int(w[axis].start) - before for w in slices}
+            edges = {start + k * sub for start in starts for k in range(self.factor + 1)}
+            borders.append(np.array(sorted(edges & set(range(1, int(s))))))
+        return borders
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         if inputs.dim() != 5 or inputs.shape[1] != 1:

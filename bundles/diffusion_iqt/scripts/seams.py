@@ -12,10 +12,13 @@ Three ways, the same weights (``models/model.pt`` or ``--ckpt_path``), the same 
   weights with ``cross_batch_factor: 1`` and zero padding (``boundary: false``), windows of one sub-patch
   (``window_size / f``) without overlap.
 
-The score of an output is :func:`border_step_ratio`: along each axis, the mean absolute difference between
-neighbouring voxels that straddle a border of the sub-patch grid (every ``window_size / f`` voxels, where ``plain``
-has its seams), over the same mean for all other neighbours, inside the head mask; 1 means the borders are not
-visible. Writes ``seams.csv`` (one row per subject and way) and ``seams.md`` (means over subjects), with seconds.
+Each output is scored at its own borders, where its pieces meet (:meth:`DiffusionIQTInferer.piece_borders`):
+``windows`` at the edges of its windows and of their sub-patches, ``whole`` at the edges of the whole volume's
+sub-patches, ``plain`` at the edges of its one-sub-patch windows; and, for a common ruler, all three at ``plain``'s
+borders. :func:`border_steps` gives the mean absolute difference between neighbouring voxels that straddle a border
+(``border_step``, in the output's [0, 1] intensity) and the same mean over all other neighbours, inside the head mask;
+their ratio is 1 where the borders are not visible. Writes ``seams.csv`` (one row per subject and way) and
+``seams.md`` (means over subjects), with seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import csv
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import fire
@@ -43,27 +47,36 @@ ROOT = Path(__file__).resolve().parents[1]
 WAYS = ("windows", "whole", "plain")
 
 
-def border_step_ratio(volume: np.ndarray, mask: np.ndarray, period: int, offset: int = 0) -> float:
-    """Mean ``|v[i+1] - v[i]|`` over the neighbour pairs that straddle a border (``i + 1 - offset`` a multiple of
-    ``period``, along any axis) over the same mean for all other pairs; both voxels of a pair inside ``mask``.
+def border_steps(volume: np.ndarray, mask: np.ndarray, borders: Sequence[Sequence[int]]) -> tuple[float, float]:
+    """Mean ``|v[i] - v[i-1]|`` over the neighbour pairs that straddle a border (``i`` in ``borders[axis]``, along
+    any axis), and the same mean over all other pairs; both voxels of a pair inside ``mask``.
 
-    ``volume``, ``mask``: ``(X, Y, Z)``. NaN when either set of pairs is empty.
+    ``volume``, ``mask``: ``(X, Y, Z)``; ``borders``: three sequences of indices in ``1 .. size - 1``. NaN for an
+    empty set of pairs.
     """
     v, m = np.asarray(volume, dtype=np.float64), np.asarray(mask, dtype=bool)
     at, off = [], []
     for axis in range(3):
         step = np.abs(np.diff(v, axis=axis))
         both = m.take(range(v.shape[axis] - 1), axis=axis) & m.take(range(1, v.shape[axis]), axis=axis)
-        border = ((np.arange(1, v.shape[axis]) - offset) % period) == 0
+        border = np.zeros(v.shape[axis] - 1, bool)
+        border[np.asarray(borders[axis], dtype=int) - 1] = True  # pair (i - 1, i) is diff index i - 1
         shape = [1, 1, 1]
         shape[axis] = -1
         border = np.broadcast_to(border.reshape(shape), step.shape)
         at.append(step[both & border])
         off.append(step[both & ~border])
     at_all, off_all = np.concatenate(at), np.concatenate(off)
-    if at_all.size == 0 or off_all.size == 0:
-        return float("nan")
-    return float(at_all.mean() / max(off_all.mean(), 1e-12))
+    return (
+        float(at_all.mean()) if at_all.size else float("nan"),
+        float(off_all.mean()) if off_all.size else float("nan"),
+    )
+
+
+def border_step_ratio(volume: np.ndarray, mask: np.ndarray, borders: Sequence[Sequence[int]]) -> float:
+    """:func:`border_steps`' step at the borders over the step elsewhere (1: the borders are not visible)."""
+    at, elsewhere = border_steps(volume, mask, borders)
+    return float(at / max(elsewhere, 1e-12))
 
 
 def run(
@@ -116,13 +129,18 @@ def run(
             pred = inferer(image, net)[0, 0].numpy()
             seconds = time.perf_counter() - t0
             m = mask[0, 0].numpy() > 0
+            own = inferer.piece_borders(pred.shape)
+            at, elsewhere = border_steps(pred, m, own)
             rows.append(
                 {
                     "subject": item.get("subject", ""),
                     "way": way,
                     "num_steps": num_steps,
                     "sampler": sampler,
-                    "border_step_ratio": border_step_ratio(pred, m, sub),
+                    "border_step": at,
+                    "other_step": elsewhere,
+                    "border_step_ratio": at / max(elsewhere, 1e-12),
+                    "plain_grid_ratio": border_step_ratio(pred, m, ways["plain"][1].piece_borders(pred.shape)),
                     "psnr_mask": psnr(pred, label[0, 0].numpy(), mask=m),
                     "seconds": seconds,
                 }
@@ -133,12 +151,19 @@ def run(
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| way | border step ratio | PSNR mask (dB) | s / volume |", "|---|---|---|---|"]
+    lines = [
+        "| way | step at its borders | step elsewhere | ratio | ratio at plain's borders | PSNR mask (dB) | s / volume |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for way in WAYS:
-        mine = [r for r in rows if r["way"] == way]
+        mean = {
+            k: np.mean([r[k] for r in rows if r["way"] == way])
+            for k in rows[0]
+            if k not in ("subject", "way", "sampler")
+        }
         lines.append(
-            f"| {way} | {np.mean([r['border_step_ratio'] for r in mine]):.3f} | "
-            f"{np.mean([r['psnr_mask'] for r in mine]):.2f} | {np.mean([r['seconds'] for r in mine]):.0f} |"
+            f"| {way} | {mean['border_step']:.4f} | {mean['other_step']:.4f} | {mean['border_step_ratio']:.3f} | "
+            f"{mean['plain_grid_ratio']:.3f} | {mean['psnr_mask']:.2f} | {mean['seconds']:.0f} |"
         )
     write_text_atomic(os.path.join(out_dir, "seams.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
