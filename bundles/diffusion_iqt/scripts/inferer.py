@@ -10,8 +10,9 @@ with ``num_samples`` > 1. The network works in [-1, 1] (:func:`to_model_range`).
   together, so the sub-patches of a window share attention and padding. The authors stitch windows by keeping each
   window's centre (a 16-voxel margin); MONAI's Gaussian blending of overlapping windows is used instead.
 - ``mode="whole"`` (past the paper): the whole volume, padded to ``factor * m`` per axis (``m`` a multiple of
-  ``sub_multiple``), is one cross-batch of ``factor³`` sub-patches of ``m`` voxels a side: no windows and no seams,
-  when the memory allows it (the activations grow with the volume).
+  ``sub_multiple``), is one cross-batch of ``factor³`` sub-patches of ``m`` voxels a side: no windows (the
+  sub-patch borders are measured by :mod:`scripts.seams`), when the memory allows it (the activations grow with the
+  volume).
 """
 
 from __future__ import annotations
