@@ -263,8 +263,8 @@ def test_piece_borders_are_where_the_sampled_pieces_meet(mode, window_size, fact
 
 
 def test_piece_borders_follow_monais_windows():
-    """MONAI's last window ends at the volume's end (33 = 4 x 8 + 1: the last window is 25..33, so 24..32 ends at 32 inside it), windows overlap
-    by ``overlap``, and an axis shorter than a window is padded on both sides."""
+    """MONAI's last window ends at the volume's end (33 = 4 x 8 + 1: the last window is 25..33, so 24..32 ends at 32
+    inside it), windows overlap by ``overlap``, and an axis shorter than a window is padded on both sides."""
     from diffusion_iqt_bundle_scripts.inferer import DiffusionIQTInferer
 
     plain = DiffusionIQTInferer(mode="windows", window_size=8, overlap=0.0, factor=1)

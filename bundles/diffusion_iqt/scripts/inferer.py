@@ -134,11 +134,10 @@ class DiffusionIQTInferer(VolumeInferer):
         generator = torch.Generator(device=condition.device).manual_seed(self.seed + k)
         if self.mode == "whole":
             sizes = condition.shape[2:]
-            step = self.factor * self.sub_multiple
-            padded = [math.ceil(s / step) * step for s in sizes]
+            padding = self._whole_padding(sizes)
             pad = []
-            for s, p in reversed(list(zip(sizes, padded, strict=True))):
-                pad += [(p - s) // 2, p - s - (p - s) // 2]
+            for s, (before, p) in reversed(list(zip(sizes, padding, strict=True))):
+                pad += [before, p - s - before]
             out = self._sample_patch(F.pad(condition, pad, value=-1.0), network, generator, bar)
             return out[..., pad[4] : pad[4] + sizes[0], pad[2] : pad[2] + sizes[1], pad[0] : pad[0] + sizes[2]]
 
@@ -154,6 +153,13 @@ class DiffusionIQTInferer(VolumeInferer):
             progress=False,
         )
         return window(condition, predictor)
+
+    def _whole_padding(self, spatial_shape) -> list[tuple[int, int]]:
+        """``"whole"`` mode: per axis, (voxels padded in front, padded size), the size a multiple of
+        ``factor * sub_multiple`` and the padding split evenly (the extra voxel at the back)."""
+        step = self.factor * self.sub_multiple
+        padded = [math.ceil(int(s) / step) * step for s in spatial_shape]
+        return [((p - int(s)) // 2, p) for s, p in zip(spatial_shape, padded, strict=True)]
 
     def _window_slices(self, spatial_shape) -> list[tuple[slice, ...]]:
         """The windows MONAI's ``sliding_window_inference`` visits on a volume of ``spatial_shape``, in the frame it
@@ -174,11 +180,10 @@ class DiffusionIQTInferer(VolumeInferer):
         """
         borders = []
         if self.mode == "whole":
-            step = self.factor * self.sub_multiple
-            for s in spatial_shape:
-                padded = math.ceil(s / step) * step
-                before, sub = (padded - s) // 2, padded // self.factor
-                borders.append(np.array(sorted({k * sub - before for k in range(1, self.factor)} & set(range(1, s)))))
+            for s, (before, padded) in zip(spatial_shape, self._whole_padding(spatial_shape), strict=True):
+                sub = padded // self.factor
+                edges = {k * sub - before for k in range(1, self.factor)}
+                borders.append(np.array(sorted(edges & set(range(1, int(s))))))
             return borders
         slices, sub = self._window_slices(spatial_shape), self.window_size // self.factor
         for axis, s in enumerate(spatial_shape):

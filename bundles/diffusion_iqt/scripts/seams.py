@@ -18,8 +18,8 @@ sub-patches, ``plain`` at the edges of its one-sub-patch windows; and, for a com
 borders. :func:`border_steps` gives the mean absolute difference between neighbouring voxels that straddle a border
 (``border_step``, in the output's [0, 1] intensity) and the same mean over all other neighbours, inside the head mask;
 their ratio is 1 where the borders are not visible, and is compared with the high field's ratio at the same borders
-(anatomy that happens to cross a few border planes moves both alike). Writes ``seams.csv`` (one row per subject and way) and
-``seams.md`` (means over subjects), with seconds.
+(anatomy that happens to cross a few border planes moves both alike). Writes ``seams.csv`` (one row per subject and
+way) and ``seams.md`` (means over subjects), with seconds.
 """
 
 from __future__ import annotations
@@ -124,14 +124,15 @@ def run(
     for item in items:
         d = align(dict(item))
         image, label, mask = (torch.as_tensor(np.asarray(d[k]))[None].float() for k in ("image", "label", "mask"))
+        target, m = label[0, 0].numpy(), mask[0, 0].numpy() > 0
+        plain_grid = ways["plain"][1].piece_borders(target.shape)
+        target_plain_grid_ratio = border_step_ratio(target, m, plain_grid)
         for way in WAYS:
             net, inferer = ways[way]
             t0 = time.perf_counter()
             pred = inferer(image, net)[0, 0].numpy()
             seconds = time.perf_counter() - t0
-            m = mask[0, 0].numpy() > 0
-            target = label[0, 0].numpy()
-            own, plain_grid = inferer.piece_borders(pred.shape), ways["plain"][1].piece_borders(pred.shape)
+            own = inferer.piece_borders(pred.shape)
             at, elsewhere = border_steps(pred, m, own)
             rows.append(
                 {
@@ -145,7 +146,7 @@ def run(
                     # the high field at the same borders: the ratio an output without seams would have there
                     "target_ratio": border_step_ratio(target, m, own),
                     "plain_grid_ratio": border_step_ratio(pred, m, plain_grid),
-                    "target_plain_grid_ratio": border_step_ratio(target, m, plain_grid),
+                    "target_plain_grid_ratio": target_plain_grid_ratio,
                     "psnr_mask": psnr(pred, target, mask=m),
                     "seconds": seconds,
                 }
