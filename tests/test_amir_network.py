@@ -21,7 +21,7 @@ def _load_scripts():
 
 
 _load_scripts()
-from amir_bundle_scripts.network import AMIR, MDTA, ChannelRouting, SpatialRouting
+from amir_bundle_scripts.network import AMIR, MDTA, ChannelLayerNorm, ChannelRouting, SpatialRouting
 
 TINY = {"dim": 8, "num_blocks": (1, 1, 1, 1), "num_refinement_blocks": 1, "heads": (1, 1, 1, 1)}
 
@@ -127,6 +127,26 @@ def test_channel_routing_starts_as_identity():
     crm = ChannelRouting(dim=4, instruction_dim=3)
     x = torch.randn(2, 4, 5, 5)
     assert torch.equal(crm(x, torch.randn(2, 3)), x)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_channel_layer_norm_is_the_official_formula(with_bias):
+    """The official WithBias_LayerNorm / BiasFree_LayerNorm over each pixel's channels, written out: (x - mean) /
+    sqrt(var + 1e-5) * w + b (biased variance), or x / sqrt(var + 1e-5) * w; also on a channels-last tensor."""
+    torch.manual_seed(0)
+    norm = ChannelLayerNorm(6, with_bias=with_bias)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        if with_bias:
+            norm.bias.uniform_(-1.0, 1.0)
+    x = torch.randn(2, 6, 5, 7) * 3 + 1
+    mean, var = x.mean(1, keepdim=True), x.var(1, keepdim=True, unbiased=False)
+    w = norm.weight[:, None, None]
+    want = (x - mean) / torch.sqrt(var + 1e-5) * w + norm.bias[:, None, None] if with_bias else \
+        x / torch.sqrt(var + 1e-5) * w
+    with torch.no_grad():
+        torch.testing.assert_close(norm(x), want)
+        torch.testing.assert_close(norm(x.contiguous(memory_format=torch.channels_last)), want)
 
 
 def test_mdta_computes_the_official_channel_attention():

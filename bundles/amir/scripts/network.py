@@ -91,11 +91,13 @@ class ChannelLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if with_bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        var = x.var(dim=1, keepdim=True, unbiased=False)
         if self.bias is None:
+            var = x.var(dim=1, keepdim=True, unbiased=False)
             return x / torch.sqrt(var + self.eps) * self.weight[:, None, None]
-        mean = x.mean(dim=1, keepdim=True)
-        return (x - mean) / torch.sqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
+        # 'WithBias' is torch's layer_norm over the last axis: the channels moved there and back (one fused kernel;
+        # the reduction over a strided channel axis took a quarter of the forward time on the CPU)
+        out = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return out.permute(0, 3, 1, 2)
 
 
 class MDTA(CABlock):
