@@ -194,3 +194,27 @@ def test_routed_l1_loss_adds_the_weighted_load_loss_and_trains_the_gates():
     assert any(not torch.equal(p, gates[n]) for n, p in net.named_parameters() if n in gates)
     with pytest.raises(ValueError, match="load_weight"):
         training.RoutedL1Loss(net, load_weight=-1)
+
+
+def test_routing_study_records_atoms_and_expert_load_per_condition(tmp_path):
+    """scripts/routing.py: slices of any size are padded to a multiple of 8; the mean atom weights are a distribution
+    over the atoms, each SRM's expert load sums to top_k; the summary measures each condition against the reference
+    (the same atoms: distance 0) and writes the plot."""
+    import numpy as np
+
+    scripts = _load_scripts()
+    routing = importlib.import_module(f"{scripts.__name__}.routing")
+    net = _tiny().eval()
+    r = routing.routing_of(net, torch.rand(3, 1, 20, 27))
+    assert r["atoms"].shape == (32,) and r["atoms"].sum() == pytest.approx(1.0, abs=1e-5)
+    assert r["expert_load"].shape == (3, 4) and np.allclose(r["expert_load"].sum(1), 2.0)
+    other = routing.routing_of(net, torch.rand(3, 1, 20, 27) ** 4)
+    result = {routing.REFERENCE_CONDITION: r, "snr_4": other}
+    rows = {row["condition"]: row for row in routing.summary_rows(result)}
+    assert rows[routing.REFERENCE_CONDITION]["tv_from_reference"] == 0.0
+    assert 0.0 <= rows["snr_4"]["tv_from_reference"] <= 1.0
+    assert 0.0 < rows["snr_4"]["entropy_bits"] <= np.log2(32) + 1e-6
+    path = routing.plot(result, str(tmp_path / "routing.png"))
+    assert (tmp_path / "routing.png").stat().st_size > 0 and path.endswith("routing.png")
+    with pytest.raises(Exception, match="not a folder"):
+        routing.conditions_in(str(tmp_path / "missing"))

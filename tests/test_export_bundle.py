@@ -46,6 +46,7 @@ NO_ONNX = {
 
 #: bundles whose network TorchScript cannot script, so ``ckpt_export`` traces it (``use_trace``), and why
 TRACED_TORCHSCRIPT = {
+    "amir": "MONAI's OverlapPatchEmbed (the network's patch embedding) has no TorchScript-compilable forward",
     "diffusion_iqt": "the cross-batch split and merge reshape with einops, whose rearrange TorchScript cannot compile",
 }
 
