@@ -29,7 +29,7 @@ import fire
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
-from monai.transforms import DivisiblePad
+from monai.transforms import Compose, DivisiblePad
 
 from shared_transforms.checkpoint import load_weights
 from shared_transforms.datalist import pair_items
@@ -67,8 +67,8 @@ def conditions_in(stress_dir: str) -> list[str]:
 def routing_of(network: torch.nn.Module, slices: torch.Tensor) -> dict[str, np.ndarray]:
     """``(N, 1, H, W)`` slices -> mean atom weights ``(num_atoms,)`` and expert load ``(num_srm, num_experts)``
     (fraction of pixels per expert, each row sums to top_k) over the N slices."""
-    slices = DivisiblePad(k=8)(slices.permute(1, 0, 2, 3)).permute(1, 0, 2, 3)  # DivisiblePad pads (C, H, W)
-    network(slices.float())
+    # DivisiblePad pads the spatial dims of (C, H, W): the slices go in as channels, so only H and W are padded
+    network(torch.as_tensor(DivisiblePad(k=8)(slices[:, 0])).unsqueeze(1).float())
     routing = network.last_routing
     return {
         "atoms": routing["atoms"].float().mean(0).numpy(),
@@ -79,16 +79,13 @@ def routing_of(network: torch.nn.Module, slices: torch.Tensor) -> dict[str, np.n
 def study(stress_dir: str, num_slices: int = 16, ckpt_path: str | None = None) -> dict[str, dict[str, np.ndarray]]:
     """condition -> mean atoms and expert load over every subject's ``num_slices`` slices."""
     network = build_network(ckpt_path)
-    prepare = pair_transforms(track_meta=False, slice_along_acquisition=True)
+    prepare = Compose(pair_transforms(track_meta=False, slice_along_acquisition=True))
     select = SelectSlicesd(["image"], num_slices=num_slices, axis=0, mask_key="mask")
     out = {}
     for name in conditions_in(stress_dir):
         per_subject = []
         for item in pair_items(os.path.join(stress_dir, name, "datalist.json"), "testing"):
-            data = item
-            for t in prepare:
-                data = t(data)
-            slices = select(data)["image"].permute(1, 0, 2, 3)  # (1, N, H, W) -> (N, 1, H, W)
+            slices = select(prepare(item))["image"].permute(1, 0, 2, 3)  # (1, N, H, W) -> (N, 1, H, W)
             per_subject.append(routing_of(network, torch.as_tensor(slices)))
         out[name] = {k: np.mean([s[k] for s in per_subject], axis=0) for k in ("atoms", "expert_load")}
     return out
@@ -143,7 +140,8 @@ def main(stress_dir: str, out_dir: str = "outputs/amir/routing", num_slices: int
     result = study(stress_dir, num_slices=num_slices, ckpt_path=ckpt_path)
     rows = summary_rows(result)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["condition", "atoms", *[f"load_srm{i + 1}" for i in range(3)]])
+    num_srm = len(next(iter(result.values()))["expert_load"])
+    writer = csv.DictWriter(buf, fieldnames=["condition", "atoms", *[f"load_srm{i + 1}" for i in range(num_srm)]])
     writer.writeheader()
     for name, r in result.items():
         writer.writerow(
