@@ -93,11 +93,26 @@ def test_one_row_per_method_and_subject_with_cost_columns(run, data):
     assert {(r["unit"], int(r["evaluations_per_unit"])) for r in by["unet"]} == {("slice", 1)}
     assert {(r["unit"], int(r["evaluations_per_unit"])) for r in by["cfm"]} == {("slice", 1)}  # euler, 1 step, 1 sample
     assert {int(r["parameters"]) for r in by["interpolation"]} == {0}
+    # FLOPs: no matrix product or convolution in cubic interpolation; per volume = per evaluation x evaluations
+    assert {(float(r["gflop_per_evaluation"]), float(r["gflop_per_volume"])) for r in by["interpolation"]} == {(0, 0)}
+    for r in by["unet"] + by["cfm"]:
+        assert float(r["gflop_per_evaluation"]) > 0
+        assert float(r["gflop_per_volume"]) == pytest.approx(
+            float(r["gflop_per_evaluation"]) * int(r["evaluations_per_volume"]), rel=1e-9)
     assert {int(r["parameters"]) for r in by["unet"]} == {data["unet_params"]}
     # per volume: one evaluation per non-empty sagittal slice of the aligned low field (SliceInferer2D skips the rest)
     for r in by["unet"]:
         image = _aligned(next(it for it in data["items"] if it["subject"] == r["subject"]))["image"][0]
         assert int(r["evaluations_per_volume"]) == int((image.flatten(1).amax(1) > 1e-3).sum())
+
+
+def test_flop_count_is_per_evaluation_of_the_first_call():
+    """count_gflop_per_evaluation reruns the recorded call under FlopCounterMode and divides by its batch: a 3x3
+    convolution, 2 x C_in x C_out x 9 FLOPs per output pixel."""
+    conv = torch.nn.Conv2d(2, 4, 3, padding=1, bias=False)
+    x = torch.zeros(5, 2, 8, 6)
+    assert benchmark.count_gflop_per_evaluation(conv, ((x,), {})) == pytest.approx(2 * 2 * 4 * 9 * 8 * 6 / 1e9)
+    assert benchmark.count_gflop_per_evaluation(conv, None) is None
 
 
 def test_interpolation_scores_the_aligned_low_field(run, data):

@@ -21,8 +21,9 @@ Writes to ``--out_dir``:
 - ``results.csv``: one row per (method, subject): every key of ``evaluate_volume`` plus ``seconds_per_volume``
   (the inferer call only, CUDA synchronised), ``seconds_with_model_load`` (plus the bundle's network build and weight
   load), ``unit``, ``evaluations_per_unit`` / ``evaluations_per_volume`` (network evaluations, as the bundle's
-  :class:`~shared_transforms.inferers.VolumeInferer` declares them), ``parameters`` and
-  ``peak_memory_mb`` (what the bundle's load keeps plus its largest rise during one inference; see
+  :class:`~shared_transforms.inferers.VolumeInferer` declares them), ``gflop_per_evaluation`` /
+  ``gflop_per_volume`` (the network's floating-point operations, counted by :func:`count_gflop_per_evaluation`),
+  ``parameters`` and ``peak_memory_mb`` (what the bundle's load keeps plus its largest rise during one inference; see
   :class:`PeakMemory`).
 - ``results.md``: one row per method, mean ± std over subjects (population std), with a header naming the date,
   device, versions, datalist, split and the command line; printed at the end.
@@ -32,8 +33,8 @@ Writes to ``--out_dir``:
 
 What is MONAI's / a library's: the config parsing and instantiation (``ConfigParser``), the transforms and the
 inferers (the bundles'), the metrics (``evaluate_volume``), the weight loading and its errors (``load_weights``),
-NIfTI writing (``write_nifti_atomic``), the figure (matplotlib). Written here: the loop, the timing, the peak-memory
-sampler (psutil is not a dependency; it reads the same ``/proc/self/status`` on Linux) and the table.
+NIfTI writing (``write_nifti_atomic``), the figure (matplotlib), the FLOP count (torch's ``FlopCounterMode``). Written
+here: the loop, the timing, the peak-memory sampler (psutil is not a dependency; it reads the same ``/proc/self/status`` on Linux) and the table.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ TABLE_COLUMNS = (
     ("parameters", "parameters", "const"),
     ("evaluations_per_unit", "NFE", "unit"),
     ("evaluations_per_volume", "NFE / volume", ".0f"),
+    ("gflop_per_evaluation", "GFLOP / NFE", ".3g"),
+    ("gflop_per_volume", "GFLOP / volume", ".4g"),
     ("seconds_per_volume", "s / volume", ".3g"),
     ("seconds_with_model_load", "s / volume + load", ".3g"),
     ("peak_memory_mb", "peak memory (MB)", "const"),
@@ -317,27 +320,56 @@ def load_bundle(bundle: Bundle, device: torch.device) -> None:
         bundle.unit, bundle.evaluations_per_unit = "volume", 1 if bundle.parameters > 0 else 0
 
 
-def predict(bundle: Bundle, image: torch.Tensor, device: torch.device) -> tuple[np.ndarray, float, int]:
-    """Run the bundle on one ``(1, X, Y, Z)`` image: ``(pred (X, Y, Z) in [0, 1], seconds, network evaluations)``.
+def count_gflop_per_evaluation(network: torch.nn.Module, call: tuple[tuple, dict] | None) -> float | None:
+    """GFLOP of one network evaluation: ``network(*args, **kwargs)`` of ``call`` run again under torch's
+    ``FlopCounterMode``, divided by the batch size (the first dimension of its first tensor argument: slices, patches
+    or volumes). Counts what ``FlopCounterMode`` counts: matrix products, convolutions and attention (2 FLOPs per
+    multiply-add), not element-wise operations. None without a call (a bundle without a network)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if call is None:
+        return None
+    args, kwargs = call
+    batch = next((int(a.shape[0]) for a in args if torch.is_tensor(a) and a.ndim > 0), 1)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        network(*args, **kwargs)
+    return counter.get_total_flops() / max(batch, 1) / 1e9
+
+
+def predict(bundle: Bundle, image: torch.Tensor, device: torch.device) -> tuple[np.ndarray, float, int, float | None]:
+    """Run the bundle on one ``(1, X, Y, Z)`` image: ``(pred (X, Y, Z) in [0, 1], seconds, network evaluations,
+    GFLOP per evaluation)``.
 
     The seconds cover the inferer call only (input already on the device, CUDA synchronised); the memory window
     also covers the input's copy to the device. The evaluations are what a :class:`VolumeInferer` counted
-    (``last_stats["network_evaluations"]``), else one call per volume.
+    (``last_stats["network_evaluations"]``), else one call per volume. The GFLOP are counted after the timed call, on
+    the arguments of the network's first call in it (:func:`count_gflop_per_evaluation`; None when the inferer never
+    called the network).
     """
     metered = isinstance(bundle.inferer, VolumeInferer)
     if metered:
         bundle.inferer.reset_stats()
-    with bundle.memory.window(), torch.inference_mode():
-        x = image[None].to(device)
-        synchronize(device)
-        start = time.perf_counter()
-        out = bundle.inferer(x, bundle.network)
-        synchronize(device)
-        seconds = time.perf_counter() - start
+    first_call: dict[str, tuple] = {}
+
+    def keep_first_call(module, args, kwargs):
+        first_call.setdefault("call", (args, kwargs))
+
+    hook = bundle.network.register_forward_pre_hook(keep_first_call, with_kwargs=True)
+    try:
+        with bundle.memory.window(), torch.inference_mode():
+            x = image[None].to(device)
+            synchronize(device)
+            start = time.perf_counter()
+            out = bundle.inferer(x, bundle.network)
+            synchronize(device)
+            seconds = time.perf_counter() - start
+    finally:
+        hook.remove()
+    gflop = count_gflop_per_evaluation(bundle.network, first_call.get("call"))
     mean, _ = split_mean_std(torch.as_tensor(out)[0])  # a sampler's (mean, std): score the mean
     pred = mean[0].float().clamp(0.0, 1.0).cpu().numpy()
     evaluations = bundle.inferer.last_stats["network_evaluations"] if metered else bundle.evaluations_per_unit
-    return pred, seconds, int(evaluations)
+    return pred, seconds, int(evaluations), gflop
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -418,9 +450,11 @@ def report_header(device: torch.device, datalist: str, split: str, n_subjects: i
         f"Command: `{command}`",
         "",
         "Mean ± std (population) over subjects; (mask) = inside the brain mask, (whole) = whole volume "
-        "(shared_transforms.metrics.evaluate_volume); NFE = network evaluations; seconds = the inferer call only "
-        "(data loading and scoring excluded), + load = plus the network build and weight load; peak memory = what the "
-        "bundle's load keeps + its largest rise during one volume's inference (CPU: sampled RSS, CUDA: max allocated).",
+        "(shared_transforms.metrics.evaluate_volume); NFE = network evaluations; GFLOP = the network's matrix products, "
+        "convolutions and attention (torch's FlopCounterMode, 2 per multiply-add; element-wise operations not counted); "
+        "seconds = the inferer call only (data loading and scoring excluded), + load = plus the network build and "
+        "weight load; peak memory = what the bundle's load keeps + its largest rise during one volume's inference "
+        "(CPU: sampled RSS, CUDA: max allocated).",
     ])
 
 
@@ -572,14 +606,16 @@ def benchmark(
         mine = []
         for i, s in enumerate(subjects):
             progress.set_postfix_str(f"{bundle.name}: {s['subject']}")
-            pred, seconds, evaluations = predict(bundle, s["image"], dev)
+            pred, seconds, evaluations, gflop = predict(bundle, s["image"], dev)
             scores = evaluate_volume(pred, s["label"], s["mask"], lpips_net=lpips_net)
             mine.append({
                 "method": bundle.name, "subject": s["subject"], "device": str(dev),
                 "seconds_per_volume": seconds, "seconds_with_model_load": seconds + bundle.load_seconds,
                 "model_load_seconds": bundle.load_seconds, "unit": bundle.unit,
                 "evaluations_per_unit": bundle.evaluations_per_unit,
-                "evaluations_per_volume": evaluations, "parameters": bundle.parameters, **scores,
+                "evaluations_per_volume": evaluations, "parameters": bundle.parameters,
+                "gflop_per_evaluation": gflop, "gflop_per_volume": None if gflop is None else gflop * evaluations,
+                **scores,
             })
             if i < len(panels):
                 panels[i]["preds"][bundle.name] = pred[pred.shape[0] // 2]
