@@ -21,6 +21,7 @@ SUBMODULES = (
     "checks",
     "datalist",
     "degradation",
+    "distributed",
     "errors",
     "evaluation",
     "fastmri",
