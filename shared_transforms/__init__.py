@@ -26,6 +26,7 @@ SUBMODULES = (
     "evaluation",
     "fastmri",
     "files",
+    "flops",
     "geometry",
     "inferers",
     "input_kinds",

@@ -33,8 +33,9 @@ Writes to ``--out_dir``:
 
 What is MONAI's / a library's: the config parsing and instantiation (``ConfigParser``), the transforms and the
 inferers (the bundles'), the metrics (``evaluate_volume``), the weight loading and its errors (``load_weights``),
-NIfTI writing (``write_nifti_atomic``), the figure (matplotlib), the FLOP count (torch's ``FlopCounterMode``). Written
-here: the loop, the timing, the peak-memory sampler (psutil is not a dependency; it reads the same ``/proc/self/status`` on Linux) and the table.
+NIfTI writing (``write_nifti_atomic``), the figure (matplotlib), the FLOP count (torch's ``FlopCounterMode``, through
+``shared_transforms.flops``). Written here: the loop, the timing, the peak-memory sampler (psutil is not a
+dependency; it reads the same ``/proc/self/status`` on Linux) and the table.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from shared_transforms.checkpoint import load_weights
 from shared_transforms.datalist import pair_items
 from shared_transforms.errors import InputError
 from shared_transforms.files import safe_name, write_text_atomic
+from shared_transforms.flops import flop_counter
 from shared_transforms.inferers import VolumeInferer
 from shared_transforms.io import NORMALISED_NOTE, as_bool, write_nifti_atomic
 from shared_transforms.metrics import LPIPS_BACKBONE_FILES, evaluate_volume
@@ -322,16 +324,14 @@ def load_bundle(bundle: Bundle, device: torch.device) -> None:
 
 def count_gflop_per_evaluation(network: torch.nn.Module, call: tuple[tuple, dict] | None) -> float | None:
     """GFLOP of one network evaluation: ``network(*args, **kwargs)`` of ``call`` run again under torch's
-    ``FlopCounterMode``, divided by the batch size (the first dimension of its first tensor argument: slices, patches
-    or volumes). Counts what ``FlopCounterMode`` counts: matrix products, convolutions and attention (2 FLOPs per
-    multiply-add), not element-wise operations. None without a call (a bundle without a network)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    ``FlopCounterMode`` (:func:`shared_transforms.flops.flop_counter`), divided by the batch size (the first dimension
+    of its first tensor argument: slices, patches or volumes): matrix products, convolutions and attention (2 FLOPs
+    per multiply-add), not element-wise operations. None without a call (a bundle without a network)."""
     if call is None:
         return None
     args, kwargs = call
     batch = next((int(a.shape[0]) for a in args if torch.is_tensor(a) and a.ndim > 0), 1)
-    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+    with flop_counter() as counter, torch.inference_mode():
         network(*args, **kwargs)
     return counter.get_total_flops() / max(batch, 1) / 1e9
 

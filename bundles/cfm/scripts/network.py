@@ -51,7 +51,8 @@ from typing import List, Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from shared_transforms.flops import flop_counter
 
 __all__ = [
     "CFMUNet",
@@ -365,7 +366,7 @@ def count_flops(network: nn.Module, h: int, w: int) -> float:
 
     Counted with ``torch.utils.flop_counter.FlopCounterMode`` (convolutions, linear layers, matrix products) plus
     the attention products q k^T and (softmax) v, which the counter does not know for the CPU kernel
-    (``aten._scaled_dot_product_flash_attention_for_cpu``: added here with torch's own ``sdpa_flop_count``).
+    (``aten._scaled_dot_product_flash_attention_for_cpu``: :func:`shared_transforms.flops.flop_counter` adds it).
     Normalisation, activations, SE scaling and additions are not counted (they are O(C H W), < 1 %).
     h, w are rounded up to the network's size divisor (the pipeline pads the slice, e.g. 233x189 -> 240x192).
 
@@ -383,15 +384,7 @@ def count_flops(network: nn.Module, h: int, w: int) -> float:
     param = next(network.parameters())
     x = torch.zeros(1, in_channels, h_pad, w_pad, dtype=param.dtype, device=param.device)
     t = torch.zeros(1, dtype=param.dtype, device=param.device)
-    mapping = {}
-    cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    if cpu_sdpa is not None:
-
-        def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-            return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-        mapping[cpu_sdpa] = _cpu_sdpa_flops
-    counter = FlopCounterMode(display=False, custom_mapping=mapping)
+    counter = flop_counter()
     with torch.no_grad(), counter:
         network(x, t)
     return float(counter.get_total_flops())

@@ -403,11 +403,11 @@ def count_flops(network: DiffusionIQTUNet, size: int | Sequence[int]) -> float:
     """
     import copy
 
-    from torch.utils.flop_counter import FlopCounterMode
+    from shared_transforms.flops import flop_counter
 
     sizes = (int(size),) * 3 if isinstance(size, int) else tuple(int(s) for s in size)
     meta = copy.deepcopy(network).to("meta").eval()
     x = torch.zeros(1, meta.init_conv.conv.in_channels, *sizes, device="meta")
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    with flop_counter() as counter, torch.no_grad():
         meta(x, torch.zeros(1, device="meta"))
     return float(counter.get_total_flops())
