@@ -226,6 +226,20 @@ class BestModelState:
 
 
 RUN_FILE = "run.json"
+#: The weights file a training run writes (its key-metric CheckpointSaver's ``key_metric_filename``).
+WEIGHTS_FILE = "model.pt"
+
+
+def _refuse_foreign_weights(output_dir: str) -> None:
+    """A fresh run refuses a folder whose ``model.pt`` it did not write (a bundle's shipped weights, a user's own
+    file): its first validation would replace it."""
+    weights = os.path.join(output_dir, WEIGHTS_FILE)
+    if os.path.lexists(weights):
+        raise InputError(
+            output_dir,
+            f"holds {WEIGHTS_FILE}, which this training run did not write (shipped or someone's weights) and would "
+            "replace at its first validation; choose another --output_dir (nothing was overwritten)",
+        )
 
 
 def _training_states(output_dir: str) -> list[str]:
@@ -267,6 +281,8 @@ def claim_run(output_dir: str | os.PathLike, identity: Mapping, resume) -> str:
             raise InputError(path, "is not a readable run record; remove it or choose another --output_dir") from None
     if as_bool(resume):
         if recorded is None:
+            if not states:  # nothing of a run to resume: model.pt here is not this run's to replace
+                _refuse_foreign_weights(output_dir)
             if states:
                 print(f"note: {output_dir} has no {RUN_FILE}; resuming its newest state as this run's", flush=True)
             return path
@@ -285,6 +301,7 @@ def claim_run(output_dir: str | os.PathLike, identity: Mapping, resume) -> str:
             f"holds the training state of an earlier run ({', '.join(states[:3])}); "
             "--resume true continues it, or choose another --output_dir (nothing was overwritten)",
         )
+    _refuse_foreign_weights(output_dir)
     os.makedirs(output_dir, exist_ok=True)
     write_text_atomic(path, json.dumps({"identity": identity}, indent=2) + "\n")
     return path

@@ -54,8 +54,11 @@ def check_nifti_file(path: str | os.PathLike) -> nib.Nifti1Image:
 
 
 def squeeze_to_3d_shape(shape: Sequence[int]) -> tuple[int, ...]:
-    """The 3D shape of a volume, accepting a 4D file with one volume; raises ValueError otherwise."""
+    """The 3D shape of a volume, accepting a 4D file with one volume and a single 2D slice ``(H, W)`` (as
+    ``(H, W, 1)``); raises ValueError otherwise."""
     shape = tuple(int(s) for s in shape)
+    if len(shape) == 2:
+        shape = (*shape, 1)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     while len(shape) > 3 and shape[-1] == 1:  # 5D NIfTI with trailing singleton dims (e.g. some converters)
@@ -66,13 +69,15 @@ def squeeze_to_3d_shape(shape: Sequence[int]) -> tuple[int, ...]:
 
 
 def check_shape(shape: Sequence[int], source: str | os.PathLike | None) -> tuple[int, int, int]:
-    """Raise unless ``shape`` is a 3D volume (or 4D with one volume) with at least 2 voxels along each axis."""
+    """Raise unless ``shape`` is a 3D volume (or 4D with one volume) with at least 2 voxels along each axis, or a
+    single slice (``(H, W)``, ``(H, W, 1)`` or a slab of 1 voxel along any one axis, the others at least 2): 2D
+    bundles enhance those in their own plane, 3D bundles refuse them (:func:`check_volume_not_slab`)."""
     try:
         shape3 = squeeze_to_3d_shape(shape)
     except ValueError as err:
         raise InputError(source, str(err)) from None
-    if min(shape3) < 2:
-        raise InputError(source, f"is not a 3D volume: shape {tuple(shape)} has an axis shorter than 2 voxels")
+    if sorted(shape3)[1] < 2:
+        raise InputError(source, f"is not a 3D volume: shape {tuple(shape)} has two axes shorter than 2 voxels")
     limit = max_voxels()
     n = int(np.prod(np.asarray(shape3, dtype=np.int64)))
     if n > limit:
@@ -82,6 +87,22 @@ def check_shape(shape: Sequence[int], source: str | os.PathLike | None) -> tuple
             f"if the volume is real, raise the limit with the environment variable {MAX_VOXELS_ENV}",
         )
     return shape3  # type: ignore[return-value]
+
+
+#: The fewest voxels along every axis a 3D bundle takes (a 3D network needs a volume, not a slice or a thin slab).
+MIN_SLICES_3D = 16
+
+
+def check_volume_not_slab(shape: Sequence[int], source: str | os.PathLike | None, bundle: str) -> None:
+    """Raise (one line naming the file) when a 3D bundle is given a single slice or a thin slab (fewer than
+    :data:`MIN_SLICES_3D` voxels along an axis); 2D bundles enhance those in their own plane."""
+    shape3 = [int(v) for v in shape][-3:]
+    if min(shape3) < MIN_SLICES_3D:
+        raise InputError(
+            source,
+            f"is a single slice or thin slab (shape {tuple(shape3)}); {bundle} is a 3D method and needs at least "
+            f"{MIN_SLICES_3D} voxels along every axis: use a 2D bundle (cfm, unet, amir) for slices",
+        )
 
 
 #: The most voxels a volume may claim before anything is allocated: 2**28 (1 GiB as float32; a 0.5 mm whole head,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, ResampleToMatchd, SpatialResample, Transform
+from monai.transforms import MapTransform, Randomizable, ResampleToMatchd, SpatialResample, Transform
 
 from .checks import check_fov_overlap, check_same_grid
 
@@ -209,6 +209,35 @@ class SliceAlongAcquisitiond(MapTransform):
             v = v.as_tensor() if isinstance(v, MetaTensor) else v
             v = v.movedim(dim + 1, 1)
             d[key] = v.transpose(-1, -2).contiguous() if transpose else v.contiguous()
+        return d
+
+
+class RandInPlaneSlicesd(Randomizable, MapTransform):
+    """With probability ``prob``, turn volumes laid out by :class:`SliceAlongAcquisitiond` (thick axis last, along
+    the slice width) so that slices along the first spatial axis lie in the acquisition's own plane: the last
+    spatial axis moves first, ``(C, X, Y, Z) -> (C, Z, X, Y)``.
+
+    For training 2D slice models that must also enhance a single slice or a thin slab in its own plane (a real scan's
+    few slices, :func:`shared_transforms.inferers.thin_slab_axis`), where no slice holds the thick axis. One draw
+    per call (per volume), from MONAI's seeded ``R``; ``prob`` 0 leaves every volume as it is.
+    """
+
+    def __init__(self, keys: KeysCollection, prob: float = 0.25, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        if not 0.0 <= float(prob) <= 1.0:
+            raise ValueError(f"prob must be in [0, 1], got {prob}")
+        self.prob = float(prob)
+        self._in_plane = False
+
+    def randomize(self, data: object = None) -> None:
+        self._in_plane = bool(self.R.uniform() < self.prob)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        self.randomize()
+        d = dict(data)
+        if self._in_plane:
+            for key in self.key_iterator(d):
+                d[key] = torch.as_tensor(d[key]).movedim(-1, 1).contiguous()
         return d
 
 

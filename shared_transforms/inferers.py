@@ -166,9 +166,29 @@ def orthogonal_plan(spatial_dim: int, transpose: bool) -> tuple[int, bool]:
     return other, thick == min(spatial_dim, thick)
 
 
+#: A volume with at most this many voxels along one axis (and at least 8 times more along the other two) is a
+#: single slice or a thin slab (e.g. a real scan's 4 slices): 2D models enhance it in its own plane.
+THIN_SLAB_MAX_SLICES = 8
+
+
+def thin_slab_axis(spatial_shape) -> int | None:
+    """The slice axis of a single slice or thin slab of shape ``(X, Y, Z)`` (see :data:`THIN_SLAB_MAX_SLICES`), or
+    None for a volume."""
+    shape = [int(s) for s in spatial_shape][-3:]
+    axis = int(np.argmin(shape))
+    others = [s for a, s in enumerate(shape) if a != axis]
+    if shape[axis] <= THIN_SLAB_MAX_SLICES and min(others) >= 8 * shape[axis]:
+        return axis
+    return None
+
+
 def acquisition_plan(img: torch.Tensor, index: int | None = None, default_dim: int = 0) -> tuple[int, bool]:
     """:func:`slicing_plan` of a MetaTensor (or, with ``index``, of one volume of a batched MetaTensor) from its meta:
-    ``original_affine`` (the file as acquired) against ``affine``. Without that meta: ``(default_dim, False)``."""
+    ``original_affine`` (the file as acquired) against ``affine``. Without that meta: ``(default_dim, False)``.
+    A single slice or thin slab (:func:`thin_slab_axis`) is sliced along its thin axis: in its own plane."""
+    slab = thin_slab_axis(img.shape[-3:])
+    if slab is not None:
+        return slab, False
     meta = getattr(img, "meta", None) or {}
     original, affine = meta.get("original_affine"), getattr(img, "affine", None)
     if original is None or affine is None:
@@ -245,7 +265,7 @@ class SliceInferer2D(VolumeInferer):
     def _averaged(self, vol: torch.Tensor, network, plan: tuple[int, bool], *args, **kwargs) -> torch.Tensor:
         """One volume along ``plan``, or the mean over ``plan`` and :func:`orthogonal_plan` of it."""
         out = self._volume(vol, network, *plan, *args, **kwargs)
-        if not self.orthogonal_average:
+        if not self.orthogonal_average or thin_slab_axis(vol.shape[-3:]) is not None:  # a slab has one plane
             return out
         first = self.last_stats
         other = orthogonal_plan(*plan)

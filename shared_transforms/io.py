@@ -19,7 +19,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor, NibabelReader
 from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, SpatialResample, Transform
 
-from .checks import check_nifti_file, check_values, is_nifti_path
+from .checks import check_nifti_file, check_values, check_volume_not_slab, is_nifti_path, squeeze_to_3d_shape
 from .errors import InputError
 from .files import atomic_path, atomic_paths
 from .ownership import check_replaceable, ownership_mark
@@ -41,12 +41,16 @@ class LoadVolume(Transform):
     """Load a NIfTI volume as a channel-first MetaTensor ``(1, X, Y, Z)`` after the contract's checks.
 
     Checks, each raising :class:`InputError` naming the file: missing file, not NIfTI, not 3D (a 4D file with one
-    volume is accepted), a singular or non-finite affine, NaN/Inf values, an empty or constant volume.
+    volume is accepted; a 2D slice ``(H, W)`` is read as ``(H, W, 1)``), a singular or non-finite affine, NaN/Inf
+    values, an empty or constant volume; with ``volume_only_for`` (a 3D bundle's name), a single slice or thin slab
+    (:func:`.checks.check_volume_not_slab`). An identity affine (voxel size unknown) gets a one-line warning.
     The MetaTensor carries MONAI's usual meta data (``affine``, ``original_affine``, ``spatial_shape``,
     ``filename_or_obj``), voxels as float32.
     """
 
-    def __init__(self, dtype: np.dtype | type = np.float32):
+    def __init__(self, dtype: np.dtype | type = np.float32, volume_only_for: str | None = None):
+        self.volume_only_for = volume_only_for
+        self.dtype = np.dtype(dtype)
         self.loader = LoadImage(reader=NibabelReader(squeeze_non_spatial_dims=True), image_only=True, dtype=dtype)
         self.channel_first = EnsureChannelFirst(channel_dim="no_channel")
 
@@ -56,9 +60,13 @@ class LoadVolume(Transform):
         path = os.fspath(path)
         if not is_nifti_path(path) and os.path.exists(path) and not os.path.isdir(path):
             raise InputError(path, "is not a NIfTI file (expected a .nii or .nii.gz name)")
-        check_nifti_file(path)
+        header = check_nifti_file(path)
+        if self.volume_only_for:
+            check_volume_not_slab(squeeze_to_3d_shape(header.shape), path, self.volume_only_for)
+        if np.allclose(header.affine, np.eye(4)):
+            warn_unknown_voxel_size(path)
         try:
-            img = self.loader(path)
+            img = self._load_slice(path, header) if len(header.shape) == 2 else self.loader(path)
         except (EOFError, OSError, ValueError, RuntimeError) as err:  # a truncated .gz or a short .nii
             raise InputError(
                 path,
@@ -68,13 +76,42 @@ class LoadVolume(Transform):
         check_values(img.numpy() if isinstance(img, torch.Tensor) else img, path)
         return self.channel_first(img)
 
+    def _load_slice(self, path: str, header: nib.Nifti1Image) -> MetaTensor:
+        """A 2D file ``(H, W)`` as the single-slice volume ``(H, W, 1)`` with the file's affine (MONAI's reader
+        would give a 2D image with a 3x3 affine, which the 3D pipeline cannot take)."""
+        data = np.asarray(header.get_fdata(dtype=np.float32))[..., None]
+        affine = torch.as_tensor(header.affine, dtype=torch.float64)
+        meta = {
+            "filename_or_obj": path,
+            "original_affine": header.affine.copy(),
+            "spatial_shape": np.asarray(data.shape),
+            "original_channel_dim": "no_channel",
+        }
+        return MetaTensor(torch.from_numpy(data.astype(self.dtype, copy=False)), affine=affine, meta=meta)
+
+
+_WARNED_UNKNOWN_SPACING: set[str] = set()
+
+
+def warn_unknown_voxel_size(path: str) -> None:
+    """One warning line per file whose affine is the identity: its voxel size is unknown, 1 mm is assumed."""
+    if path not in _WARNED_UNKNOWN_SPACING:
+        _WARNED_UNKNOWN_SPACING.add(path)
+        print(f"warning: {path}: its affine is the identity (voxel size unknown); taking 1 mm voxels", flush=True)
+
 
 class LoadVolumed(MapTransform):
     """Dictionary version of :class:`LoadVolume`: each key holds a file path and is replaced by its volume."""
 
-    def __init__(self, keys: KeysCollection, dtype: np.dtype | type = np.float32, allow_missing_keys: bool = False):
+    def __init__(
+        self,
+        keys: KeysCollection,
+        dtype: np.dtype | type = np.float32,
+        allow_missing_keys: bool = False,
+        volume_only_for: str | None = None,
+    ):
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadVolume(dtype=dtype)
+        self.loader = LoadVolume(dtype=dtype, volume_only_for=volume_only_for)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)

@@ -27,16 +27,18 @@ def inference_transforms(
     lower: float = 1.0,
     upper: float = 99.0,
     key: str = "image",
+    volume_only_for: str | None = None,
 ) -> list:
     """Load (with the contract's checks), orient to RAS, resample to ``target_spacing`` mm by cubic spline
     (covering the input's field of view; None keeps the file's own voxels, as k-space simulation needs), normalise
     the ``lower``..``upper`` percentiles to [0, 1] (the ``upper`` one inside the head,
-    :class:`.intensity.PercentileNormalize` with ``head_mask=True``)."""
+    :class:`.intensity.PercentileNormalize` with ``head_mask=True``). ``volume_only_for``: a 3D bundle's name, which
+    then refuses a single slice or thin slab in one line."""
     resample = (
         [] if target_spacing is None else [Spacingd(key, pixdim=tuple(target_spacing), mode=3, padding_mode="border")]
     )
     return [
-        LoadVolumed(key),
+        LoadVolumed(key, volume_only_for=volume_only_for),
         Orientationd(key, axcodes="RAS"),
         *resample,
         PercentileNormalized(key, lower=lower, upper=upper, head_mask=True),

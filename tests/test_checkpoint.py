@@ -162,3 +162,49 @@ def test_a_run_resumes_only_its_own_training_state(tmp_path, capsys):
     torch.save({}, legacy / "checkpoint.pt")  # a state from before run.json existed: resumed, with a note
     claim_run(legacy, ours, resume=True)
     assert "has no run.json" in capsys.readouterr().out
+
+
+def test_training_never_replaces_weights_it_did_not_write(tmp_path):
+    """Issue 29.1: a fresh run (or --resume true with nothing to resume) into a folder holding a model.pt (the
+    shipped weights, a user's file) is refused in one line before anything is written."""
+    from shared_transforms.checkpoint import claim_run
+
+    ours = {"bundle": "unet", "datalist": "/data/a.json", "network": "UNet()"}
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"someone's weights")
+    for resume in (False, True):
+        with pytest.raises(InputError, match="holds model.pt, which this training run did not write") as info:
+            claim_run(tmp_path, ours, resume=resume)
+        assert "\n" not in str(info.value) and str(tmp_path) in str(info.value)
+    assert weights.read_bytes() == b"someone's weights" and not (tmp_path / "run.json").exists()
+    own = tmp_path / "own"
+    claim_run(own, ours, resume=False)  # the run's own model.pt, later, is resumed as before
+    (own / "model.pt").write_bytes(b"ours")
+    torch.save({}, own / "checkpoint.pt")
+    claim_run(own, ours, resume=True)
+
+
+@pytest.mark.slow
+def test_training_into_the_shipped_weights_folder_is_refused_through_the_runner(tmp_path):
+    """The issue's own command: training with --output_dir bundles/unet/models stops before the first epoch with
+    one line, and the shipped weights are untouched."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from conftest import REPO, tiny_subjects
+
+    shipped = REPO / "bundles" / "unet" / "models" / "model.pt"
+    before = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    (tmp_path / "data").mkdir()
+    data = tiny_subjects(tmp_path / "data", 3, (1, 1, 1))
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "bundles/unet/configs/train.json",
+         "--datalist", data["datalist"], "--max_epochs", "1", "--val_interval", "1",
+         "--output_dir", str(shipped.parent)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    last = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()][-1]
+    assert proc.returncode != 0 and "holds model.pt, which this training run did not write" in last, last
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == before
+    assert not (shipped.parent / "run.json").exists()

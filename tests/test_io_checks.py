@@ -51,7 +51,24 @@ def test_not_nifti(tmp_path):
 
 def test_not_3d(tmp_path):
     _raises(save(tmp_path / "two.nii.gz", np.stack([phantom(), phantom()], -1)), "not a 3D volume")
-    _raises(save(tmp_path / "slice.nii.gz", phantom()[:, :, 0]), "not a 3D volume")
+    _raises(save(tmp_path / "line.nii.gz", phantom()[:, :1, :1]), "not a 3D volume")
+
+
+def test_a_single_slice_loads_for_2d_bundles_and_is_refused_by_3d_ones(tmp_path, capsys):
+    """(H, W) and (H, W, 1) files load as (1, H, W, 1) with their affine; a 3D bundle refuses them, and a 4-slice
+    slab, in one line naming the file; an identity affine (voxel size unknown) gets a one-line warning."""
+    flat = save(tmp_path / "slice.nii.gz", phantom()[:, :, 10], np.diag([1.6, 1.6, 5.0, 1.0]))
+    one = save(tmp_path / "slice1.nii.gz", phantom()[:, :, 10:11])
+    for p in (flat, one):
+        img = LoadVolume()(p)
+        assert img.shape == (1, 24, 28, 1) and img.meta["filename_or_obj"] == p
+    assert np.allclose(np.asarray(LoadVolume()(flat).affine)[:3, :3], np.diag([1.6, 1.6, 5.0]))
+    assert f"warning: {one}: its affine is the identity" in capsys.readouterr().out
+    slab = save(tmp_path / "slab.nii.gz", phantom((40, 40, 20))[:, :, 8:12])
+    for p in (flat, one, slab):
+        with pytest.raises(InputError, match="single slice or thin slab.*3D method") as info:
+            LoadVolume(volume_only_for="diffusion_iqt")(p)
+        assert str(p) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_nan_and_inf(tmp_path):

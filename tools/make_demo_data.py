@@ -113,6 +113,8 @@ def make_subject(template: dict, seed: int, degradation: str = "randomised") -> 
     image = gamma(bias(image)) * mask
     image = MetaTensor(image.as_tensor().float(), affine=affine)
     csf = (mask - gm - wm).clamp(0, 1)
+    if degradation == "synth":
+        return _synth_subject(image, gm, wm, csf, mask, seed)
     if degradation == "tissue_contrast":
         sim = SimulateLowFieldTissueContrastd(keys="image", slice_thickness_factor=THICKNESS_FACTOR,
                                               gap_factor=GAP_FACTOR)
@@ -125,6 +127,31 @@ def make_subject(template: dict, seed: int, degradation: str = "randomised") -> 
         sim.set_random_state(seed + 3)
         low = sim({"image": (image / scale).clamp(0, 1), "gm": gm, "wm": wm})["image"]
     return {"high": image, "low": low, "mask": (mask > 0.5).float(), "contrast": (float(a_wm), float(a_gm))}
+
+
+#: voxels of air added around the cropped template for the synth set's extra-cerebral shells (at most 19 mm thick)
+SYNTH_PAD = 20
+
+
+def _synth_subject(image, gm, wm, csf, mask, seed: int) -> dict:
+    """The "synth" set's subject: head maps and a random contrast from the deformed template
+    (:func:`shared_transforms.synthesis.synth_pair`, the template's own texture), the high field in that contrast,
+    the low field from the same maps in a jittered contrast through the randomised degradation."""
+    from shared_transforms.degradation import RandomLowFieldDegradationd
+    from shared_transforms.synthesis import as_metatensor, synth_pair
+
+    pad = [(SYNTH_PAD, SYNTH_PAD)] * 3
+    arrs = [np.pad(np.asarray(v[0], np.float32), pad) for v in (image, gm, wm, csf, mask)]
+    affine = np.asarray(image.affine, np.float64).copy()
+    affine[:3, 3] -= affine[:3, :3] @ np.full(3, SYNTH_PAD)
+    pair = synth_pair(arrs[1], arrs[2], arrs[3], arrs[4], arrs[0], seed=seed)
+    high = as_metatensor(pair["high"], affine)
+    sim = RandomLowFieldDegradationd(keys="image")
+    sim.set_random_state(seed + 3)
+    low = sim({"image": as_metatensor(pair["low_contrast"], affine), "gm": as_metatensor(arrs[1], affine),
+               "wm": as_metatensor(arrs[2], affine)})["image"]
+    return {"high": high, "low": low, "mask": as_metatensor((arrs[4] > 0.5).astype(np.float32), affine),
+            "contrast": (0.0, 0.0), "synth": pair["draws"]}
 
 
 def save_preview(rows: list[dict], path: str) -> str:
@@ -155,7 +182,7 @@ def save_preview(rows: list[dict], path: str) -> str:
 
 
 #: subjects (all, validation, testing) of each degradation's demo set
-DEFAULT_COUNTS = {"randomised": (24, 4, 4), "tissue_contrast": (16, 3, 3)}
+DEFAULT_COUNTS = {"randomised": (24, 4, 4), "tissue_contrast": (16, 3, 3), "synth": (24, 4, 4)}
 
 
 def nested_splits(subjects: list[str], n_val: int, n_test: int, seed: int) -> dict[str, list[str]]:
@@ -230,6 +257,8 @@ def main(
                     "snr_wm": round(float(meta.get("lowfield_snr_wm", float("nan"))), 3),
                     "snr_gm": round(float(meta.get("lowfield_snr_gm", float("nan"))), 3),
                     "contrast_wm_gm": [round(c, 4) for c in sub["contrast"]]}
+        elif degradation == "synth":
+            item = {"subject": subject, **paths, "degradation": _draws(meta), "synth": sub["synth"]}
         else:
             item = {"subject": subject, **paths, "degradation": _draws(meta),
                     "contrast_wm_gm": [round(c, 4) for c in sub["contrast"]]}
