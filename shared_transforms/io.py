@@ -22,7 +22,7 @@ from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, Spatia
 from .checks import check_nifti_file, check_values, check_volume_not_slab, is_nifti_path, squeeze_to_3d_shape
 from .errors import InputError
 from .files import atomic_path, atomic_paths
-from .ownership import check_replaceable, ownership_mark
+from .ownership import check_replaceable, ownership_mark, source_tag
 
 NORMALISED_NOTE = "intensity [0,1] (p1-p99 normalised)"
 
@@ -235,8 +235,9 @@ class SaveVolumed(MapTransform):
         """Refuse, before computing, an item whose output would replace an input or a file this bundle did not
         write."""
         source = item.get(self.ref_key)
+        is_path = isinstance(source, (str, os.PathLike))
         for path in self.planned_paths(item):
-            check_replaceable(path, self.bundle_name, [source] if isinstance(source, (str, os.PathLike)) else [])
+            check_replaceable(path, self.bundle_name, [source] if is_path else [], source if is_path else None)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -249,6 +250,13 @@ class SaveVolumed(MapTransform):
             pred = torch.as_tensor(d[key]).detach().float().cpu()
             if pred.ndim == 3:
                 pred = pred[None]
+            bad = int((~torch.isfinite(pred)).sum())
+            if bad:  # damaged or diverged weights: never a file of NaNs reported as written
+                raise InputError(
+                    source,
+                    f"the {self.bundle_name} output ({key}) holds {bad:,} NaN or Inf values of {pred.numel():,} "
+                    "(damaged or diverged weights?); nothing was written for it",
+                )
             clip = self.clip.get(key, True) if isinstance(self.clip, Mapping) else self.clip
             if clip:
                 pred = pred.clamp(0.0, 1.0)
@@ -266,12 +274,9 @@ class SaveVolumed(MapTransform):
                 output_stem_of(d, source), self.output_dir, self.bundle_name, self.suffixes.get(key, "")
             )
             grid = "input grid" if self.resample_to_input else "target grid"
-            paths.append(check_replaceable(path, self.bundle_name, [source]))
-            images.append(
-                nifti_image(
-                    torch.as_tensor(pred), affine, self.bundle_name, f"{self.description if clip else key} {grid}"
-                )
-            )
+            paths.append(check_replaceable(path, self.bundle_name, [source], source))
+            note = f"{source_tag(source)} {self.description if clip else key} {grid}"
+            images.append(nifti_image(torch.as_tensor(pred), affine, self.bundle_name, note))
             d[f"{key}_path"] = paths[-1]
         with atomic_paths(paths) as tmps:  # the image and its maps appear together, or none of them
             for img, tmp in zip(images, tmps, strict=True):

@@ -65,9 +65,39 @@ def written_by(path: str | os.PathLike) -> str | None:
     return owner or None
 
 
-def check_replaceable(path: str | os.PathLike, owner: str, inputs: Sequence[str | os.PathLike | None] = ()) -> str:
+#: The token after the owner in an output's mark that names the input it was made from: ``src:<8 hex digits>``.
+SOURCE_PREFIX = "src:"
+
+
+def source_tag(source: str | os.PathLike) -> str:
+    """``src:<8 hex>`` of the absolute path of the input an output was made from (the mark has 80 characters:
+    a digest, not the path)."""
+    import hashlib
+
+    digest = hashlib.sha256(os.path.abspath(os.fspath(source)).encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{SOURCE_PREFIX}{digest[:8]}"
+
+
+def _mark_tokens(path: str) -> list[str]:
+    try:
+        import nibabel as nib
+
+        descrip = nib.load(path).header.get("descrip")
+        return descrip.tobytes().split(b"\0")[0].decode("latin-1").split() if descrip is not None else []
+    except Exception:  # noqa: BLE001 - unreadable: no tokens
+        return []
+
+
+def check_replaceable(
+    path: str | os.PathLike,
+    owner: str,
+    inputs: Sequence[str | os.PathLike | None] = (),
+    source: str | os.PathLike | None = None,
+) -> str:
     """Return ``path`` (absolute) when it may be written by ``owner``: it does not exist, or it holds ``owner``'s
-    own mark and is none of ``inputs``. Raises :class:`InputError` naming the file otherwise."""
+    own mark and is none of ``inputs``; with ``source``, a NIfTI output must also have been made from that same
+    input (its mark's :func:`source_tag`), so that a run never replaces an earlier output of another input that
+    happens to share the file name. Raises :class:`InputError` naming the file otherwise."""
     path = os.path.abspath(os.fspath(path))
     if not os.path.lexists(path):
         return path
@@ -81,4 +111,12 @@ def check_replaceable(path: str | os.PathLike, owner: str, inputs: Sequence[str 
     if found != owner:
         who = f"was written by {found}, not by {owner}" if found else f"was not written by {owner} (no mark of its)"
         raise InputError(path, f"exists and {who}; refusing to overwrite it - remove it or choose another --output_dir")
+    if source is not None and _is_nifti(path):
+        tags = [t for t in _mark_tokens(path) if t.startswith(SOURCE_PREFIX)]
+        if tags and tags[0] != source_tag(source):
+            raise InputError(
+                path,
+                f"exists and holds {owner}'s output of another input than {os.fspath(source)}; refusing to replace "
+                "it - choose another --output_dir",
+            )
     return path

@@ -226,3 +226,50 @@ def test_a_truncated_gzip_names_the_file(tmp_path):
     cut = tmp_path / "cut.nii.gz"
     cut.write_bytes(data[: len(data) // 2])
     _raises(str(cut), r"voxel data could not be read \(EOFError.*truncated or damaged")
+
+
+def _unet(args, cwd):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(REPO / "bundles/unet/configs/inference.json"),
+         *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+    )
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    return proc.returncode, lines[-1] if lines else ""
+
+
+@pytest.mark.slow
+def test_an_output_of_another_input_with_the_same_name_is_not_replaced(tmp_path):
+    """Issue 29.2: scan.nii.gz from s1/, then scan.nii.gz from s2/, into one --output_dir: the second is refused in
+    one line naming the file, the first result stays; a rerun on the same input still replaces its own output."""
+    for sub, seed in (("s1", 0), ("s2", 1)):
+        (tmp_path / sub).mkdir()
+        save(tmp_path / sub / "scan.nii.gz", phantom((40, 40, 24), seed=seed), np.diag([1.5, 1.5, 3.0, 1.0]))
+    out = tmp_path / "out"
+    rc, _ = _unet(["--input_path", str(tmp_path / "s1" / "scan.nii.gz"), "--output_dir", str(out)], tmp_path)
+    first = (out / "scan_unet.nii.gz").read_bytes()
+    assert rc == 0
+    rc, last = _unet(["--input_path", str(tmp_path / "s2" / "scan.nii.gz"), "--output_dir", str(out)], tmp_path)
+    assert rc != 0 and "output of another input" in last and "scan_unet.nii.gz" in last, last
+    assert (out / "scan_unet.nii.gz").read_bytes() == first
+    rc, _ = _unet(["--input_path", str(tmp_path / "s1" / "scan.nii.gz"), "--output_dir", str(out)], tmp_path)
+    assert rc == 0
+
+
+@pytest.mark.slow
+def test_nan_weights_are_a_failure_not_a_written_output(tmp_path):
+    """Issue 29.5: weights holding NaN (from outside the bundle) give no file and a non-zero exit naming the input."""
+    from conftest import REPO
+
+    state = torch.load(REPO / "bundles/unet/models/model.pt", weights_only=True)
+    state = {k: v.clone().fill_(float("nan")) if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(state, tmp_path / "nan.pt")
+    scan = save(tmp_path / "scan.nii.gz", phantom((40, 40, 24)), np.diag([1.5, 1.5, 3.0, 1.0]))
+    rc, last = _unet(["--input_path", scan, "--output_dir", str(tmp_path / "o"), "--ckpt_path",
+                      str(tmp_path / "nan.pt")], tmp_path)
+    assert rc != 0 and "NaN or Inf" in last, last
+    assert not (tmp_path / "o" / "scan_unet.nii.gz").exists()
