@@ -15,9 +15,23 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
-#: Prefix of the temporary files :func:`atomic_path` makes (beside the target): ``.tmp_<pid>_<random><ending>``.
-TMP_PREFIX = ".tmp_"
-_TMP_NAME = re.compile(r"^\.tmp_(\d+)_")
+#: Prefix of the temporary files :func:`atomic_path` makes (beside the target):
+#: ``.tmp_lfmri_<host>_<pid>_<random><ending>``, ``<host>`` the first 8 hex digits of the SHA-256 of the machine's
+#: name. Only names of that pattern, from this machine, with a process id that no longer runs, are ever removed
+#: (:func:`clean_stale_temporaries`): a user's ``.tmp_*`` file, or another machine's writer on a shared folder, is
+#: left alone.
+TMP_PREFIX = ".tmp_lfmri_"
+
+
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
+
+
+def _tmp_name() -> re.Pattern:
+    return re.compile(rf"^{re.escape(TMP_PREFIX)}{_host_tag()}_(\d+)_")
 
 
 def _default_mode() -> int:
@@ -48,7 +62,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     if suffix is None:
         name = os.path.basename(path).lower()
         suffix = ".nii.gz" if name.endswith(".nii.gz") else os.path.splitext(name)[1]
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}_", suffix=suffix, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{_host_tag()}_{os.getpid()}_", suffix=suffix, dir=folder)
     os.close(fd)
     try:
         yield tmp
@@ -122,15 +136,17 @@ def _alive(pid: int) -> bool:
 
 
 def clean_stale_temporaries(folder: str | os.PathLike) -> list[str]:
-    """Remove the temporaries a killed writer of this project left in ``folder`` (``.tmp_<pid>_*`` whose process no
-    longer runs); a live writer's are kept. Returns the removed paths. Called explicitly at the start of a run (the
+    """Remove the temporaries a killed writer of this project on this machine left in ``folder``
+    (``.tmp_lfmri_<host>_<pid>_*``, see :data:`TMP_PREFIX`, whose process no longer runs); a live writer's, another
+    machine's and every other file are kept. Returns the removed paths. Called explicitly at the start of a run (the
     bundles' ``initialize``), never as a side effect of writing."""
     folder = os.fspath(folder)
     removed = []
     if not os.path.isdir(folder):
         return removed
+    pattern = _tmp_name()
     for name in os.listdir(folder):
-        found = _TMP_NAME.match(name)
+        found = pattern.match(name)
         path = os.path.join(folder, name)
         if found and os.path.isfile(path) and not _alive(int(found.group(1))):
             os.remove(path)

@@ -78,14 +78,19 @@ def test_stale_temporaries_of_a_killed_writer_are_cleaned_and_a_live_ones_kept(t
     import subprocess
     import sys
 
-    from shared_transforms.files import clean_stale_temporaries
+    from shared_transforms.files import TMP_PREFIX, _host_tag, atomic_path, clean_stale_temporaries
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / f".tmp_{int(dead.stdout)}_abc.nii.gz"
-    live = tmp_path / f".tmp_{os.getpid()}_def.nii.gz"
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    with atomic_path(tmp_path / "x.nii.gz") as tmp:  # the writer's own temporaries follow the pattern cleaned
+        assert os.path.basename(tmp).startswith(f"{TMP_PREFIX}{_host_tag()}_{os.getpid()}_")
+    stale = tmp_path / f"{TMP_PREFIX}{_host_tag()}_{dead}_abc.nii.gz"
+    live = tmp_path / f"{TMP_PREFIX}{_host_tag()}_{os.getpid()}_def.nii.gz"
     user = tmp_path / ".tmp_notes.txt"  # not this project's pattern
-    for p in (stale, live, user):
+    user_pid = tmp_path / f".tmp_{dead}_notes.txt"  # issue 29.4: a user's file with a dead pid in its name
+    other_host = tmp_path / f"{TMP_PREFIX}00000000_{dead}_abc.nii.gz"  # another machine's writer on a shared folder
+    for p in (stale, live, user, user_pid, other_host):
         p.write_text("x")
     assert clean_stale_temporaries(tmp_path) == [str(stale)]
-    assert live.exists() and user.exists() and not stale.exists()
+    assert live.exists() and user.exists() and user_pid.exists() and other_host.exists() and not stale.exists()
     assert clean_stale_temporaries(tmp_path / "missing") == []

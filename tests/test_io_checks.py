@@ -250,7 +250,11 @@ def test_an_output_of_another_input_with_the_same_name_is_not_replaced(tmp_path)
         (tmp_path / sub).mkdir()
         save(tmp_path / sub / "scan.nii.gz", phantom((40, 40, 24), seed=seed), np.diag([1.5, 1.5, 3.0, 1.0]))
     out = tmp_path / "out"
+    out.mkdir()
+    notes = out / ".tmp_999999_notes.txt"  # issue 29.4: a user's file that looks like a stale temporary
+    notes.write_text("important")
     rc, _ = _unet(["--input_path", str(tmp_path / "s1" / "scan.nii.gz"), "--output_dir", str(out)], tmp_path)
+    assert notes.read_text() == "important"
     first = (out / "scan_unet.nii.gz").read_bytes()
     assert rc == 0
     rc, last = _unet(["--input_path", str(tmp_path / "s2" / "scan.nii.gz"), "--output_dir", str(out)], tmp_path)
