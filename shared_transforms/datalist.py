@@ -257,8 +257,11 @@ def inference_items(
             raise InputError(input_path, f"folder holds no input files ({' or '.join(kind.suffixes)})")
         paths = [os.path.join(input_path, f) for f in files]
     elif input_path.lower().endswith(".json"):
-        # only the files inference reads are resolved and checked (a test list's high fields may live elsewhere)
-        items = load_split(input_path, split, required_keys=(kind.inference_key,), path_keys=(kind.inference_key,))
+        # only the files inference reads are resolved (a test list's high fields may live elsewhere); a missing one
+        # is not checked here but refused by the loader as that item's failure, so every other item is processed
+        items = load_split(
+            input_path, split, required_keys=(kind.inference_key,), path_keys=(kind.inference_key,), check_files=False
+        )
         paths = [it[kind.inference_key] for it in items]
         if all(it.get("subject") not in (None, "") for it in items):
             subjects = [str(it["subject"]) for it in items]

@@ -277,3 +277,21 @@ def test_nan_weights_are_a_failure_not_a_written_output(tmp_path):
                       str(tmp_path / "nan.pt")], tmp_path)
     assert rc != 0 and "NaN or Inf" in last, last
     assert not (tmp_path / "o" / "scan_unet.nii.gz").exists()
+
+
+@pytest.mark.slow
+def test_a_missing_datalist_entry_is_one_failure_not_a_refused_run(tmp_path):
+    """Issue 29.6: a datalist whose testing split lists one missing file: every other input is written, the
+    summary names the missing one, and the run exits non-zero with the count as its last line."""
+    import json
+
+    good = [save(tmp_path / f"s{i}.nii.gz", phantom((40, 40, 24), seed=i), np.diag([1.5, 1.5, 3.0, 1.0]))
+            for i in range(2)]
+    items = [{"subject": f"s{i}", "low": p} for i, p in enumerate(good)] + [{"subject": "gone",
+                                                                            "low": str(tmp_path / "gone.nii.gz")}]
+    (tmp_path / "dl.json").write_text(json.dumps({"testing": items}))
+    rc, last = _unet(["--input_path", str(tmp_path / "dl.json"), "--output_dir", str(tmp_path / "o")], tmp_path)
+    assert rc != 0 and "1 of 3" in last, last
+    summary = json.loads((tmp_path / "o" / "unet_summary.json").read_text())
+    assert len([f for f in os.listdir(tmp_path / "o") if f.endswith("_unet.nii.gz")]) == 2
+    assert "gone.nii.gz" in json.dumps(summary)
