@@ -105,6 +105,30 @@ def check_volume_not_slab(shape: Sequence[int], source: str | os.PathLike | None
         )
 
 
+def check_target_grid(
+    shape: Sequence[int], affine: np.ndarray, target_spacing_mm: Sequence[float] | None, source
+) -> tuple[int, ...]:
+    """Raise (before anything is allocated) when the grid a run will compute, the file's field of view at
+    ``target_spacing_mm``, holds more voxels than :func:`max_voxels`: a small file with huge voxels (32 x 32 x 16
+    at 100 mm) would ask for a 1 mm grid of billions. Returns that grid's shape (the file's own without a spacing)."""
+    shape3 = tuple(int(v) for v in shape)[:3]
+    if target_spacing_mm is None:
+        return shape3
+    target = np.broadcast_to(np.asarray(target_spacing_mm, dtype=np.float64), (3,))
+    spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    grid = tuple(max(1, int(np.ceil(n * s / t - 1e-6))) for n, s, t in zip(shape3, spacing, target, strict=True))
+    n = int(np.prod(np.asarray(grid, dtype=np.float64)))
+    limit = max_voxels()
+    if n > limit:
+        raise InputError(
+            source,
+            f"its field of view at {tuple(float(t) for t in target)} mm is a grid of {n:,} voxels {grid}, more than "
+            f"the limit of {limit:,} (voxels of {tuple(round(float(v), 3) for v in spacing)} mm in the header); "
+            f"check the header's voxel size, or raise the limit with {MAX_VOXELS_ENV}",
+        )
+    return grid
+
+
 #: The most voxels a volume may claim before anything is allocated: 2**28 (1 GiB as float32; a 0.5 mm whole head,
 #: 512 x 512 x 512, is 2**27). Overridden by the environment variable :data:`MAX_VOXELS_ENV`.
 MAX_VOXELS = 2**28

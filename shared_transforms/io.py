@@ -19,7 +19,14 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor, NibabelReader
 from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, SpatialResample, Transform
 
-from .checks import check_nifti_file, check_values, check_volume_not_slab, is_nifti_path, squeeze_to_3d_shape
+from .checks import (
+    check_nifti_file,
+    check_target_grid,
+    check_values,
+    check_volume_not_slab,
+    is_nifti_path,
+    squeeze_to_3d_shape,
+)
 from .errors import InputError
 from .files import atomic_path, atomic_paths
 from .ownership import check_replaceable, ownership_mark, source_tag
@@ -43,13 +50,21 @@ class LoadVolume(Transform):
     Checks, each raising :class:`InputError` naming the file: missing file, not NIfTI, not 3D (a 4D file with one
     volume is accepted; a 2D slice ``(H, W)`` is read as ``(H, W, 1)``), a singular or non-finite affine, NaN/Inf
     values, an empty or constant volume; with ``volume_only_for`` (a 3D bundle's name), a single slice or thin slab
-    (:func:`.checks.check_volume_not_slab`). An identity affine (voxel size unknown) gets a one-line warning.
+    (:func:`.checks.check_volume_not_slab`); with ``target_spacing``, a field of view whose grid at that spacing
+    would exceed the voxel limit (:func:`.checks.check_target_grid`). An identity affine (voxel size unknown) gets a
+    one-line warning.
     The MetaTensor carries MONAI's usual meta data (``affine``, ``original_affine``, ``spatial_shape``,
     ``filename_or_obj``), voxels as float32.
     """
 
-    def __init__(self, dtype: np.dtype | type = np.float32, volume_only_for: str | None = None):
+    def __init__(
+        self,
+        dtype: np.dtype | type = np.float32,
+        volume_only_for: str | None = None,
+        target_spacing: Sequence[float] | None = None,
+    ):
         self.volume_only_for = volume_only_for
+        self.target_spacing = None if target_spacing is None else tuple(float(v) for v in target_spacing)
         self.dtype = np.dtype(dtype)
         self.loader = LoadImage(reader=NibabelReader(squeeze_non_spatial_dims=True), image_only=True, dtype=dtype)
         self.channel_first = EnsureChannelFirst(channel_dim="no_channel")
@@ -63,6 +78,7 @@ class LoadVolume(Transform):
         header = check_nifti_file(path)
         if self.volume_only_for:
             check_volume_not_slab(squeeze_to_3d_shape(header.shape), path, self.volume_only_for)
+        check_target_grid(squeeze_to_3d_shape(header.shape), header.affine, self.target_spacing, path)
         if np.allclose(header.affine, np.eye(4)):
             warn_unknown_voxel_size(path)
         try:
@@ -109,9 +125,10 @@ class LoadVolumed(MapTransform):
         dtype: np.dtype | type = np.float32,
         allow_missing_keys: bool = False,
         volume_only_for: str | None = None,
+        target_spacing: Sequence[float] | None = None,
     ):
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadVolume(dtype=dtype, volume_only_for=volume_only_for)
+        self.loader = LoadVolume(dtype=dtype, volume_only_for=volume_only_for, target_spacing=target_spacing)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)

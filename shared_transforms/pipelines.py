@@ -38,7 +38,7 @@ def inference_transforms(
         [] if target_spacing is None else [Spacingd(key, pixdim=tuple(target_spacing), mode=3, padding_mode="border")]
     )
     return [
-        LoadVolumed(key, volume_only_for=volume_only_for),
+        LoadVolumed(key, volume_only_for=volume_only_for, target_spacing=target_spacing),
         Orientationd(key, axcodes="RAS"),
         *resample,
         PercentileNormalized(key, lower=lower, upper=upper, head_mask=True),

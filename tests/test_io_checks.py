@@ -295,3 +295,20 @@ def test_a_missing_datalist_entry_is_one_failure_not_a_refused_run(tmp_path):
     summary = json.loads((tmp_path / "o" / "unet_summary.json").read_text())
     assert len([f for f in os.listdir(tmp_path / "o") if f.endswith("_unet.nii.gz")]) == 2
     assert "gone.nii.gz" in json.dumps(summary)
+
+
+@pytest.mark.slow
+def test_a_file_whose_grid_would_not_fit_is_one_failure_of_a_batch(tmp_path):
+    """Issue 29.3: 32 x 32 x 16 voxels of 100 mm ask for billions of voxels on the 1 mm grid: that file is refused
+    in one line before anything is allocated, the rest of the folder is written, the summary is there."""
+    import json
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    save(folder / "a_good.nii.gz", phantom((40, 40, 24)), np.diag([1.5, 1.5, 3.0, 1.0]))
+    save(folder / "b_huge.nii.gz", phantom((32, 32, 16)), np.diag([100.0, 100.0, 100.0, 1.0]))
+    rc, last = _unet(["--input_path", str(folder), "--output_dir", str(tmp_path / "o")], tmp_path)
+    assert rc != 0 and "1 of 2" in last, last
+    assert (tmp_path / "o" / "a_good_unet.nii.gz").exists()
+    summary = json.dumps(json.loads((tmp_path / "o" / "unet_summary.json").read_text()))
+    assert "b_huge.nii.gz" in summary and "more than the limit" in summary
