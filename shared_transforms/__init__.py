@@ -39,8 +39,11 @@ SUBMODULES = (
     "ownership",
     "pipelines",
     "preview",
+    "registration",
     "sample",
+    "settings",
     "simulation",
+    "synthesis",
     "training",
     "uncertainty",
 )

@@ -312,3 +312,26 @@ def test_a_file_whose_grid_would_not_fit_is_one_failure_of_a_batch(tmp_path):
     assert (tmp_path / "o" / "a_good_unet.nii.gz").exists()
     summary = json.dumps(json.loads((tmp_path / "o" / "unet_summary.json").read_text()))
     assert "b_huge.nii.gz" in summary and "more than the limit" in summary
+
+
+@pytest.mark.parametrize(
+    "setting, value, expected",
+    [("resample_to_input", "maybe", "must be true or false"), ("slice_batch_size", 0, "positive integer"),
+     ("target_spacing", [0, 1, 1], "three positive voxel sizes"), ("target_spacing", [-1, 1, 1], "positive"),
+     ("device", "cuda:7" if torch.cuda.is_available() else "cuda", "GPU"), ("device", "nonsense", "not a device"),
+     ("num_steps", 1.5, "positive integer")],
+)
+def test_bad_settings_are_refused_in_one_line_naming_them(setting, value, expected):
+    """Issue 29.7: bad command-line values end with one line naming the setting (no silent default)."""
+    from shared_transforms.settings import check_settings
+
+    with pytest.raises(InputError, match=expected) as info:
+        check_settings(**{setting: value})
+    assert str(info.value).startswith(f"--{setting}: ") and "\n" not in str(info.value)
+    assert check_settings(device="cpu", target_spacing=[0.8, 0.8, 2], resample_to_input="true", slice_batch_size="4")
+
+
+@pytest.mark.slow
+def test_a_bad_setting_through_the_runner_ends_with_its_error_line(tmp_path):
+    rc, last = _unet(["--slice_batch_size", "0", "--output_dir", str(tmp_path / "o")], tmp_path)
+    assert rc != 0 and last == "error: --slice_batch_size: must be a positive integer, got 0", last
