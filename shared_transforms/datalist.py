@@ -241,6 +241,15 @@ def output_stems(paths: Sequence[str], subjects: Sequence[str] | None = None) ->
     return rel  # not reached
 
 
+def _is_bundle_output(path: str) -> bool:
+    """A bundle's output: marked by its writer (:mod:`.ownership`) and named ``<stem>_<writer>.nii[.gz]``."""
+    from .ownership import written_by
+
+    owner = written_by(path) if path.lower().endswith((".nii", ".nii.gz")) else None
+    name = os.path.basename(path).lower()
+    return owner is not None and name.endswith((f"_{owner}.nii", f"_{owner}.nii.gz"))
+
+
 def inference_items(
     input_path: str | os.PathLike, split: str = "testing", kind: str | InputKind = DEFAULT_KIND
 ) -> list[dict]:
@@ -253,6 +262,14 @@ def inference_items(
     subjects = None
     if os.path.isdir(input_path):
         files = sorted(f for f in os.listdir(input_path) if kind.accepts(f) and not f.startswith("."))
+        outputs = [f for f in files if _is_bundle_output(os.path.join(input_path, f))]
+        if outputs:  # an output folder used as the input folder: never enhance the project's own results again
+            print(
+                f"note: {input_path}: {len(outputs)} file(s) skipped as outputs of this project's bundles "
+                f"(e.g. {outputs[0]}); pass one as --input_path to enhance it",
+                flush=True,
+            )
+        files = [f for f in files if f not in outputs]
         if not files:
             raise InputError(input_path, f"folder holds no input files ({' or '.join(kind.suffixes)})")
         paths = [os.path.join(input_path, f) for f in files]

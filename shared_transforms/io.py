@@ -74,7 +74,12 @@ class LoadVolume(Transform):
             raise InputError(None, "LoadVolume expects a file path, got an array")
         path = os.fspath(path)
         if not is_nifti_path(path) and os.path.exists(path) and not os.path.isdir(path):
-            raise InputError(path, "is not a NIfTI file (expected a .nii or .nii.gz name)")
+            hint = (
+                "; for fastMRI k-space (HDF5) use the flat bundle with --input_kind kspace_hdf5"
+                if path.lower().endswith((".h5", ".hdf5"))
+                else ""
+            )
+            raise InputError(path, f"is not a NIfTI file (expected a .nii or .nii.gz name){hint}")
         header = check_nifti_file(path)
         if self.volume_only_for:
             check_volume_not_slab(squeeze_to_3d_shape(header.shape), path, self.volume_only_for)
@@ -90,6 +95,7 @@ class LoadVolume(Transform):
                 "be truncated or damaged",
             ) from None
         check_values(img.numpy() if isinstance(img, torch.Tensor) else img, path)
+        warn_qform_sform(path, header, np.asarray(img.meta.get("original_affine", header.affine)))
         return self.channel_first(img)
 
     def _load_slice(self, path: str, header: nib.Nifti1Image) -> MetaTensor:
@@ -104,6 +110,19 @@ class LoadVolume(Transform):
             "original_channel_dim": "no_channel",
         }
         return MetaTensor(torch.from_numpy(data.astype(self.dtype, copy=False)), affine=affine, meta=meta)
+
+
+def warn_qform_sform(path: str, img: nib.Nifti1Image, used: np.ndarray) -> None:
+    """One warning line when a file's qform and sform are both set and disagree (by more than 1e-3 mm), naming the
+    one the run uses (``used``: the affine MONAI's reader took)."""
+    header = getattr(img, "header", None)
+    if header is None or not hasattr(header, "get_qform"):
+        return
+    qform, q_code = header.get_qform(coded=True)
+    sform, s_code = header.get_sform(coded=True)
+    if q_code and s_code and not np.allclose(qform, sform, atol=1e-3):
+        which = "the qform" if np.allclose(used, qform, atol=1e-3) else "the sform"
+        print(f"warning: {path}: its qform and sform disagree; using {which}", flush=True)
 
 
 _WARNED_UNKNOWN_SPACING: set[str] = set()

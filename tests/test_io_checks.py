@@ -335,3 +335,31 @@ def test_bad_settings_are_refused_in_one_line_naming_them(setting, value, expect
 def test_a_bad_setting_through_the_runner_ends_with_its_error_line(tmp_path):
     rc, last = _unet(["--slice_batch_size", "0", "--output_dir", str(tmp_path / "o")], tmp_path)
     assert rc != 0 and last == "error: --slice_batch_size: must be a positive integer, got 0", last
+
+
+def test_an_input_folder_skips_the_bundles_own_outputs_and_h5_names_the_flag(tmp_path, capsys):
+    """Issue 29.8: with the output folder as the input folder, a second run does not enhance its own outputs
+    (``*_interpolation_interpolation``); an HDF5 file given to a NIfTI bundle names the flag it needs."""
+    from shared_transforms.datalist import inference_items
+
+    scan = save(tmp_path / "scan.nii.gz", phantom())
+    write_nifti_atomic(phantom(), np.eye(4), tmp_path / "scan_interpolation.nii.gz", "interpolation")
+    save(tmp_path / "user_interpolation.nii.gz", phantom())  # the name alone, without the mark: a user's input
+    items = inference_items(tmp_path)
+    assert sorted(os.path.basename(it["image"]) for it in items) == ["scan.nii.gz", "user_interpolation.nii.gz"]
+    assert "1 file(s) skipped as outputs" in capsys.readouterr().out and scan
+    h5 = tmp_path / "k.h5"
+    h5.write_bytes(b"\x89HDF\r\n\x1a\n")
+    _raises(h5, "--input_kind kspace_hdf5")
+
+
+def test_a_qform_sform_disagreement_is_said_with_the_one_used(tmp_path, capsys):
+    img = nib.Nifti1Image(phantom(), np.diag([1.0, 1.0, 1.0, 1.0]))
+    img.set_qform(np.diag([2.0, 2.0, 2.0, 1.0]), code=1)
+    img.set_sform(np.diag([1.0, 1.0, 3.0, 1.0]), code=2)
+    nib.save(img, tmp_path / "q.nii.gz")
+    loaded = np.asarray(LoadVolume()(str(tmp_path / "q.nii.gz")).affine)[:3, :3]
+    said = capsys.readouterr().out
+    assert "qform and sform disagree; using the " in said
+    used = "qform" if np.allclose(loaded, np.diag([2.0, 2.0, 2.0])) else "sform"
+    assert f"using the {used}" in said
