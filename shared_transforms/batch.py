@@ -23,6 +23,7 @@ ends the run), hence this module: an iterable dataset with no length, which MONA
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -117,12 +118,15 @@ class BatchSummary:
         bundle_name: names the summary file.
 
     The summary holds ``{"bundle", "inputs", "succeeded": [{"input", "output_stem"}], "failed": [{"input",
-    "reason"}]}``. Written by this bundle only; a re-run replaces it.
+    "reason"}]}``. Written by this bundle only; a re-run replaces it. After a run with no failure the summary line
+    is also printed when the process exits (``atexit``), so that it is the command's last line (Ignite logs its
+    own "Engine run finished" after the handlers of ``COMPLETED``).
     """
 
     def __init__(self, dataset: BatchInputs, output_dir: str, bundle_name: str):
         self.dataset, self.output_dir, self.bundle_name = dataset, output_dir, bundle_name
         self.summary_path = os.path.join(os.fspath(output_dir), f"{bundle_name}_summary.json")
+        self._repeat_registered = False
 
     def attach(self, engine) -> None:
         from ignite.engine import Events
@@ -173,11 +177,12 @@ class BatchSummary:
         if rank == 0:
             write_text_atomic(self.summary_path, json.dumps(summary, indent=2) + "\n")
         failed, n = summary["failed"], summary["inputs"]
-        print(
-            f"[{self.bundle_name}] {n - len(failed)} of {n} inputs written; summary: "
-            f"{os.path.abspath(self.summary_path)}",
-            flush=True,
-        )
+        line = f"[{self.bundle_name}] {n - len(failed)} of {n} inputs written; summary: {os.path.abspath(self.summary_path)}"
+        print(line, flush=True)
+        if not failed and rank == 0 and not self._repeat_registered:
+            # Ignite logs "Engine run finished" after COMPLETED: repeat the summary as the command's last line
+            atexit.register(print, line, flush=True)
+            self._repeat_registered = True
         if n == 1 and failed and self.dataset.errors:  # one input: its own reason is the last line
             raise self.dataset.errors[0]
         if failed:

@@ -253,8 +253,9 @@ def test_an_output_of_another_input_with_the_same_name_is_not_replaced(tmp_path)
     out.mkdir()
     notes = out / ".tmp_999999_notes.txt"  # issue 29.4: a user's file that looks like a stale temporary
     notes.write_text("important")
-    rc, _ = _unet(["--input_path", str(tmp_path / "s1" / "scan.nii.gz"), "--output_dir", str(out)], tmp_path)
+    rc, last = _unet(["--input_path", str(tmp_path / "s1" / "scan.nii.gz"), "--output_dir", str(out)], tmp_path)
     assert notes.read_text() == "important"
+    assert last.startswith("[unet] 1 of 1 inputs written; summary:"), last  # 29.7: a success ends with its summary
     first = (out / "scan_unet.nii.gz").read_bytes()
     assert rc == 0
     rc, last = _unet(["--input_path", str(tmp_path / "s2" / "scan.nii.gz"), "--output_dir", str(out)], tmp_path)
