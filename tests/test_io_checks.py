@@ -236,9 +236,9 @@ def _unet(args, cwd):
 
     proc = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(REPO / "bundles/unet/configs/inference.json"),
-         *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+         *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
     )
-    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    lines = [ln for ln in proc.stdout.replace("\r", "\n").splitlines() if ln.strip()]
     return proc.returncode, lines[-1] if lines else ""
 
 
