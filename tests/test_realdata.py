@@ -134,3 +134,19 @@ def test_realdata_evaluation_needs_the_real_scans(tmp_path):
         pytest.skip(f"{REALDATA} is absent (the real scans live beside the repository, not in it)")
     pairs = realdata_eval.find_pairs(REALDATA)
     assert len(pairs) == 12 and {p["contrast"] for p in pairs} == {"T1w", "T2w", "FLAIR"}
+
+
+def test_realdata_kspace_needs_the_real_kspace_and_reconstructs_as_the_data_says(tmp_path):
+    sys.path.insert(0, str(REPO / "tools"))
+    import realdata_kspace
+
+    with pytest.raises(SystemExit, match="real 0.055 T k-space is not here"):
+        realdata_kspace.write_inputs(tmp_path / "absent", tmp_path)
+    img = np.zeros((16, 12, 2))
+    img[5:9, 4:8] = 1.0
+    k = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(img, axes=(0, 1)), axes=(0, 1)), axes=(0, 1))
+    assert np.allclose(realdata_kspace.image_of(k), img, atol=1e-9)
+    if not REALDATA.is_dir():
+        pytest.skip(f"{REALDATA} is absent (the real scans live beside the repository, not in it)")
+    cases = realdata_kspace.write_inputs(REALDATA, tmp_path)
+    assert len(cases) == 12 and cases[0]["reference"].shape == (4, 196, 128)

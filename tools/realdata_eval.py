@@ -110,9 +110,12 @@ def score_slice(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict:
     }
 
 
-def run_bundle(bundle: str, input_dir: Path, out_dir: Path, device: str, rerun: bool = True) -> tuple[Path, str]:
-    """Run ``bundle`` through MONAI's bundle runner on every file of ``input_dir``; returns its output folder and
-    the last line it printed (``rerun`` False: keep the outputs of an earlier run when its summary is there)."""
+def run_bundle(
+    bundle: str, input_dir: Path, out_dir: Path, device: str, rerun: bool = True, ckpt_path: str | None = None
+) -> tuple[Path, str]:
+    """Run ``bundle`` through MONAI's bundle runner on every file of ``input_dir`` (with ``ckpt_path`` instead of
+    its shipped weights when given); returns its output folder and the last line it printed (``rerun`` False: keep
+    the outputs of an earlier run when its summary is there)."""
     out = out_dir / bundle
     from shared_transforms.io import as_bool
 
@@ -120,7 +123,8 @@ def run_bundle(bundle: str, input_dir: Path, out_dir: Path, device: str, rerun: 
         return out, "outputs of an earlier run kept (--rerun false)"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
            str(REPO / "bundles" / bundle / "configs" / "inference.json"), "--input_path", str(input_dir),
-           "--output_dir", str(out), "--resample_to_input", "true", "--device", device]
+           "--output_dir", str(out), "--resample_to_input", "true", "--device", device,
+           *(["--ckpt_path", str(Path(ckpt_path).expanduser().resolve())] if ckpt_path else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     said = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines()
             if ln.strip().startswith((f"[{bundle}]", "error:"))]  # the runner's summary and refusals
@@ -188,8 +192,10 @@ def main(
     device: str = "cpu",
     seed: int = 0,
     rerun: bool = True,
+    ckpt_paths: dict | None = None,
 ) -> None:
-    """Run the evaluation (see the module docstring) and print the Markdown table."""
+    """Run the evaluation (see the module docstring) and print the Markdown table. ``ckpt_paths``: bundle -> a
+    checkpoint to score instead of its shipped weights (e.g. ``"{'unet': '~/runs/unet/model.pt'}"``)."""
     from shared_transforms.files import write_text_atomic
     from shared_transforms.registration import register_affine_2d
 
@@ -205,7 +211,7 @@ def main(
     methods = ["input"] + [b for b in str(bundles).split(",") if b]
     outputs, refusals = {}, {}
     for bundle in methods[1:]:
-        folder, last = run_bundle(bundle, input_dir, out, device, rerun)
+        folder, last = run_bundle(bundle, input_dir, out, device, rerun, (ckpt_paths or {}).get(bundle))
         print(f"[realdata] {bundle}: {last}", flush=True)
         outputs[bundle] = folder
     rows, cases = [], []
