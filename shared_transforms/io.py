@@ -31,7 +31,24 @@ from .errors import InputError
 from .files import atomic_path, atomic_paths
 from .ownership import check_replaceable, ownership_mark, source_tag
 
-NORMALISED_NOTE = "intensity [0,1] (p1-p99 normalised)"
+#: The scale note in an output's header (the 80-character ``descrip`` also holds the mark, the input's digest, the
+#: contrast and the grid).
+NORMALISED_NOTE = "[0,1] (p1-p99)"
+
+
+#: BIDS contrast suffixes an input file name may end with (``sub-01_T2w.nii.gz``), as written in outputs' headers.
+BIDS_CONTRASTS = ("T1w", "T2w", "FLAIR", "PDw", "T2starw", "T1map", "T2map")
+
+
+def contrast_of(path: str | os.PathLike) -> str:
+    """The contrast an enhancement output has: the enhancement bundles keep the input's contrast (their training
+    pairs share it), so this is the input's BIDS suffix when its file name has one (``..._T2w.nii.gz`` -> ``T2w``),
+    else ``input-contrast``."""
+    stem = nifti_stem(os.path.basename(os.fspath(path)))
+    for suffix in BIDS_CONTRASTS:
+        if stem.lower().endswith(f"_{suffix.lower()}") or stem.lower() == suffix.lower():
+            return suffix
+    return "input-contrast"
 
 
 def nifti_stem(path: str | os.PathLike) -> str:
@@ -311,7 +328,7 @@ class SaveVolumed(MapTransform):
             )
             grid = "input grid" if self.resample_to_input else "target grid"
             paths.append(check_replaceable(path, self.bundle_name, [source], source))
-            note = f"{source_tag(source)} {self.description if clip else key} {grid}"
+            note = f"{source_tag(source)} {self.description if clip else key} {contrast_of(source)} {grid}"
             images.append(nifti_image(torch.as_tensor(pred), affine, self.bundle_name, note))
             d[f"{key}_path"] = paths[-1]
         with atomic_paths(paths) as tmps:  # the image and its maps appear together, or none of them

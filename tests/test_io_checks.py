@@ -364,3 +364,11 @@ def test_a_qform_sform_disagreement_is_said_with_the_one_used(tmp_path, capsys):
     assert "qform and sform disagree; using the " in said
     used = "qform" if np.allclose(loaded, np.diag([2.0, 2.0, 2.0])) else "sform"
     assert f"using the {used}" in said
+
+
+def test_the_output_header_says_its_contrast():
+    """Issue 28.4: the enhancement keeps the input's contrast; the header names it from a BIDS suffix."""
+    from shared_transforms.io import contrast_of
+
+    assert contrast_of("/d/sub-01_T2w.nii.gz") == "T2w" and contrast_of("x_flair.nii") == "FLAIR"
+    assert contrast_of("scan.nii.gz") == "input-contrast"
