@@ -208,7 +208,8 @@ def main(
         if not dst.exists():
             shutil.copyfile(pair["low"], dst)
         pair["input"] = dst
-    methods = ["input"] + [b for b in str(bundles).split(",") if b]
+    names = list(bundles) if isinstance(bundles, (list, tuple)) else str(bundles).split(",")  # fire gives a tuple
+    methods = ["input"] + [str(b).strip() for b in names if str(b).strip()]
     outputs, refusals = {}, {}
     for bundle in methods[1:]:
         folder, last = run_bundle(bundle, input_dir, out, device, rerun, (ckpt_paths or {}).get(bundle))
