@@ -89,19 +89,18 @@ def check_shape(shape: Sequence[int], source: str | os.PathLike | None) -> tuple
     return shape3  # type: ignore[return-value]
 
 
-#: The fewest voxels along every axis a 3D bundle takes (a 3D network needs a volume, not a slice or a thin slab).
-MIN_SLICES_3D = 16
-
-
 def check_volume_not_slab(shape: Sequence[int], source: str | os.PathLike | None, bundle: str) -> None:
-    """Raise (one line naming the file) when a 3D bundle is given a single slice or a thin slab (fewer than
-    :data:`MIN_SLICES_3D` voxels along an axis); 2D bundles enhance those in their own plane."""
+    """Raise (one line naming the file) when a 3D bundle is given a single slice or a thin slab (1 voxel along an
+    axis, or :func:`shared_transforms.inferers.thin_slab_axis`: at most 8 voxels along one axis and 8 times more
+    along the others); 2D bundles enhance those in their own plane."""
+    from .inferers import THIN_SLAB_MAX_SLICES, thin_slab_axis
+
     shape3 = [int(v) for v in shape][-3:]
-    if min(shape3) < MIN_SLICES_3D:
+    if min(shape3) == 1 or thin_slab_axis(shape3) is not None:
         raise InputError(
             source,
-            f"is a single slice or thin slab (shape {tuple(shape3)}); {bundle} is a 3D method and needs at least "
-            f"{MIN_SLICES_3D} voxels along every axis: use a 2D bundle (cfm, unet, amir) for slices",
+            f"is a single slice or thin slab (shape {tuple(shape3)}); {bundle} is a 3D method and needs a volume "
+            f"(more than {THIN_SLAB_MAX_SLICES} slices): use a 2D bundle (cfm, unet, amir) for slices",
         )
 
 
