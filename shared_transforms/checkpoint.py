@@ -281,10 +281,10 @@ def claim_run(output_dir: str | os.PathLike, identity: Mapping, resume) -> str:
             raise InputError(path, "is not a readable run record; remove it or choose another --output_dir") from None
     if as_bool(resume):
         if recorded is None:
-            if not states:  # nothing of a run to resume: model.pt here is not this run's to replace
-                _refuse_foreign_weights(output_dir)
             if states:
                 print(f"note: {output_dir} has no {RUN_FILE}; resuming its newest state as this run's", flush=True)
+            else:  # nothing of a run to resume: model.pt here is not this run's to replace
+                _refuse_foreign_weights(output_dir)
             return path
         differs = [k for k in sorted(set(identity) | set(recorded)) if identity.get(k) != recorded.get(k)]
         if differs:

@@ -9,6 +9,7 @@ The standard library has the pieces (``tempfile.mkstemp``, ``os.replace``) but n
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
@@ -23,6 +24,7 @@ from contextlib import ExitStack, contextmanager
 TMP_PREFIX = ".tmp_lfmri_"
 
 
+@functools.lru_cache(maxsize=1)
 def _host_tag() -> str:
     import hashlib
     import socket

@@ -98,9 +98,10 @@ class LoadVolume(Transform):
             )
             raise InputError(path, f"is not a NIfTI file (expected a .nii or .nii.gz name){hint}")
         header = check_nifti_file(path)
+        shape3 = squeeze_to_3d_shape(header.shape)
         if self.volume_only_for:
-            check_volume_not_slab(squeeze_to_3d_shape(header.shape), path, self.volume_only_for)
-        check_target_grid(squeeze_to_3d_shape(header.shape), header.affine, self.target_spacing, path)
+            check_volume_not_slab(shape3, path, self.volume_only_for)
+        check_target_grid(shape3, header.affine, self.target_spacing, path)
         if np.allclose(header.affine, np.eye(4)):
             warn_unknown_voxel_size(path)
         try:

@@ -36,9 +36,9 @@ def _is_nifti(path: str) -> bool:
     return path.lower().endswith((".nii", ".nii.gz"))
 
 
-def written_by(path: str | os.PathLike) -> str | None:
-    """The owner named in an existing file's mark, or None (no mark, an unreadable file, another format)."""
-    path = os.fspath(path)
+def _mark_text(path: str) -> str:
+    """The text that holds an existing file's mark (NIfTI ``descrip``, PNG text chunk, HDF5 attribute); "" when the
+    file has none or cannot be read."""
     text = ""
     try:
         if _is_nifti(path):
@@ -58,11 +58,20 @@ def written_by(path: str | os.PathLike) -> str | None:
                 value = f.attrs.get(H5_MARK_ATTR, "")
             text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     except Exception:  # noqa: BLE001 - any unreadable file (nibabel, gzip, Pillow errors alike) is not ours
-        return None
+        return ""
+    return text
+
+
+def _owner_in(text: str) -> str | None:
     if not text.startswith(MARK_PREFIX):
         return None
     owner = text[len(MARK_PREFIX) :].split(" ", 1)[0]
     return owner or None
+
+
+def written_by(path: str | os.PathLike) -> str | None:
+    """The owner named in an existing file's mark, or None (no mark, an unreadable file, another format)."""
+    return _owner_in(_mark_text(os.fspath(path)))
 
 
 #: The token after the owner in an output's mark that names the input it was made from: ``src:<8 hex digits>``.
@@ -76,16 +85,6 @@ def source_tag(source: str | os.PathLike) -> str:
 
     digest = hashlib.sha256(os.path.abspath(os.fspath(source)).encode("utf-8", "surrogateescape")).hexdigest()
     return f"{SOURCE_PREFIX}{digest[:8]}"
-
-
-def _mark_tokens(path: str) -> list[str]:
-    try:
-        import nibabel as nib
-
-        descrip = nib.load(path).header.get("descrip")
-        return descrip.tobytes().split(b"\0")[0].decode("latin-1").split() if descrip is not None else []
-    except Exception:  # noqa: BLE001 - unreadable: no tokens
-        return []
 
 
 def check_replaceable(
@@ -107,12 +106,13 @@ def check_replaceable(
             raise InputError(path, "output would overwrite an input file; choose another --output_dir")
     if not os.path.isfile(path) or os.path.islink(path):
         raise InputError(path, "exists and is not a plain file; refusing to replace it")
-    found = written_by(path)
+    mark = _mark_text(path)  # read once: the owner, and the input an output was made from
+    found = _owner_in(mark)
     if found != owner:
         who = f"was written by {found}, not by {owner}" if found else f"was not written by {owner} (no mark of its)"
         raise InputError(path, f"exists and {who}; refusing to overwrite it - remove it or choose another --output_dir")
     if source is not None and _is_nifti(path):
-        tags = [t for t in _mark_tokens(path) if t.startswith(SOURCE_PREFIX)]
+        tags = [t for t in mark.split() if t.startswith(SOURCE_PREFIX)]
         if tags and tags[0] != source_tag(source):
             raise InputError(
                 path,

@@ -137,20 +137,21 @@ def _synth_subject(image, gm, wm, csf, mask, seed: int) -> dict:
     """The "synth" set's subject: head maps and a random contrast from the deformed template
     (:func:`shared_transforms.synthesis.synth_pair`, the template's own texture), the high field in that contrast,
     the low field from the same maps in a jittered contrast through the randomised degradation."""
+    from monai.data import MetaTensor
+    from monai.transforms import BorderPad
+
     from shared_transforms.degradation import RandomLowFieldDegradationd
     from shared_transforms.synthesis import as_metatensor, synth_pair
 
-    pad = [(SYNTH_PAD, SYNTH_PAD)] * 3
-    arrs = [np.pad(np.asarray(v[0], np.float32), pad) for v in (image, gm, wm, csf, mask)]
-    affine = np.asarray(image.affine, np.float64).copy()
-    affine[:3, 3] -= affine[:3, :3] @ np.full(3, SYNTH_PAD)
+    pad = BorderPad(SYNTH_PAD)  # MONAI moves the MetaTensor's affine with the padding
+    image, gm, wm, csf, mask = (pad(MetaTensor(v).float()) for v in (image, gm, wm, csf, mask))
+    affine = image.affine
+    arrs = [np.asarray(v[0], np.float32) for v in (image, gm, wm, csf, mask)]
     pair = synth_pair(arrs[1], arrs[2], arrs[3], arrs[4], arrs[0], seed=seed)
-    high = as_metatensor(pair["high"], affine)
     sim = RandomLowFieldDegradationd(keys="image")
     sim.set_random_state(seed + 3)
-    low = sim({"image": as_metatensor(pair["low_contrast"], affine), "gm": as_metatensor(arrs[1], affine),
-               "wm": as_metatensor(arrs[2], affine)})["image"]
-    return {"high": high, "low": low, "mask": as_metatensor((arrs[4] > 0.5).astype(np.float32), affine),
+    low = sim({"image": as_metatensor(pair["low_contrast"], affine), "gm": gm, "wm": wm})["image"]
+    return {"high": as_metatensor(pair["high"], affine), "low": low, "mask": (mask > 0.5).float(),
             "contrast": (0.0, 0.0), "synth": pair["draws"]}
 
 

@@ -19,7 +19,8 @@ What it does:
    reader to check.
 3. Scores per slice, inside a brain mask: the head (half Otsu's threshold of the smoothed slice, holes filled; the
    union of the 0.055 T slice's and the registered 3 T slice's) eroded by ``--scalp_mm`` (12 mm, taking the
-   unknown pixel as 1 mm: the scalp and skull of these slices) and restricted to the 3 T field of view. Each image is normalised by its own 1st-99th percentiles inside that mask (clipped to
+   unknown pixel as 1 mm: the scalp and skull of these slices) and restricted to the 3 T field of view. Each image
+   is normalised by its own 1st-99th percentiles inside that mask (clipped to
    [0, 1]); then PSNR and SSIM (scikit-image's map, Gaussian window, mean over the mask), PSNR after the best
    affine intensity fit of the image to the 3 T one (least squares in the mask: what remains when a global contrast
    and brightness change is forgiven), and the correlation of gradient magnitudes (Sobel) inside the mask (structure
@@ -166,6 +167,17 @@ def save_registration_figure(cases: list[dict], path: Path) -> None:
     save_figure_atomic(fig, str(path), "lfmri:realdata_eval", dpi=60)
 
 
+def write_rows_csv(rows: list[dict], path: Path) -> None:
+    """Rows of one set of keys as a CSV file, written atomically."""
+    from shared_transforms.files import write_text_atomic
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(str(path), buf.getvalue(), newline="")
+
+
 def markdown(rows: list[dict], methods: list[str], refusals: dict[str, str]) -> str:
     head = "| method | " + " | ".join(f"{c} {h}" for c in CONTRASTS for _, h, _ in METRICS[:2]) + \
         " | " + " | ".join(f"{c} {h}" for c in CONTRASTS for _, h, _ in METRICS[2:]) + " |"
@@ -235,11 +247,7 @@ def main(
                 rows.append({"method": method, "patient": pair["patient"], "contrast": pair["contrast"],
                              "slice": z, "mask_px": int(mask.sum()), "registration_mi": reg.metric,
                              **score_slice(vol[..., z], reg.moved, mask)})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(str(out / "realdata.csv"), buf.getvalue(), newline="")
+    write_rows_csv(rows, out / "realdata.csv")
     table = markdown(rows, methods, refusals)
     write_text_atomic(str(out / "realdata.md"), table + "\n")
     write_text_atomic(str(out / "realdata.json"), json.dumps({"rows": rows, "refusals": refusals}, indent=1))

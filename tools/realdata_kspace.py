@@ -22,8 +22,6 @@ FLAIR 128 x 126 x 4. When the folder is absent the tool says so and stops.
 
 from __future__ import annotations
 
-import csv
-import io
 import subprocess
 import sys
 from pathlib import Path
@@ -32,10 +30,8 @@ import fire
 import nibabel as nib
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DIR = REPO.parent / "shared" / "realdata" / "ulf_0p055T_hku"
-PATIENTS = ("F6A", "F6B", "F7A", "F7B")
-CONTRASTS = ("T1w", "T2w", "FLAIR")
+from realdata_eval import CONTRASTS, DEFAULT_DIR, PATIENTS, REPO, normalise, write_rows_csv  # its data and scale
+
 SETTINGS = ((2, "equispaced"), (2, "random"), (4, "equispaced"), (4, "random"))
 MODELS = {"flat": [], "unrolled": ["--mode", "learned_steps", "--ckpt_path", "models/model_unrolled.pt"]}
 
@@ -91,12 +87,7 @@ def scores(pred: np.ndarray, ref: np.ndarray) -> dict:
     from shared_transforms.registration import head_mask_2d
 
     head = head_mask_2d(ref)
-
-    def scaled(x):
-        lo, hi = np.percentile(x[head], [1, 99])
-        return np.clip((x - lo) / max(hi - lo, 1e-8), 0, 1)
-
-    p, r = scaled(pred), scaled(ref)
+    p, r = normalise(pred, head), normalise(ref, head)
     return {"psnr_head": psnr(p, r, head), "ssim_head": ssim(p, r, head), "psnr": psnr(p, r), "ssim": ssim(p, r)}
 
 
@@ -133,11 +124,7 @@ def main(out_dir: str = "eval/realdata_kspace", realdata_dir: str = str(DEFAULT_
                                      "case": case["name"], "slice": s, **scores(pred, ref)})
     if not rows:
         raise SystemExit("error: no reconstruction was scored (see the lines above)")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(out / "kspace.csv", buf.getvalue(), newline="")
+    write_rows_csv(rows, out / "kspace.csv")
     head = "| method | " + " | ".join(f"{a}x {m}" for a, m in SETTINGS) + " |"
     lines = [head, "| --- " * (len(SETTINGS) + 1) + "|"]
     for method in ("zero-filled", "unrolled", "flat"):
