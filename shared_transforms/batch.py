@@ -5,7 +5,9 @@ prepares the items one after another and, when an item is refused as bad input (
 unreadable or empty file, a NaN, an output that would replace a user's file, ...), prints that item's one-line
 reason, records it and goes on with the next. Before an item is prepared, the output files the run's writers will
 write for it are checked (their ``check_outputs(item)``), so an output that may not be replaced is refused before
-anything is computed. Other errors (a bug, out of memory) still stop the run.
+anything is computed. An item whose preparation runs out of memory (a file within the voxel limit whose data
+does not fit this machine) is that item's failure too; other errors (a bug) still stop the run, and a fault of the
+machine (full disk, out of memory in the network) ends it with one ``error:`` line (:func:`~.errors.describe_fault`).
 
 :class:`BatchSummary` is the Ignite handler that writes ``<output_dir>/<bundle>_summary.json`` when the run ends
 (which inputs were written, which failed and why) and then, if any failed, raises one :class:`~.errors.InputError`
@@ -32,7 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from monai.transforms import Compose, apply_transform
 from torch.utils.data import IterableDataset
 
-from .errors import InputError, find_input_error
+from .errors import InputError, find_input_error, find_out_of_memory
 from .files import write_text_atomic
 
 
@@ -96,8 +98,8 @@ class BatchInputs(IterableDataset):
                 for writer in writers:
                     writer.check_outputs(item)
                 out = apply_transform(self.transform, dict(item)) if self.transform is not None else dict(item)
-            except Exception as err:  # only bad input is skipped; anything else is a fault that stops the run
-                found = find_input_error(err)
+            except Exception as err:  # bad input, or an input too large for memory, is skipped; a bug stops the run
+                found = find_input_error(err) or _too_large(err, item)
                 if found is None:
                     raise
                 self.failed.append({"input": str(item.get("image", "")), "reason": str(found)})
@@ -106,6 +108,20 @@ class BatchInputs(IterableDataset):
                 continue
             self.started.append(dict(item))
             yield out
+
+
+def _too_large(err: BaseException, item: Mapping) -> InputError | None:
+    """An item whose preparation ran out of memory (a file whose header is within the voxel limit but whose data
+    does not fit this machine) as that item's failure; None for any other error."""
+    oom = find_out_of_memory(err)
+    if oom is None:
+        return None
+    what = " ".join(str(oom).split())[:160] or type(oom).__name__
+    return InputError(
+        item.get("image"),
+        f"does not fit in this machine's memory ({what}); try it alone, with a coarser --target_spacing, or on a "
+        "machine with more memory",
+    )
 
 
 class BatchSummary:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import re
 from collections.abc import Mapping
 
@@ -112,6 +113,14 @@ def read_state_dict(path: str | os.PathLike, map_location="cpu") -> dict[str, to
     verify_checksum(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:  # torch's weights_only refusal: a paragraph that suggests weights_only=False
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[0] if lines else "")
+        raise InputError(
+            path,
+            f"holds Python objects besides tensors and was not loaded, since loading it could run code ({why}); "
+            "use weights saved as a state dict (torch.save(model.state_dict(), path))",
+        ) from None
     except Exception as err:
         raise InputError(path, f"is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):

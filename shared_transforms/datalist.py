@@ -47,6 +47,10 @@ def load_datalist(
             raw = json.load(f)
     except json.JSONDecodeError as err:
         raise InputError(path, f"is not valid JSON ({err})") from None
+    except RecursionError:
+        raise InputError(path, "is nested too deeply to be a datalist (beyond Python's recursion limit)") from None
+    except UnicodeDecodeError as err:
+        raise InputError(path, f"is not a text (JSON) file ({err.reason} at byte {err.start})") from None
     if not isinstance(raw, dict):
         raise InputError(path, "a datalist must be a JSON object with 'training', 'validation' and/or 'testing' lists")
     unknown = set(raw) - set(SPLITS)
@@ -216,10 +220,11 @@ def output_stems(paths: Sequence[str], subjects: Sequence[str] | None = None) ->
     if len(set(stems)) == len(stems):
         return stems
     if subjects is not None:
-        named = [
-            f"{safe_name(s)}_{stem}" for s, stem in zip(subjects, stems, strict=True)
-        ]  # an id like ../x stays inside
-        if len(set(named)) == len(named):
+        try:  # an id like ../x stays inside its folder; one with no usable character ("..") names nothing
+            named = [f"{safe_name(s)}_{stem}" for s, stem in zip(subjects, stems, strict=True)]
+        except ValueError:
+            named = []
+        if named and len(set(named)) == len(named):
             return named
     common = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
     rel = [

@@ -7,6 +7,7 @@ from deep inside a resampler.
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -20,7 +21,7 @@ class InputError(ValueError):
 
     def __init__(self, source: str | os.PathLike | None, problem: str):
         self.source = None if source is None else str(source)
-        self.problem = problem
+        self.problem = " ".join(str(problem).split())  # one line: a library's message may span several
         super().__init__(source, problem)  # every argument, so that pickle and copy rebuild the error
 
     def __str__(self) -> str:
@@ -39,8 +40,63 @@ def find_input_error(exc: BaseException | None) -> InputError | None:
     return None
 
 
+#: errno values of a write the file system had no room for (full disk, quota, file-size limit)
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """An allocation that failed: Python's and numpy's ``MemoryError``, torch's CUDA ``OutOfMemoryError``, and
+    torch's CPU allocator, which raises a plain ``RuntimeError`` ("DefaultCPUAllocator: can't allocate memory")."""
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or (isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc))
+    )
+
+
+def find_out_of_memory(exc: BaseException | None) -> BaseException | None:
+    """The failed allocation (:func:`is_out_of_memory`) in an exception chain, or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if is_out_of_memory(exc):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def describe_fault(exc: BaseException | None) -> str | None:
+    """One line for the faults of the machine, not of the input, that a user can act on: no room on the disk, no
+    memory, input nested beyond Python's recursion limit; found anywhere in the exception chain. None otherwise (a
+    bug keeps its traceback as the only report)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
+            where = f"{exc.filename}: " if exc.filename else ""
+            return (
+                f"{where}the file system has no room for the output ({os.strerror(exc.errno)}); nothing was written "
+                "under its name: free space (or raise the quota or the file-size limit) and run again, or choose another "
+                "--output_dir"
+            )
+        if is_out_of_memory(exc):
+            return (
+                f"out of memory ({' '.join(str(exc).split())[:160] or type(exc).__name__}): the input or the run does "
+                "not fit in this machine's memory; try --slice_batch_size 1, a coarser --target_spacing, or a "
+                "machine with more memory"
+            )
+        if isinstance(exc, RecursionError):
+            return (
+                "an input is nested too deeply to be read (a JSON datalist or config nested beyond Python's "
+                "recursion limit); check the file"
+            )
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def install_excepthook() -> None:
-    """After the usual traceback, repeat the bad-input message as the last line: ``error: <file>: <problem>``.
+    """After the usual traceback, repeat the reason as the last line: ``error: <file>: <problem>`` for bad input
+    (:class:`InputError`), ``error: <what to do>`` for a fault of the machine (:func:`describe_fault`).
 
     MONAI's runner reports a bad input as ``RuntimeError: applying transform ...`` with the real reason further up
     the chain; this makes the reason the line a user reads. Installed once by the bundle helpers.
@@ -54,8 +110,9 @@ def install_excepthook() -> None:
     def hook(exc_type, exc, tb):
         previous(exc_type, exc, tb)
         found = find_input_error(exc)
-        if found is not None:
-            print(f"error: {found}", file=sys.stderr, flush=True)
+        reason = str(found) if found is not None else describe_fault(exc)
+        if reason is not None:
+            print(f"error: {reason}", file=sys.stderr, flush=True)
 
     hook._lfmri = True  # type: ignore[attr-defined]
     sys.excepthook = hook

@@ -9,6 +9,7 @@ The standard library has the pieces (``tempfile.mkstemp``, ``os.replace``) but n
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -70,6 +71,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) and err.filename != path:
+            # the writer names the temporary (or nothing): name the file the user asked for
+            raise OSError(err.errno, os.strerror(err.errno), path) from err
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
