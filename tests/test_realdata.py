@@ -161,3 +161,18 @@ def test_registration_is_deterministic():
     moving = ndimage.zoom(fixed, 1.3, order=1)
     one, two = register_affine_2d(fixed, moving, seed=0), register_affine_2d(fixed, moving, seed=0)
     assert np.array_equal(one.matrix, two.matrix) and np.array_equal(one.moved, two.moved)
+
+
+def test_the_ceiling_row_keeps_the_input_order_with_the_reference_values():
+    """The ceiling of the real-data table: the input's rank order inside the mask, the reference's values."""
+    sys.path.insert(0, str(REPO / "tools"))
+    from realdata_eval import with_reference_histogram
+
+    rng = np.random.default_rng(0)
+    img, ref = rng.random((20, 24)), rng.random((20, 24)) * 3 + 1
+    mask = np.zeros((20, 24), bool)
+    mask[4:16, 5:20] = True
+    out = with_reference_histogram(img, ref, mask)
+    assert np.array_equal(np.sort(out[mask]), np.sort(ref[mask]))  # the reference's histogram
+    assert np.array_equal(np.argsort(out[mask]), np.argsort(img[mask]))  # the input's order
+    assert np.array_equal(out[~mask], img[~mask])

@@ -25,6 +25,12 @@ What it does:
    affine intensity fit of the image to the 3 T one (least squares in the mask: what remains when a global contrast
    and brightness change is forgiven), and the correlation of gradient magnitudes (Sobel) inside the mask (structure
    alone, blind to the intensity scale).
+4. Two ceiling rows, made with the 3 T slice itself (so not methods): the 0.055 T slice, and the slice smoothed by a
+   1-pixel Gaussian, each given the 3 T slice's intensities in its own rank order inside the mask (histogram
+   matching): what the input reaches when its intensity curve is exactly the 3 T one, the reference point for a
+   method that changes only the intensity curve of its input (a contrast map, a monotone lookup table); the second
+   adds light denoising. A clear gain beyond them needs new structure: tissue contrast the low-field image does not
+   show.
 
 Writes ``<out_dir>/realdata.csv`` (one row per bundle, patient, contrast and slice), ``realdata.md`` (mean per
 bundle and contrast over the 16 slices), ``realdata.json`` and ``registration.png``; prints the table.
@@ -87,6 +93,26 @@ def normalise(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """1st-99th percentiles inside ``mask`` -> [0, 1], clipped."""
     lo, hi = np.percentile(img[mask], [1, 99])
     return np.clip((img - lo) / max(hi - lo, 1e-8), 0, 1)
+
+
+def with_reference_histogram(img: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``img`` with its voxels inside ``mask`` given the reference's intensities in the same rank order (histogram
+    matching; outside the mask unchanged): the image's own order of intensities with the 3 T intensity curve, as a
+    reference point. Uses the reference, so it is a ceiling row, not a method."""
+    out = np.asarray(img, np.float64).copy()
+    order = np.argsort(out[mask], kind="stable")
+    values = np.empty(order.size)
+    values[order] = np.sort(np.asarray(ref, np.float64)[mask])
+    out[mask] = values
+    return out
+
+
+#: the ceiling rows (name -> the low-field slice made into that image; see :func:`with_reference_histogram`)
+CEILINGS = {
+    "ceiling: input, 3T histogram": lambda low, ref, mask: with_reference_histogram(low, ref, mask),
+    "ceiling: input smoothed (1 px), 3T histogram": lambda low, ref, mask: with_reference_histogram(
+        ndimage.gaussian_filter(low, 1.0), ref, mask),
+}
 
 
 def gradient_magnitude(img: np.ndarray) -> np.ndarray:
@@ -205,10 +231,13 @@ def main(
     seed: int = 0,
     rerun: bool = True,
     ckpt_paths: dict | None = None,
+    ceilings: bool = True,
 ) -> None:
     """Run the evaluation (see the module docstring) and print the Markdown table. ``ckpt_paths``: bundle -> a
-    checkpoint to score instead of its shipped weights (e.g. ``"{'unet': '~/runs/unet/model.pt'}"``)."""
+    checkpoint to score instead of its shipped weights (e.g. ``"{'unet': '~/runs/unet/model.pt'}"``);
+    ``ceilings``: add the two ceiling rows (:data:`CEILINGS`)."""
     from shared_transforms.files import write_text_atomic
+    from shared_transforms.io import as_bool
     from shared_transforms.registration import register_affine_2d
 
     pairs = find_pairs(realdata_dir)
@@ -243,12 +272,15 @@ def main(
             mask = brain_mask(low[..., z], reg.moved, reg.inside, scalp_mm)
             if z == 1:
                 cases.append({**pair, "slice": z, "low": low[..., z], "ref": reg.moved, "mask": mask})
-            for method, vol in preds.items():
+            slices = {method: vol[..., z] for method, vol in preds.items()}
+            if as_bool(ceilings):
+                slices.update({name: make(low[..., z], reg.moved, mask) for name, make in CEILINGS.items()})
+            for method, img in slices.items():
                 rows.append({"method": method, "patient": pair["patient"], "contrast": pair["contrast"],
                              "slice": z, "mask_px": int(mask.sum()), "registration_mi": reg.metric,
-                             **score_slice(vol[..., z], reg.moved, mask)})
+                             **score_slice(img, reg.moved, mask)})
     write_rows_csv(rows, out / "realdata.csv")
-    table = markdown(rows, methods, refusals)
+    table = markdown(rows, methods + (list(CEILINGS) if as_bool(ceilings) else []), refusals)
     write_text_atomic(str(out / "realdata.md"), table + "\n")
     write_text_atomic(str(out / "realdata.json"), json.dumps({"rows": rows, "refusals": refusals}, indent=1))
     save_registration_figure(cases, out / "registration.png")
