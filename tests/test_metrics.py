@@ -461,3 +461,31 @@ def test_protocol_diffusion_iqt_min_max_normalises_crops_and_scores_in_3d():
     assert 0 < scored["ms_ssim"] < same["ms_ssim"]
     big = M.protocol_diffusion_iqt(np.pad(noisy, 100), np.pad(ref, 100))  # 176+ voxels a side: all five scales
     assert big["ms_ssim_scales"] == 5
+
+
+def test_the_striping_index_sees_independent_slices_and_not_shared_ones():
+    """Issue 30: a smooth volume plus noise drawn independently for every slice along axis 0 has stripes across
+    axis 0 (index well above 1); the same noise shared by every slice has none across it; the index is 1 for the
+    reference itself and blind to the intensity scale."""
+    from scipy import ndimage
+
+    from shared_transforms.metrics import striping_index
+
+    rng = np.random.default_rng(0)
+    shape = (40, 48, 44)
+    ref = ndimage.gaussian_filter(rng.random(shape), 3)
+    ref = (ref - ref.min()) / (ref.max() - ref.min())
+    noise = 0.02 * ndimage.gaussian_filter(rng.standard_normal(shape), (0, 1, 1))
+    independent = ref + noise
+    shared = ref + noise[:1]  # one field for every slice
+    mask = np.zeros(shape, bool)
+    mask[5:-5, 5:-5, 5:-5] = True
+    assert striping_index(ref, ref, 0, mask) == pytest.approx(1.0)
+    assert striping_index(independent, ref, 0, mask) > 3.0
+    assert striping_index(shared, ref, 0, mask) < 1.15
+    assert striping_index(2.0 * independent, ref, 0, mask) == pytest.approx(striping_index(independent, ref, 0, mask))
+    # a volume smooth along one axis of the slice (a thick-slice acquisition's) is not striped against the other
+    thick = ndimage.gaussian_filter(ref, (0, 0, 3))
+    assert striping_index(thick, ref, 0, mask, within=1) < 1.15 < striping_index(thick, ref, 0, mask)
+    with pytest.raises(ValueError):
+        striping_index(ref, ref, 0, mask, within=0)

@@ -18,9 +18,13 @@ clamped to [0, 1], is scored with :func:`shared_transforms.metrics.evaluate_volu
 
 Writes to ``--out_dir``:
 
-- ``results.csv``: one row per (method, subject): every key of ``evaluate_volume`` plus ``seconds_per_volume``
-  (the inferer call only, CUDA synchronised), ``seconds_with_model_load`` (plus the bundle's network build and weight
-  load), ``unit``, ``evaluations_per_unit`` / ``evaluations_per_volume`` (network evaluations, as the bundle's
+- ``results.csv``: one row per (method, subject): every key of ``evaluate_volume``, the striping index
+  (:func:`shared_transforms.metrics.striping_index` across ``striping_axis``: the axis the bundle sliced along, or
+  for a 3D bundle the one the 2D bundles slice along, against ``striping_within_axis``, the slice's axis that is
+  not the acquisition's thick one; 1 = as consistent across slices as the high field), plus
+  ``seconds_per_volume`` (the inferer call only, CUDA synchronised; the table gives the first volume's time apart,
+  warm-up included, and the mean ± std, min-max of the others), ``seconds_with_model_load`` (plus the bundle's
+  network build and weight load), ``unit``, ``evaluations_per_unit`` / ``evaluations_per_volume`` (network evaluations, as the bundle's
   :class:`~shared_transforms.inferers.VolumeInferer` declares them), ``gflop_per_evaluation`` /
   ``gflop_per_volume`` (the network's floating-point operations, counted by :func:`count_gflop_per_evaluation`),
   ``parameters`` and ``peak_memory_mb`` (what the bundle's load keeps plus its largest rise during one inference; see
@@ -69,9 +73,9 @@ from shared_transforms.datalist import pair_items
 from shared_transforms.errors import InputError
 from shared_transforms.files import safe_name, write_text_atomic
 from shared_transforms.flops import flop_counter
-from shared_transforms.inferers import VolumeInferer
+from shared_transforms.inferers import VolumeInferer, acquisition_plan
 from shared_transforms.io import NORMALISED_NOTE, as_bool, write_nifti_atomic
-from shared_transforms.metrics import LPIPS_BACKBONE_FILES, evaluate_volume
+from shared_transforms.metrics import LPIPS_BACKBONE_FILES, evaluate_volume, striping_index
 from shared_transforms.pipelines import pair_transforms
 from shared_transforms.preview import save_figure_atomic
 from shared_transforms.uncertainty import split_mean_std
@@ -94,8 +98,10 @@ TABLE_COLUMNS = (
     ("evaluations_per_volume", "NFE / volume", ".0f"),
     ("gflop_per_evaluation", "GFLOP / NFE", ".3g"),
     ("gflop_per_volume", "GFLOP / volume", ".4g"),
-    ("seconds_per_volume", "s / volume", ".3g"),
-    ("seconds_with_model_load", "s / volume + load", ".3g"),
+    ("striping_index", "striping index", ".3f"),
+    ("seconds_per_volume", "s / volume", "warm"),
+    ("seconds_first_volume", "s, first volume", "first"),
+    ("seconds_with_model_load", "s / volume + load", "warm"),
     ("peak_memory_mb", "peak memory (MB)", "const"),
 )
 
@@ -372,6 +378,20 @@ def predict(bundle: Bundle, image: torch.Tensor, device: torch.device) -> tuple[
     return pred, seconds, int(evaluations), gflop
 
 
+def striping_axes(bundle: Bundle, image: torch.Tensor) -> tuple[int, int]:
+    """``(across, within)`` for the striping index: the axis a slice-wise inferer sliced along in its last call,
+    else (3D bundles) the one the 2D bundles' ``"auto"`` slicing takes for this image (:func:`acquisition_plan`), so
+    that every row of a table looks across the same axis; and the slice's axis that is not the acquisition's thick
+    one (the plan puts the thick axis along the slice's width, or its height when it transposes)."""
+    stats = getattr(bundle.inferer, "last_stats", None) or {}
+    if "spatial_dim" in stats:
+        across, transposed = int(stats["spatial_dim"]), bool(stats.get("transposed", False))
+    else:
+        across, transposed = acquisition_plan(image[None], 0)
+    height, width = (a for a in range(3) if a != across)
+    return across, (width if transposed else height)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # outputs
 
@@ -398,6 +418,11 @@ def _cell(values: list, fmt: str) -> str:
     if fmt == "const":
         value = arr.max()  # per-bundle values (parameters, memory): identical on every row
         return f"{value:,.0f}" if float(value).is_integer() or value >= 100 else f"{value:.1f}"
+    if fmt == "first":  # the first volume's time (warm-up included) alone
+        return f"{arr[0]:.3g}"
+    if fmt == "warm":  # wall times: the volumes after the first (its warm-up is reported apart), mean ± std (min-max)
+        warm = arr[1:] if arr.size > 1 else arr
+        return f"{warm.mean():.3g} ± {warm.std():.2g} ({warm.min():.3g}-{warm.max():.3g}, n={warm.size})"
     if not np.all(np.isfinite(arr)):
         return "n/a"
     return f"{arr.mean():{fmt}} ± {arr.std():{fmt}}"
@@ -608,9 +633,13 @@ def benchmark(
             progress.set_postfix_str(f"{bundle.name}: {s['subject']}")
             pred, seconds, evaluations, gflop = predict(bundle, s["image"], dev)
             scores = evaluate_volume(pred, s["label"], s["mask"], lpips_net=lpips_net)
+            across, within = striping_axes(bundle, s["image"])
+            scores.update(striping_axis=across, striping_within_axis=within,
+                          striping_index=striping_index(pred, s["label"], across, s["mask"], within))
             mine.append({
                 "method": bundle.name, "subject": s["subject"], "device": str(dev),
-                "seconds_per_volume": seconds, "seconds_with_model_load": seconds + bundle.load_seconds,
+                "seconds_per_volume": seconds, "seconds_first_volume": seconds,
+                "seconds_with_model_load": seconds + bundle.load_seconds,
                 "model_load_seconds": bundle.load_seconds, "unit": bundle.unit,
                 "evaluations_per_unit": bundle.evaluations_per_unit,
                 "evaluations_per_volume": evaluations, "parameters": bundle.parameters,

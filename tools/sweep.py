@@ -8,7 +8,7 @@ Every combination of the ``--grid`` values (config ids of the bundle's ``inferen
 --overrides`` takes them) is one run of :func:`benchmark.benchmark` on the split, into ``out_dir/<setting>/``
 (its ``results.csv``, ``results.md``, ``figure.png``); the same subjects and the same seeds for every setting. Then
 ``sweep.csv`` (one row per setting: the grid values, mean and std over subjects of PSNR and SSIM inside the mask,
-seconds per volume, network evaluations per volume) and ``sweep.md`` (the table, with the date, device and command)
+the striping index, seconds per volume, network evaluations per volume) and ``sweep.md`` (the table, with the date, device and command)
 in ``out_dir``. Options as the benchmark's: ``--split``, ``--device``, ``--weights``, ``--max_subjects``,
 ``--lpips_net``.
 
@@ -34,7 +34,7 @@ import benchmark  # noqa: E402  (tools/benchmark.py, beside this file)
 from shared_transforms.errors import InputError  # noqa: E402
 from shared_transforms.files import write_text_atomic  # noqa: E402
 
-COLUMNS = ("psnr_mask", "ssim_mask", "seconds_per_volume")
+COLUMNS = ("psnr_mask", "ssim_mask", "striping_index", "seconds_per_volume")
 
 
 def settings(grid: dict[str, list]) -> list[dict[str, Any]]:
@@ -64,13 +64,14 @@ def summarise(setting: dict[str, Any], rows: list[dict]) -> dict[str, Any]:
 
 
 def markdown(summary: list[dict], keys: list[str]) -> str:
-    head = [*keys, "PSNR mask (dB)", "SSIM mask", "s / volume", "network evaluations / volume"]
+    head = [*keys, "PSNR mask (dB)", "SSIM mask", "striping index", "s / volume", "network evaluations / volume"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
         cells = [str(s[k]) for k in keys] + [
             f"{s['psnr_mask_mean']:.2f} ± {s['psnr_mask_std']:.2f}",
             f"{s['ssim_mask_mean']:.4f} ± {s['ssim_mask_std']:.4f}",
-            f"{s['seconds_per_volume_mean']:.1f}",
+            f"{s['striping_index_mean']:.3f} ± {s['striping_index_std']:.3f}",
+            f"{s['seconds_per_volume_mean']:.1f} ± {s['seconds_per_volume_std']:.1f}",
             f"{s['evaluations_per_volume']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -23,6 +23,7 @@ Modules, one job each:
 - :mod:`.inputs`: array, pair and mask checks;
 - :mod:`.core`: PSNR, MAE, NMSE, the ULF-EnC score, per-slice metrics and their statistics;
 - :mod:`.structural`: SSIM map, SSIM, MS-SSIM;
+- :mod:`.consistency`: the striping index (slice consistency of a volume made slice by slice);
 - :mod:`.tissue`: the default mask and the tissue-segmentation check;
 - :mod:`.perceptual`: LPIPS;
 - :mod:`.protocols`: paper protocols (:data:`~.protocols.PROTOCOLS`: the CFM and AMIR papers' evaluations);
@@ -32,6 +33,7 @@ Modules, one job each:
 
 from __future__ import annotations
 
+from .consistency import striping_index, striping_ratio
 from .core import PSNR_CAP_DB, mae, nmse, per_slice_metrics, psnr, psnr_from_mse, slice_stats, ulf_enc_score
 from .ignite_adapter import EVAL_MASK_KEY, MaskedMetric, pred_and_masked_label
 from .perceptual import LPIPS_BACKBONE_FILES, lpips_checkpoint_path, lpips_distance
@@ -78,6 +80,8 @@ __all__ = [
     "slice_stats",
     "ssim",
     "ssim_map",
+    "striping_index",
+    "striping_ratio",
     "tissue_overlap",
     "tissue_segmentation",
     "ulf_enc_score",
