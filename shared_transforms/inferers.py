@@ -220,6 +220,9 @@ class SliceInferer2D(VolumeInferer):
             (:func:`orthogonal_plan`) and return the mean of the two predictions (twice the work).
     Returns (call):
         ``(B, C_out, X, Y, Z)`` on the inputs' device and dtype.
+    During a :meth:`predict` call, :attr:`slice_positions` is ``(indices, n_slices)``: where the slices of the batch
+    lie along the slicing axis, and how many slices the volume has (a sampler that draws noise correlated across
+    slices reads it).
     Statistics (:attr:`last_stats`, of the last volume): ``units``/``computed_units`` (slices), ``box_hw`` (the
     in-plane crop), ``image_hw``, ``network_evaluations``, ``spatial_dim`` and ``transposed`` (the slicing used;
     with ``orthogonal_average`` the first slicing's, with the counts of both added up and ``orthogonal_dim``).
@@ -249,6 +252,7 @@ class SliceInferer2D(VolumeInferer):
         self.divisible_by = int(divisible_by)
         self.empty_threshold = float(empty_threshold)
         self.margin_vox = int(margin_vox)
+        self.slice_positions: tuple[torch.Tensor, int] | None = None
 
     def predict(self, slices: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         """``(N, C, H, W)`` slices -> ``(N, C_out, H, W)``; H and W are multiples of ``divisible_by``."""
@@ -307,6 +311,7 @@ class SliceInferer2D(VolumeInferer):
             self.last_stats["box_hw"] = (bh, bw)
             batches = list(torch.split(keep, self.slice_batch_size))
             for batch in tqdm(batches, desc="slices", unit="batch", disable=not self.progress, leave=False):
+                self.slice_positions = (batch, n_slices)
                 x = slices[batch][:, :, y0:y1, z0:z1]
                 ph, pw = bh - x.shape[-2], bw - x.shape[-1]  # only when the image is smaller than the box
                 if ph or pw:

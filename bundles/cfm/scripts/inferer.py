@@ -16,12 +16,46 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 from shared_transforms.inferers import SliceInferer2D
 from shared_transforms.ode import evaluations, solve
 
 from .flow import ConditionalVelocity, from_model_range, sample_source, to_model_range
+
+
+#: how the source samples of a volume's slices relate: independent for every slice (the paper), one shared by all
+#: slices, or a field that varies smoothly across slices (correlation ``source_correlation_slices``)
+SOURCE_PER = ("slice", "volume", "smooth")
+
+
+def smooth_source_field(
+    n_slices: int, shape_hw: tuple[int, int], kind: str, sigma_slices: float, generator: torch.Generator,
+    device: torch.device, dtype: torch.dtype,
+) -> torch.Tensor:
+    """``(n_slices, 1, H, W)`` source samples whose value at each pixel varies smoothly from slice to slice.
+
+    Standard normal noise, Gaussian-filtered across slices (``sigma_slices``, scipy, reflecting at the ends) and
+    rescaled to unit variance slice by slice (each slice's exact variance from the filter's weights), is a normal field
+    correlated across slices (correlation exp(-d^2 / (4 sigma^2)) at a distance of d slices); each pixel's marginal
+    is exactly the source's: N(0, 1), or for "uniform" U(-1, 1) through the normal's CDF (``erf(g / sqrt 2)``).
+    Written here: neither MONAI nor torch draws noise correlated along one axis.
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    g = torch.randn((n_slices, 1, *shape_hw), generator=generator, device=generator.device, dtype=torch.float32)
+    field = gaussian_filter1d(g.cpu().numpy(), sigma_slices, axis=0, mode="reflect", truncate=4.0)
+    # the filter is linear: slice i is sum_j W[i, j] g_j, of variance sum_j W[i, j]^2 (the reflection at the ends
+    # repeats draws, most in a thin slab), so each slice is rescaled by its own
+    weights = gaussian_filter1d(np.eye(n_slices), sigma_slices, axis=0, mode="reflect", truncate=4.0)
+    std = np.sqrt((weights**2).sum(1)).astype(np.float32)
+    field = torch.from_numpy(field / std[:, None, None, None])
+    if kind == "uniform":
+        field = torch.special.erf(field / 2**0.5)
+    elif kind != "gaussian":
+        raise ValueError(f"Unknown source kind {kind!r}")
+    return field.to(device=device, dtype=dtype)
 
 
 class FlowMatchingInferer(SliceInferer2D):
@@ -34,6 +68,11 @@ class FlowMatchingInferer(SliceInferer2D):
         num_samples: K samples per slice; K > 1 returns ``(B, 2, X, Y, Z)``: mean and standard deviation.
         seed: the source samples are drawn from a generator seeded with this at every call (reproducible output).
         channels_last: run the network in channels-last memory format (faster convolutions on CPU).
+        source_per: "slice" draws x0 for every slice (the paper: neighbouring slices get independent noise, which
+            shows as stripes across slices); "volume" draws one x0 per sample, shared by every slice of the volume
+            (what remains of the noise is then the same in every slice: streaks along the slicing axis); "smooth"
+            draws a field that varies smoothly across slices (:func:`smooth_source_field`, correlation length
+            ``source_correlation_slices``), neither (:data:`SOURCE_PER`).
         other args: see :class:`SliceInferer2D` (``slice_batch_size``, ``precision``, ``progress``, ...).
     Returns (call):
         ``(B, 1, X, Y, Z)`` enhanced volume in [0, 1], or ``(B, 2, X, Y, Z)`` (mean, std) when K > 1.
@@ -47,9 +86,17 @@ class FlowMatchingInferer(SliceInferer2D):
         num_samples: int = 1,
         seed: int = 0,
         channels_last: bool = True,
+        source_per: str = "smooth",
+        source_correlation_slices: float = 4.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if source_per not in SOURCE_PER:
+            raise ValueError(f"source_per must be one of {SOURCE_PER}, got {source_per!r}")
+        self.source_per = source_per
+        self.source_correlation_slices = float(source_correlation_slices)
+        if self.source_correlation_slices <= 0:
+            raise ValueError(f"source_correlation_slices must be > 0, got {source_correlation_slices}")
         self.num_steps, self.solver, self.source = int(num_steps), solver, source
         self.num_samples, self.seed, self.channels_last = int(num_samples), int(seed), bool(channels_last)
         evaluations(self.solver, self.num_steps)  # validates solver and steps now, not after loading a volume
@@ -63,6 +110,7 @@ class FlowMatchingInferer(SliceInferer2D):
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         self.generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
+        self._sources: dict = {}  # source_per "volume": one x0 per sample and slice shape, for every slice
         if self.channels_last and isinstance(network, torch.nn.Module):
             network = network.to(memory_format=torch.channels_last)
         with torch.inference_mode():
@@ -75,8 +123,23 @@ class FlowMatchingInferer(SliceInferer2D):
             x_low = x_low.contiguous(memory_format=torch.channels_last)
         velocity = ConditionalVelocity(network, x_low)
         samples = []
-        for _ in range(self.num_samples):
-            x0 = sample_source(x_low, self.source, self.generator)
+        for k in range(self.num_samples):
+            if self.source_per == "volume":
+                key = (k, tuple(x_low.shape[1:]), x_low.dtype)
+                if key not in self._sources:
+                    self._sources[key] = sample_source(x_low[:1], self.source, self.generator)
+                x0 = self._sources[key].expand_as(x_low).clone()
+            elif self.source_per == "smooth":
+                indices, n_slices = self.slice_positions or (torch.arange(x_low.shape[0]), x_low.shape[0])
+                key = (k, n_slices, tuple(x_low.shape[1:]), x_low.dtype)
+                if key not in self._sources:
+                    self._sources[key] = smooth_source_field(
+                        n_slices, tuple(x_low.shape[-2:]), self.source, self.source_correlation_slices,
+                        self.generator, x_low.device, x_low.dtype,
+                    )
+                x0 = self._sources[key][indices.to(self._sources[key].device)].clone()
+            else:
+                x0 = sample_source(x_low, self.source, self.generator)
             samples.append(from_model_range(solve(velocity, x0, self.num_steps, self.solver)).float())
         if self.num_samples == 1:
             return samples[0].clamp_(0.0, 1.0)
