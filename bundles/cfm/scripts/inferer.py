@@ -24,15 +24,19 @@ from shared_transforms.ode import evaluations, solve
 
 from .flow import ConditionalVelocity, from_model_range, sample_source, to_model_range
 
-
 #: how the source samples of a volume's slices relate: independent for every slice (the paper), one shared by all
 #: slices, or a field that varies smoothly across slices (correlation ``source_correlation_slices``)
 SOURCE_PER = ("slice", "volume", "smooth")
 
 
 def smooth_source_field(
-    n_slices: int, shape_hw: tuple[int, int], kind: str, sigma_slices: float, generator: torch.Generator,
-    device: torch.device, dtype: torch.dtype,
+    n_slices: int,
+    shape_hw: tuple[int, int],
+    kind: str,
+    sigma_slices: float,
+    generator: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
     """``(n_slices, 1, H, W)`` source samples whose value at each pixel varies smoothly from slice to slice.
 
@@ -134,8 +138,13 @@ class FlowMatchingInferer(SliceInferer2D):
                 key = (k, n_slices, tuple(x_low.shape[1:]), x_low.dtype)
                 if key not in self._sources:
                     self._sources[key] = smooth_source_field(
-                        n_slices, tuple(x_low.shape[-2:]), self.source, self.source_correlation_slices,
-                        self.generator, x_low.device, x_low.dtype,
+                        n_slices,
+                        tuple(x_low.shape[-2:]),
+                        self.source,
+                        self.source_correlation_slices,
+                        self.generator,
+                        x_low.device,
+                        x_low.dtype,
                     )
                 x0 = self._sources[key][indices.to(self._sources[key].device)].clone()
             else:
