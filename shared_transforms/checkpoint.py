@@ -113,9 +113,13 @@ def read_state_dict(path: str | os.PathLike, map_location="cpu") -> dict[str, to
     verify_checksum(path)
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:  # torch's weights_only refusal: a paragraph that suggests weights_only=False
+    except pickle.UnpicklingError as err:
+        # torch's weights_only refusal is a paragraph that suggests weights_only=False; keep only its reason
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        why = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[0] if lines else "")
+        why = next((ln for ln in lines if "global" in ln.lower()), None)
+        if why is None:  # not a pickle of objects at all (a damaged or foreign file: "Unsupported operand ...")
+            reason = next((ln for ln in lines if "Unsupported" in ln), lines[0] if lines else "")
+            raise InputError(path, f"is not a readable PyTorch checkpoint ({type(err).__name__}: {reason})") from None
         raise InputError(
             path,
             f"holds Python objects besides tensors and was not loaded, since loading it could run code ({why}); "
