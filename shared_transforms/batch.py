@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from monai.transforms import Compose, apply_transform
 from torch.utils.data import IterableDataset
 
-from .errors import InputError, find_input_error, find_out_of_memory
+from .errors import InputError, find_input_error, find_out_of_memory, one_line
 from .files import write_text_atomic
 
 
@@ -116,7 +116,7 @@ def _too_large(err: BaseException, item: Mapping) -> InputError | None:
     oom = find_out_of_memory(err)
     if oom is None:
         return None
-    what = " ".join(str(oom).split())[:160] or type(oom).__name__
+    what = one_line(oom)[:160] or type(oom).__name__
     return InputError(
         item.get("image"),
         f"does not fit in this machine's memory ({what}); try it alone, with a coarser --target_spacing, or on a "

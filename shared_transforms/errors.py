@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
 
 
 class InputError(ValueError):
@@ -21,23 +22,31 @@ class InputError(ValueError):
 
     def __init__(self, source: str | os.PathLike | None, problem: str):
         self.source = None if source is None else str(source)
-        self.problem = " ".join(str(problem).split())  # one line: a library's message may span several
+        self.problem = one_line(problem)  # a library's message may span several lines
         super().__init__(source, problem)  # every argument, so that pickle and copy rebuild the error
 
     def __str__(self) -> str:
         return self.problem if self.source is None else f"{self.source}: {self.problem}"
 
 
-def find_input_error(exc: BaseException | None) -> InputError | None:
-    """The :class:`InputError` inside an exception chain (MONAI wraps errors of transforms and config expressions
-    in ``RuntimeError``s), or None."""
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc``, then its cause (or context), and so on, each once (MONAI wraps errors of transforms and config
+    expressions in ``RuntimeError``s)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, InputError):
-            return exc
+        yield exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return None
+
+
+def one_line(text: object) -> str:
+    """``text`` with its whitespace, newlines included, collapsed to single spaces."""
+    return " ".join(str(text).split())
+
+
+def find_input_error(exc: BaseException | None) -> InputError | None:
+    """The :class:`InputError` inside an exception chain, or None."""
+    return next((e for e in exception_chain(exc) if isinstance(e, InputError)), None)
 
 
 #: errno values of a write the file system had no room for (full disk, quota, file-size limit)
@@ -56,41 +65,31 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 def find_out_of_memory(exc: BaseException | None) -> BaseException | None:
     """The failed allocation (:func:`is_out_of_memory`) in an exception chain, or None."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if is_out_of_memory(exc):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
+    return next((e for e in exception_chain(exc) if is_out_of_memory(e)), None)
 
 
 def describe_fault(exc: BaseException | None) -> str | None:
     """One line for the faults of the machine, not of the input, that a user can act on: no room on the disk, no
     memory, input nested beyond Python's recursion limit; found anywhere in the exception chain. None otherwise (a
     bug keeps its traceback as the only report)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
-            where = f"{exc.filename}: " if exc.filename else ""
+    for e in exception_chain(exc):
+        if isinstance(e, OSError) and e.errno in _NO_ROOM:
+            where = f"{e.filename}: " if e.filename else ""
             return (
-                f"{where}the file system has no room for the output ({os.strerror(exc.errno)}); nothing was written "
+                f"{where}the file system has no room for the output ({os.strerror(e.errno)}); nothing was written "
                 "under its name: free space (or raise the quota or the file-size limit) and run again, or choose another "
                 "--output_dir"
             )
-        if is_out_of_memory(exc):
+        if is_out_of_memory(e):
             return (
-                f"out of memory ({' '.join(str(exc).split())[:160] or type(exc).__name__}): the input or the run does "
-                "not fit in this machine's memory; try --slice_batch_size 1, a coarser --target_spacing, or a "
-                "machine with more memory"
+                f"out of memory ({one_line(e)[:160] or type(e).__name__}): the input or the run does not fit in this "
+                "machine's memory; try --slice_batch_size 1, a coarser --target_spacing, or a machine with more memory"
             )
-        if isinstance(exc, RecursionError):
+        if isinstance(e, RecursionError):
             return (
                 "an input is nested too deeply to be read (a JSON datalist or config nested beyond Python's "
                 "recursion limit); check the file"
             )
-        exc = exc.__cause__ or exc.__context__
     return None
 
 

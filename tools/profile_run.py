@@ -20,6 +20,7 @@ import time
 STARTED = time.perf_counter()  # before any import of substance: start-up counts from here
 
 import cProfile  # noqa: E402
+import functools  # noqa: E402
 import pstats  # noqa: E402
 import sys  # noqa: E402
 
@@ -51,14 +52,19 @@ def _phase_seconds(stats: pstats.Stats) -> dict[str, float]:
     return out
 
 
-def _defined_in_class(file: str, line: int, cls: str) -> bool:
-    """Whether the function at ``file:line`` is a method of class ``cls`` (the nearest ``class`` line above it)."""
+@functools.lru_cache(maxsize=None)
+def _source_lines(file: str) -> tuple[str, ...]:
+    """The lines of a profiled module (read once; empty when it cannot be read)."""
     try:
         with open(file) as f:
-            lines = f.readlines()[:line]
+            return tuple(f.readlines())
     except OSError:
-        return False
-    for text in reversed(lines):
+        return ()
+
+
+def _defined_in_class(file: str, line: int, cls: str) -> bool:
+    """Whether the function at ``file:line`` is a method of class ``cls`` (the nearest ``class`` line above it)."""
+    for text in reversed(_source_lines(file)[:line]):
         if text.startswith("class "):
             return text[6:].split("(")[0].split(":")[0].strip() == cls
     return False

@@ -114,7 +114,7 @@ class FlowMatchingInferer(SliceInferer2D):
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs) -> torch.Tensor:
         self.generator = torch.Generator(device=inputs.device).manual_seed(self.seed)
-        self._sources: dict = {}  # source_per "volume": one x0 per sample and slice shape, for every slice
+        self._sources: dict = {}  # source_per "volume" / "smooth": each sample's x0 of the volume, drawn once
         if self.channels_last and isinstance(network, torch.nn.Module):
             network = network.to(memory_format=torch.channels_last)
         with torch.inference_mode():

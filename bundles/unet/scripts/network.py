@@ -85,16 +85,16 @@ def from_transposed_state(
         if isinstance(module, nn.modules.conv._ConvTransposeNd):
             stride = module.stride[0]
             flips[f"{name}.weight"] = stride ** len(module.stride)
-    old_keys, new_keys = list(transposed.state_dict()), list(target.state_dict())
-    if len(old_keys) != len(new_keys):
-        raise ValueError(f"{len(old_keys)} entries in the source network, {len(new_keys)} in the target")
+    old_keys, target_state = list(transposed.state_dict()), target.state_dict()
+    if len(old_keys) != len(target_state):
+        raise ValueError(f"{len(old_keys)} entries in the source network, {len(target_state)} in the target")
     out = {}
-    for old, new in zip(old_keys, new_keys, strict=True):
+    for old, (new, like) in zip(old_keys, target_state.items(), strict=True):
         value = state[old]
         if old in flips:
             dims = tuple(range(2, value.ndim))
             value = value.transpose(0, 1).flip(dims) / flips[old]
-        if tuple(value.shape) != tuple(target.state_dict()[new].shape):
-            raise ValueError(f"{old} {tuple(value.shape)} does not fit {new} {tuple(target.state_dict()[new].shape)}")
+        if value.shape != like.shape:
+            raise ValueError(f"{old} {tuple(value.shape)} does not fit {new} {tuple(like.shape)}")
         out[new] = value.clone()
     return out
