@@ -37,23 +37,22 @@ def _run(args: list[str], cwd: Path) -> str:
 
 
 #: bundles whose network does not export to ONNX yet (the other Zoo checks still run), and why
-NO_ONNX = {
-    "diffusion_iqt": "torch's exporter writes a graph onnxruntime refuses: with a symbolic batch the per-patch time "
-    "is broadcast over the sub-patches wrongly ('broadcast an axis by a dimension other than 1. 54 by 108'), and "
-    "with a fixed shape a grouped 3D convolution of the attention gets a bias of the wrong size ('bias must be a 1D "
-    "tensor of size output_channels (512)'); TorchScript (traced) serves instead",
-}
+#: bundles without an ONNX export, and why (none since issue 31.4)
+NO_ONNX: dict[str, str] = {}
 
 #: bundles whose network TorchScript cannot script, so ``ckpt_export`` traces it (``use_trace``), and why
 TRACED_TORCHSCRIPT = {
     "amir": "MONAI's OverlapPatchEmbed (the network's patch embedding) has no TorchScript-compilable forward",
-    "diffusion_iqt": "the cross-batch split and merge reshape with einops, whose rearrange TorchScript cannot compile",
+    "diffusion_iqt": "MONAI's pixelunshuffle (the network's downsampling) builds its shapes with list arithmetic that "
+    "TorchScript cannot compile",
 }
 
 #: bundles whose ONNX graph has a fixed image size (the batch stays dynamic), and why
 FIXED_SIZE_ONNX = {
     "flat": "MONAI's divisible_pad_t (inside the network's U-Net) rounds the size up with a bitwise or, which torch's "
     "dynamo ONNX exporter cannot translate for a symbolic size",
+    "diffusion_iqt": "the cross-batch border (scripts/cross_batch.boundary_pad) cuts sub-patches with unfold, whose "
+    "size and step ONNX holds as constants",
 }
 
 

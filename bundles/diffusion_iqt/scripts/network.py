@@ -13,7 +13,9 @@ Shapes: the input is ``(B, in_channels, f*S, f*S, f*S)`` big patches (the paper:
 sub-patches of ``S³``, which form the mini-batch (:func:`scripts.cross_batch.split`), and the output is merged back
 to ``(B, out_channels, f*S, f*S, f*S)``. ``S`` must be divisible by 4 (two downsamplings) and, with attention,
 ``f * S / 4`` by the last patch size. Taking whole patches keeps the network a plain image-to-image module for
-the bundle's exports (TorchScript, ONNX) and for MONAI's ``verify_net_in_out``.
+the bundle's exports (traced TorchScript; ONNX with a dynamic batch at a fixed patch size: the cross-batch
+border's ``unfold`` takes its sizes as constants) and for MONAI's ``verify_net_in_out``. No einops: the reshapes
+are ``reshape`` / ``permute``.
 
 What is MONAI's: the 3D pixel shuffle and unshuffle (``monai.networks.utils.pixelshuffle`` / ``pixelunshuffle``)
 and the ICNR initialisation of the upsampling convolution (``icnr_init``; the authors repeat the kernel x4, a
@@ -33,7 +35,6 @@ import math
 from collections.abc import Sequence
 
 import torch
-from einops import rearrange
 from monai.networks.utils import icnr_init, pixelshuffle, pixelunshuffle
 from torch import nn
 
@@ -128,8 +129,8 @@ class ResnetBlock(nn.Module):
         self.res_conv = nn.Conv3d(dim, dim_out, 1) if dim != dim_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
-        scale_shift = self.time_mlp(time_emb)[:, :, None, None, None].chunk(2, dim=1)
-        h = self.block2(self.block1(x), scale_shift=scale_shift)
+        scale, shift = self.time_mlp(time_emb)[:, :, None, None, None].chunk(2, dim=1)
+        h = self.block2(self.block1(x), scale_shift=(scale, shift))
         return self.se(h) + self.res_conv(x)
 
 
@@ -165,6 +166,22 @@ class DepthwiseSeparableConv3d(nn.Sequential):
         )
 
 
+class BiaslessConv3d(nn.Conv3d):
+    """``nn.Conv3d(..., bias=False)`` that hands the convolution an explicit zero bias (a non-persistent buffer, so
+    the state dict is that of ``nn.Conv3d(..., bias=False)`` and the output the same).
+
+    Written for the ONNX export: onnxscript 0.7's translation of a bias-free ``aten.conv3d`` gives the zero bias it
+    makes the shape ``(C_out, 2)``, which onnxruntime refuses ("bias must be a 1D tensor of size output_channels").
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, bias=False, **kwargs)
+        self.register_buffer("zero_bias", torch.zeros(self.out_channels), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight, self.zero_bias.to(self.weight.dtype))
+
+
 class LinearAttention(nn.Module):
     """Efficient (linear) attention (Shen et al. 2021) on patch tokens of a ``(N, C, X, Y, Z)`` volume.
 
@@ -184,13 +201,13 @@ class LinearAttention(nn.Module):
         self.to_q, self.to_k, self.to_v = (
             nn.Sequential(
                 nn.Dropout(dropout),
-                nn.Conv3d(dim, inner, 1, bias=False),
-                nn.Conv3d(inner, inner, 3, padding=1, groups=inner, bias=False),
+                BiaslessConv3d(dim, inner, 1),
+                BiaslessConv3d(inner, inner, 3, padding=1, groups=inner),
             )
             for _ in range(3)
         )
         self.act = nn.Mish()
-        self.to_out = nn.Sequential(nn.Conv3d(inner, dim, 1, bias=False), ChanLayerNorm(dim))
+        self.to_out = nn.Sequential(BiaslessConv3d(inner, dim, 1), ChanLayerNorm(dim))
         self.reconstruct = nn.Sequential(
             nn.Upsample(scale_factor=patch_size, mode="trilinear", align_corners=True),
             DepthwiseSeparableConv3d(dim, dim, kernel_size=3, padding=1),
@@ -199,16 +216,25 @@ class LinearAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fmap = self.norm(self.patch_embed(x))
-        size = fmap.shape[2:]
-        q, k, v = (
-            rearrange(f(fmap), "b (h c) x y z -> (b h) (x y z) c", h=self.heads)
-            for f in (self.to_q, self.to_k, self.to_v)
-        )
+        b, sx, sy, sz = fmap.shape[0], fmap.shape[2], fmap.shape[3], fmap.shape[4]
+        # (b, h*c, x, y, z) -> (b*h, x*y*z, c) per head (reshape / permute, so that TorchScript compiles it)
+        q = self._heads(self.to_q(fmap))
+        k = self._heads(self.to_k(fmap))
+        v = self._heads(self.to_v(fmap))
         q = q.softmax(dim=-1) * self.scale
         k = k.softmax(dim=-2)
-        out = torch.einsum("bnd,bde->bne", q, torch.einsum("bnd,bne->bde", k, v))
-        out = rearrange(out, "(b h) (x y z) c -> b (h c) x y z", h=self.heads, x=size[0], y=size[1], z=size[2])
+        out = torch.einsum("bnd,bde->bne", q, torch.einsum("bnd,bne->bde", k, v))  # (b*h, x*y*z, c)
+        out = out.reshape(b, self.heads, sx * sy * sz, -1).permute(0, 1, 3, 2).reshape(b, -1, sx, sy, sz)
         return self.reconstruct(self.to_out(self.act(out)))
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        """``(B, H*C, X, Y, Z)`` -> ``(B*H, X*Y*Z, C)``."""
+        b, hc, sx, sy, sz = t.shape[0], t.shape[1], t.shape[2], t.shape[3], t.shape[4]
+        return (
+            t.reshape(b, self.heads, hc // self.heads, sx * sy * sz)
+            .permute(0, 1, 3, 2)
+            .reshape(b * self.heads, sx * sy * sz, hc // self.heads)
+        )
 
 
 class ChanFeedForward(nn.Sequential):
@@ -216,10 +242,10 @@ class ChanFeedForward(nn.Sequential):
         hidden = int(dim * mult)
         super().__init__(
             ChanLayerNorm(dim),
-            nn.Conv3d(dim, hidden, 1, bias=False),
+            BiaslessConv3d(dim, hidden, 1),
             nn.GELU(),
             ChanLayerNorm(hidden),
-            nn.Conv3d(hidden, dim, 1, bias=False),
+            BiaslessConv3d(hidden, dim, 1),
         )
 
 
@@ -236,9 +262,9 @@ class LinearAttentionTransformer(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for attn, ff in self.layers:
-            x = attn(x) + x
-            x = ff(x) + x
+        for layer in self.layers:  # (attention, feed-forward); indexed, not unpacked, so TorchScript compiles it
+            x = layer[0](x) + x
+            x = layer[1](x) + x
         return x
 
 
