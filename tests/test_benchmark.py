@@ -222,3 +222,9 @@ def test_sweep_runs_every_setting_and_tabulates_it(data, tmp_path):
     assert "| solver | num_steps | PSNR mask (dB) |" in md and "tools/sweep.py" in md
     with pytest.raises(InputError, match="--grid"):
         sweep.main(bundle="cfm", grid='{"num_steps": []}', datalist=data["datalist"], out_dir=str(out))
+
+
+def test_a_saved_prediction_of_a_subject_id_without_a_usable_name_gets_its_index():
+    """Issue 29 (noticed then): ``--save_predictions`` named files by ``safe_name(subject)``, which raises for ``..``."""
+    assert benchmark.prediction_stem("sub-01", 0) == "sub-01"
+    assert benchmark.prediction_stem("..", 4) == "item-004"

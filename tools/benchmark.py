@@ -593,6 +593,15 @@ def common_input_kind(bundles: list[Bundle]) -> str:
     return first
 
 
+def prediction_stem(subject: str, index: int) -> str:
+    """A saved prediction's name stem: the subject id made safe for a file name, or ``item-<index>`` for an id with
+    no usable character (``..``)."""
+    try:
+        return safe_name(subject)
+    except ValueError:
+        return f"item-{index:03d}"
+
+
 def benchmark(
     bundles: list[str],
     datalist: str,
@@ -649,7 +658,7 @@ def benchmark(
             if i < len(panels):
                 panels[i]["preds"][bundle.name] = pred[pred.shape[0] // 2]
             if save_predictions:
-                path = os.path.join(out_dir, "predictions", f"{safe_name(s['subject'])}_{bundle.name}.nii.gz")
+                path = os.path.join(out_dir, "predictions", f"{prediction_stem(s['subject'], i)}_{bundle.name}.nii.gz")
                 write_nifti_atomic(pred, s["affine"], path, "benchmark", f"{bundle.name} {NORMALISED_NOTE}",
                                    inputs=s["files"])
             progress.update(1)

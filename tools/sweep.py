@@ -22,17 +22,15 @@ import json
 import os
 import shlex
 import sys
-from pathlib import Path
 from typing import Any
 
 import fire
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchmark  # noqa: E402  (tools/benchmark.py, beside this file)
+import benchmark  # tools/benchmark.py, beside this file (Python puts a script's folder first on its path)
 
-from shared_transforms.errors import InputError  # noqa: E402
-from shared_transforms.files import write_text_atomic  # noqa: E402
+from shared_transforms.errors import InputError
+from shared_transforms.files import write_text_atomic
 
 COLUMNS = ("psnr_mask", "ssim_mask", "striping_index", "seconds_per_volume")
 
