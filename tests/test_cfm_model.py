@@ -257,6 +257,7 @@ def test_conditional_velocity_matches_concatenation():
     assert out.shape == (2, 1, 16, 16)
 
 
+@pytest.mark.slow
 def test_step_study_runs_and_reports(tmp_path):
     """The step study's command on tiny pairs with random weights: one CSV row per subject x setting, the tables."""
     import csv

@@ -106,6 +106,7 @@ def test_simulate_writes_pairs_and_datalist(tmp_path, simulator):
         assert all(it["snr_wm"] > 0 for it in items)  # the drawn SNRs are recorded per subject
 
 
+@pytest.mark.slow
 def test_demo_data_is_deterministic_and_well_formed(tmp_path):
     """The first demo set (``--degradation tissue_contrast``), reproducible: 1.6 x 1.6 x 5 mm, the T1w SNR draw."""
     pytest.importorskip("nilearn")
@@ -131,6 +132,7 @@ def test_demo_data_is_deterministic_and_well_formed(tmp_path):
     assert np.abs(again["low"][0].numpy() - low.get_fdata()).max() <= float(np.abs(low.get_fdata()).max()) / 32767 * 1.01
 
 
+@pytest.mark.slow
 def test_randomised_demo_data_records_its_draws_and_varies_the_acquisition(tmp_path):
     """The default demo set: each subject's low field has its own drawn geometry, recorded in the datalist."""
     pytest.importorskip("nilearn")
