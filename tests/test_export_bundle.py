@@ -135,6 +135,8 @@ def test_the_archive_runs_from_its_unpacked_folder_alone(name, tmp_path):
         z.extractall(tmp_path / "unpacked")
     folder = tmp_path / "unpacked" / name
     assert (folder / "scripts" / "shared_transforms" / "sample_data" / "sample_low.nii.gz").is_file()
+    # the common configs (links to bundles/_common in the repository) are whole files in the archive
+    assert (folder / "configs" / "logging.conf").is_file() and not (folder / "configs" / "logging.conf").is_symlink()
     meta = json.loads((folder / "configs" / "metadata.json").read_text())
     assert {"nibabel", "pytorch-ignite", "einops"} <= set(meta["required_packages_version"])
     for cfg in (folder / "configs").glob("*.json"):  # no path or module of the repository is left
