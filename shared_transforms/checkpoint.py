@@ -23,6 +23,7 @@ from monai.handlers import CheckpointLoader as MonaiCheckpointLoader
 
 from .errors import InputError
 from .files import atomic_path, write_text_atomic
+from .io import BIDS_CONTRASTS
 
 ZOO_FILE_LIMIT_BYTES = 25 * 1024 * 1024
 
@@ -174,6 +175,28 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike) -> torch.nn.
     net = network.module if hasattr(network, "module") and isinstance(network.module, torch.nn.Module) else network
     net.load_state_dict(state, strict=True)
     return network
+
+
+#: the output contrast a bundle's default weights give: the input's own (the enhancement keeps the contrast)
+SAME_CONTRAST = "input"
+
+
+def weights_for_contrast(bundle_root: str | os.PathLike, output_contrast: str = SAME_CONTRAST) -> str:
+    """The shipped weights that give ``output_contrast``: ``models/model.pt`` for ``"input"`` (the input's own
+    contrast), ``models/model_<contrast>.pt`` for a BIDS contrast (``"T1w"`` -> ``model_t1w.pt``: a T1-weighted image
+    from any input, SynthSR's task). Raises :class:`InputError` on ``--output_contrast`` naming the contrasts this
+    bundle has weights for."""
+    models = os.path.join(os.fspath(bundle_root), "models")
+    name = str(output_contrast).strip()
+    if name.lower() == SAME_CONTRAST:
+        return os.path.join(models, "model.pt")
+    have = [c for c in BIDS_CONTRASTS if os.path.isfile(os.path.join(models, f"model_{c.lower()}.pt"))]
+    match = [c for c in have if c.lower() == name.lower()]
+    if not match:
+        raise InputError(
+            "--output_contrast", f"this bundle has no weights for {name!r}; it has: {', '.join([SAME_CONTRAST, *have])}"
+        )
+    return os.path.join(models, f"model_{match[0].lower()}.pt")
 
 
 def latest_training_state(output_dir: str | os.PathLike, final_name: str = "checkpoint.pt") -> str:

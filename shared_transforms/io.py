@@ -18,6 +18,7 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor, NibabelReader
 from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, SpatialResample, Transform
+from monai.utils import ensure_tuple
 
 from .checks import (
     check_nifti_file,
@@ -254,6 +255,9 @@ class SaveVolumed(MapTransform):
             ``spatial_shape`` and ``filename_or_obj``.
         suffixes: per key, appended after ``_<bundle>`` (e.g. ``{"pred_std": "_std"}``).
         clip: clip to [0, 1] (off for maps that are not images, e.g. a standard deviation).
+        output_contrast: ``"input"`` (the enhancement keeps the input's contrast; the header says the input's BIDS
+            suffix, :func:`contrast_of`) or the contrast the weights produce (``"T1w"``), which the header says and
+            every file name ends with.
     """
 
     def __init__(
@@ -266,6 +270,7 @@ class SaveVolumed(MapTransform):
         suffixes: Mapping[str, str] | None = None,
         clip: Mapping[str, bool] | bool = True,
         description: str = NORMALISED_NOTE,
+        output_contrast: str = "input",
         allow_missing_keys: bool = True,
     ):
         super().__init__(keys, allow_missing_keys)
@@ -276,6 +281,10 @@ class SaveVolumed(MapTransform):
         self.suffixes = dict(suffixes or {})
         self.clip = clip
         self.description = description
+        self.output_contrast = str(output_contrast)
+        # another contrast than the input's is named in the file name too (``sub-01_T2w_unet_T1w.nii.gz``)
+        tag = "" if self.output_contrast.lower() == "input" else f"_{self.output_contrast}"
+        self.suffixes = {k: self.suffixes.get(k, "") + tag for k in ensure_tuple(keys)}
         self.written: list[str] = []
 
     def planned_paths(self, item: Mapping) -> list[str]:
@@ -329,7 +338,8 @@ class SaveVolumed(MapTransform):
             )
             grid = "input grid" if self.resample_to_input else "target grid"
             paths.append(check_replaceable(path, self.bundle_name, [source], source))
-            note = f"{source_tag(source)} {self.description if clip else key} {contrast_of(source)} {grid}"
+            contrast = contrast_of(source) if self.output_contrast.lower() == "input" else self.output_contrast
+            note = f"{source_tag(source)} {self.description if clip else key} {contrast} {grid}"
             images.append(nifti_image(torch.as_tensor(pred), affine, self.bundle_name, note))
             d[f"{key}_path"] = paths[-1]
         with atomic_paths(paths) as tmps:  # the image and its maps appear together, or none of them

@@ -189,24 +189,46 @@ class SynthContrast(Randomizable):
         return np.clip(image, 0.0, 1.0).astype(np.float32), draws
 
 
-def synth_pair(gm, wm, csf, mask, texture_source, seed: int, low_jitter: float = 0.15, families=FAMILY_PROBS) -> dict:
-    """One high / low-contrast pair from one anatomy: head maps (:class:`SynthHeadLabels`), a contrast for the high
-    field and the same contrast jittered (:meth:`SynthContrast.jittered`) for the low field's image before its
-    degradation. Returns ``{"high", "low_contrast", "head", "draws"}`` (arrays ``(X, Y, Z)``, ``head`` the head
-    mask)."""
+def synth_pair(
+    gm,
+    wm,
+    csf,
+    mask,
+    texture_source,
+    seed: int,
+    low_jitter: float = 0.15,
+    families=FAMILY_PROBS,
+    high_family: str | None = None,
+) -> dict:
+    """One high / low-contrast pair from one anatomy: head maps (:class:`SynthHeadLabels`) and two contrasts.
+
+    - ``high_family=None`` (same-contrast enhancement): a contrast drawn from ``families`` for the high field and the
+      same contrast jittered (:meth:`SynthContrast.jittered`) for the low field's image before its degradation.
+    - ``high_family="t1"`` (or another of :data:`FAMILIES`; SynthSR's task, a T1-weighted image from any input): the
+      high field drawn from that family alone, the low field's contrast drawn from ``families`` independently.
+
+    Returns ``{"high", "low_contrast", "head", "draws"}`` (arrays ``(X, Y, Z)``, ``head`` the head mask); the draws
+    hold the high field's ``family`` and ``means`` and the low field's ``low_family`` and ``low_means``.
+    """
     labels = SynthHeadLabels()
     labels.set_random_state(seed)
     maps, label_draws = labels(gm, wm, csf, mask)
     contrast = SynthContrast(families)
     contrast.set_random_state(seed + 1)
-    high, draws = contrast(maps, texture_source, mask)
-    low_draws = contrast.jittered(draws, low_jitter)
-    low, _ = contrast(maps, texture_source, mask, draws=low_draws)
+    if high_family is None:
+        high, draws = contrast(maps, texture_source, mask)
+        low_draws = contrast.jittered(draws, low_jitter)
+        low, _ = contrast(maps, texture_source, mask, draws=low_draws)
+    else:
+        target = SynthContrast(high_family)
+        target.set_random_state(seed + 2)
+        high, draws = target(maps, texture_source, mask)
+        low, low_draws = contrast(maps, texture_source, mask)
     return {
         "high": high,
         "low_contrast": low,
         "head": maps.sum(0) > 0.5,
-        "draws": {**label_draws, **draws, "low_means": low_draws["means"]},
+        "draws": {**label_draws, **draws, "low_family": low_draws["family"], "low_means": low_draws["means"]},
     }
 
 

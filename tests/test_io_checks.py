@@ -372,3 +372,33 @@ def test_the_output_header_says_its_contrast():
 
     assert contrast_of("/d/sub-01_T2w.nii.gz") == "T2w" and contrast_of("x_flair.nii") == "FLAIR"
     assert contrast_of("scan.nii.gz") == "input-contrast"
+
+
+def test_a_t1w_output_is_named_in_the_file_and_the_header(tmp_path):
+    """Issue 28.4: a run asked for another contrast than the input's (``--output_contrast T1w``) loads that
+    contrast's weights, says the contrast in the header and ends the file name with it; a bundle without such
+    weights refuses in one line naming what it has."""
+    from monai.data import MetaTensor
+
+    from shared_transforms.checkpoint import weights_for_contrast
+    from shared_transforms.io import SaveVolumed
+
+    root = tmp_path / "bundle"
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "model.pt").write_bytes(b"")
+    (root / "models" / "model_baseline.pt").write_bytes(b"")  # flat's baseline: not a contrast
+    assert weights_for_contrast(root) == str(root / "models" / "model.pt")
+    with pytest.raises(InputError, match=r"--output_contrast: this bundle has no weights for 'T1w'; it has: input$"):
+        weights_for_contrast(root, "T1w")
+    (root / "models" / "model_t1w.pt").write_bytes(b"")
+    assert weights_for_contrast(root, "t1w") == str(root / "models" / "model_t1w.pt")
+    with pytest.raises(InputError, match="it has: input, T1w"):
+        weights_for_contrast(root, "../model")
+
+    source = tmp_path / "sub-01_T2w.nii.gz"
+    ref = MetaTensor(torch.zeros(1, 4, 4, 4), affine=torch.eye(4), meta={"filename_or_obj": str(source)})
+    pred = torch.full((1, 4, 4, 4), 0.5)
+    for contrast, name, said in (("input", "sub-01_T2w_unet.nii.gz", "T2w"), ("T1w", "sub-01_T2w_unet_T1w.nii.gz", "T1w")):
+        out = SaveVolumed("pred", str(tmp_path / contrast), "unet", output_contrast=contrast)({"image": ref, "pred": pred})
+        assert Path(out["pred_path"]).name == name
+        assert f" {said} target grid" in nib.load(out["pred_path"]).header["descrip"].tobytes().decode()

@@ -72,6 +72,25 @@ def test_a_t2_like_draw_has_csf_brighter_than_white_matter_and_t1_the_reverse():
     assert means["t1"][0] < 0.5 * means["t1"][1]
 
 
+def test_a_t1w_target_set_draws_t1_high_fields_from_inputs_of_any_contrast():
+    """SynthSR's task (``make_demo_data --degradation synth_t1w``): the high field T1-like (WM > GM > CSF) whatever
+    the low field's family, which is drawn on its own and recorded."""
+    from shared_transforms.synthesis import FAMILY_PROBS, synth_pair
+
+    b = _brain()
+    families = set()
+    for seed in range(10):
+        d = synth_pair(b["gm"], b["wm"], b["csf"], b["mask"], b["image"], seed=seed, high_family="t1")
+        means = d["draws"]["means"]
+        assert d["draws"]["family"] == "t1" and means["wm"] > means["gm"] > means["csf"]
+        assert d["draws"]["low_family"] in FAMILY_PROBS
+        families.add(d["draws"]["low_family"])
+    assert len(families) >= 3
+    again = synth_pair(b["gm"], b["wm"], b["csf"], b["mask"], b["image"], seed=3, high_family="t1")
+    assert np.array_equal(again["low_contrast"], synth_pair(b["gm"], b["wm"], b["csf"], b["mask"], b["image"], seed=3,
+                                                            high_family="t1")["low_contrast"])
+
+
 def test_registration_recovers_a_known_affine():
     from shared_transforms.registration import register_affine_2d
 

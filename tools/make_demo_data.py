@@ -16,6 +16,11 @@ maps, a bias field, a gamma), cropped to the brain. Its low-field partner comes 
   (slice thickness 4 mm + 1 mm gap, the geometry of a 64 mT portable T1w scan as in seed 002), with (SNR_WM, SNR_GM)
   drawn per subject from the T1w bivariate Gaussian of the reference code. 16 subjects (10 / 3 / 3). The shipped
   unet and cfm weights were trained on it, and their docs' tables are measured on it.
+- ``synth`` and ``synth_t1w`` (label-to-image, :mod:`shared_transforms.synthesis`): head shells around the brain
+  and random per-tissue intensities (T1-, T2-, FLAIR-, PD-like, arbitrary), the low field through the randomised
+  degradation. ``synth``: the high field in the drawn contrast, the low field in the same contrast jittered
+  (enhancement that keeps the contrast). ``synth_t1w``: the high field T1-weighted, the low field in any contrast
+  (SynthSR's task: a T1-weighted image from any scan).
 
     python tools/make_demo_data.py --out_dir demo_data_random                       # randomised, 24 subjects
     python tools/make_demo_data.py --out_dir demo_data --degradation tissue_contrast  # the first demo set
@@ -113,8 +118,8 @@ def make_subject(template: dict, seed: int, degradation: str = "randomised") -> 
     image = gamma(bias(image)) * mask
     image = MetaTensor(image.as_tensor().float(), affine=affine)
     csf = (mask - gm - wm).clamp(0, 1)
-    if degradation == "synth":
-        return _synth_subject(image, gm, wm, csf, mask, seed)
+    if degradation in SYNTH_TARGETS:
+        return _synth_subject(image, gm, wm, csf, mask, seed, high_family=SYNTH_TARGETS[degradation])
     if degradation == "tissue_contrast":
         sim = SimulateLowFieldTissueContrastd(keys="image", slice_thickness_factor=THICKNESS_FACTOR,
                                               gap_factor=GAP_FACTOR)
@@ -133,10 +138,17 @@ def make_subject(template: dict, seed: int, degradation: str = "randomised") -> 
 SYNTH_PAD = 20
 
 
-def _synth_subject(image, gm, wm, csf, mask, seed: int) -> dict:
-    """The "synth" set's subject: head maps and a random contrast from the deformed template
-    (:func:`shared_transforms.synthesis.synth_pair`, the template's own texture), the high field in that contrast,
-    the low field from the same maps in a jittered contrast through the randomised degradation."""
+#: the label-to-image sets and the contrast family of their high field: "synth" keeps the input's contrast (the high
+#: field in a random contrast, the low field in the same one jittered), "synth_t1w" is SynthSR's task (a T1-weighted
+#: high field, the low field in any contrast)
+SYNTH_TARGETS = {"synth": None, "synth_t1w": "t1"}
+
+
+def _synth_subject(image, gm, wm, csf, mask, seed: int, high_family: str | None = None) -> dict:
+    """A label-to-image set's subject: head maps and random contrasts from the deformed template
+    (:func:`shared_transforms.synthesis.synth_pair`, the template's own texture); the high field in the drawn
+    contrast (or in ``high_family``), the low field from the same maps in its contrast through the randomised
+    degradation."""
     from monai.data import MetaTensor
     from monai.transforms import BorderPad
 
@@ -147,7 +159,7 @@ def _synth_subject(image, gm, wm, csf, mask, seed: int) -> dict:
     image, gm, wm, csf, mask = (pad(MetaTensor(v).float()) for v in (image, gm, wm, csf, mask))
     affine = image.affine
     arrs = [np.asarray(v[0], np.float32) for v in (image, gm, wm, csf, mask)]
-    pair = synth_pair(arrs[1], arrs[2], arrs[3], arrs[4], arrs[0], seed=seed)
+    pair = synth_pair(arrs[1], arrs[2], arrs[3], arrs[4], arrs[0], seed=seed, high_family=high_family)
     sim = RandomLowFieldDegradationd(keys="image")
     sim.set_random_state(seed + 3)
     low = sim({"image": as_metatensor(pair["low_contrast"], affine), "gm": gm, "wm": wm})["image"]
@@ -183,7 +195,7 @@ def save_preview(rows: list[dict], path: str) -> str:
 
 
 #: subjects (all, validation, testing) of each degradation's demo set
-DEFAULT_COUNTS = {"randomised": (24, 4, 4), "tissue_contrast": (16, 3, 3), "synth": (24, 4, 4)}
+DEFAULT_COUNTS = {"randomised": (24, 4, 4), "tissue_contrast": (16, 3, 3), "synth": (24, 4, 4), "synth_t1w": (24, 4, 4)}
 
 
 def nested_splits(subjects: list[str], n_val: int, n_test: int, seed: int) -> dict[str, list[str]]:
@@ -230,7 +242,8 @@ def main(
     """Write ``n_subjects`` synthetic subjects, their datalist (seeded subject split) and a preview PNG.
 
     Args:
-        degradation: "randomised" (default) or "tissue_contrast" (the first demo set, reproduced exactly).
+        degradation: "randomised" (default), "tissue_contrast" (the first demo set, reproduced exactly), "synth" or
+            "synth_t1w" (label-to-image; see the module docstring).
         n_subjects, n_val, n_test: default 24 / 4 / 4 (randomised) or 16 / 3 / 3 (tissue_contrast).
         write_sample: copy the first test subject into ``shared_transforms/sample_data`` (the shipped sample).
     """
@@ -258,7 +271,7 @@ def main(
                     "snr_wm": round(float(meta.get("lowfield_snr_wm", float("nan"))), 3),
                     "snr_gm": round(float(meta.get("lowfield_snr_gm", float("nan"))), 3),
                     "contrast_wm_gm": [round(c, 4) for c in sub["contrast"]]}
-        elif degradation == "synth":
+        elif degradation in SYNTH_TARGETS:
             item = {"subject": subject, **paths, "degradation": _draws(meta), "synth": sub["synth"]}
         else:
             item = {"subject": subject, **paths, "degradation": _draws(meta),

@@ -32,6 +32,13 @@ What it does:
    adds light denoising. A clear gain beyond them needs new structure: tissue contrast the low-field image does not
    show.
 
+5. ``--output_contrast T1w`` scores SynthSR's task instead: every 0.055 T file (T1w, T2w, FLAIR) against the same
+   patient's 3 T **T1w** slice at the same position (registered onto it by the same mutual information, which does
+   not need the contrasts to agree), each bundle run with ``--output_contrast T1w`` (its weights for a T1-weighted
+   output from any input; a bundle without them refuses in one line and its row says so). The ``input`` row is then
+   the low-field file itself in its own contrast: what a reader has without the tool. No ceiling rows (a rank-order
+   map cannot turn a T2w image into a T1w one).
+
 Writes ``<out_dir>/realdata.csv`` (one row per bundle, patient, contrast and slice), ``realdata.md`` (mean per
 bundle and contrast over the 16 slices), ``realdata.json`` and ``registration.png``; prints the table.
 """
@@ -60,8 +67,9 @@ METRICS = (("psnr", "PSNR (dB)", ".2f"), ("ssim", "SSIM", ".4f"), ("psnr_fit", "
            ("grad_corr", "edge corr.", ".3f"))
 
 
-def find_pairs(realdata_dir: str | os.PathLike) -> list[dict]:
-    """``[{patient, contrast, low, high}]`` for every pair present; SystemExit when the folder is absent."""
+def find_pairs(realdata_dir: str | os.PathLike, reference_contrast: str | None = None) -> list[dict]:
+    """``[{patient, contrast, low, high}]`` for every pair present (``high`` the 3 T scan of the same contrast, or of
+    ``reference_contrast`` when given); SystemExit when the folder is absent."""
     root = Path(realdata_dir)
     if not root.is_dir():
         raise SystemExit(
@@ -71,7 +79,7 @@ def find_pairs(realdata_dir: str | os.PathLike) -> list[dict]:
     pairs = []
     for p in PATIENTS:
         for c in CONTRASTS:
-            low, high = root / p / f"0.055T_{c}.nii.gz", root / p / f"3T_{c}.nii.gz"
+            low, high = root / p / f"0.055T_{c}.nii.gz", root / p / f"3T_{reference_contrast or c}.nii.gz"
             if low.exists() and high.exists():
                 pairs.append({"patient": p, "contrast": c, "low": str(low), "high": str(high)})
     if not pairs:
@@ -138,11 +146,12 @@ def score_slice(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict:
 
 
 def run_bundle(
-    bundle: str, input_dir: Path, out_dir: Path, device: str, rerun: bool = True, ckpt_path: str | None = None
+    bundle: str, input_dir: Path, out_dir: Path, device: str, rerun: bool = True, ckpt_path: str | None = None,
+    output_contrast: str = "input",
 ) -> tuple[Path, str]:
     """Run ``bundle`` through MONAI's bundle runner on every file of ``input_dir`` (with ``ckpt_path`` instead of
-    its shipped weights when given); returns its output folder and the last line it printed (``rerun`` False: keep
-    the outputs of an earlier run when its summary is there)."""
+    its shipped weights when given, with ``--output_contrast`` when it is not ``"input"``); returns its output folder
+    and the last line it printed (``rerun`` False: keep the outputs of an earlier run when its summary is there)."""
     out = out_dir / bundle
     from shared_transforms.io import as_bool
 
@@ -151,7 +160,8 @@ def run_bundle(
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file",
            str(REPO / "bundles" / bundle / "configs" / "inference.json"), "--input_path", str(input_dir),
            "--output_dir", str(out), "--resample_to_input", "true", "--device", device,
-           *(["--ckpt_path", str(Path(ckpt_path).expanduser().resolve())] if ckpt_path else [])]
+           *(["--ckpt_path", str(Path(ckpt_path).expanduser().resolve())] if ckpt_path else []),
+           *(["--output_contrast", output_contrast] if output_contrast != "input" else [])]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     said = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines()
             if ln.strip().startswith((f"[{bundle}]", "error:"))]  # the runner's summary and refusals
@@ -232,15 +242,22 @@ def main(
     rerun: bool = True,
     ckpt_paths: dict | None = None,
     ceilings: bool = True,
+    output_contrast: str = "input",
 ) -> None:
     """Run the evaluation (see the module docstring) and print the Markdown table. ``ckpt_paths``: bundle -> a
     checkpoint to score instead of its shipped weights (e.g. ``"{'unet': '~/runs/unet/model.pt'}"``);
-    ``ceilings``: add the two ceiling rows (:data:`CEILINGS`)."""
+    ``ceilings``: add the two ceiling rows (:data:`CEILINGS`); ``output_contrast``: ``"input"`` (each scan against
+    3 T in its own contrast) or ``"T1w"`` (every scan against 3 T T1w, the bundles asked for a T1w output)."""
     from shared_transforms.files import write_text_atomic
     from shared_transforms.io import as_bool
     from shared_transforms.registration import register_affine_2d
 
-    pairs = find_pairs(realdata_dir)
+    output_contrast = str(output_contrast)
+    if output_contrast != "input" and output_contrast not in CONTRASTS:
+        raise SystemExit(f"error: --output_contrast must be input or one of {', '.join(CONTRASTS)}, got {output_contrast!r}")
+    cross = output_contrast != "input"
+    ceilings = as_bool(ceilings) and not cross  # a rank-order map cannot change the contrast
+    pairs = find_pairs(realdata_dir, output_contrast if cross else None)
     out = Path(out_dir).resolve()
     input_dir = out / "inputs"
     input_dir.mkdir(parents=True, exist_ok=True)
@@ -253,7 +270,9 @@ def main(
     methods = ["input"] + [str(b).strip() for b in names if str(b).strip()]
     outputs, refusals = {}, {}
     for bundle in methods[1:]:
-        folder, last = run_bundle(bundle, input_dir, out, device, rerun, (ckpt_paths or {}).get(bundle))
+        folder, last = run_bundle(
+            bundle, input_dir, out, device, rerun, (ckpt_paths or {}).get(bundle), output_contrast
+        )
         print(f"[realdata] {bundle}: {last}", flush=True)
         outputs[bundle] = folder
     rows, cases = [], []
@@ -262,25 +281,28 @@ def main(
         stem = f"{pair['patient']}_{pair['contrast']}"
         preds = {"input": low}
         for bundle, folder in outputs.items():
-            f = folder / f"{stem}_{bundle}.nii.gz"
+            f = folder / f"{stem}_{bundle}{'_' + output_contrast if cross else ''}.nii.gz"
             if f.exists():
                 preds[bundle] = load_slab(f)
             else:
-                refusals[bundle] = "no output for the 4-slice slab (see its summary)"
+                refusals[bundle] = (f"no {output_contrast} output (see its summary)" if cross
+                                    else "no output for the 4-slice slab (see its summary)")
         for z in range(low.shape[-1]):
             reg = register_affine_2d(low[..., z], high[..., z], seed=seed)
             mask = brain_mask(low[..., z], reg.moved, reg.inside, scalp_mm)
             if z == 1:
                 cases.append({**pair, "slice": z, "low": low[..., z], "ref": reg.moved, "mask": mask})
             slices = {method: vol[..., z] for method, vol in preds.items()}
-            if as_bool(ceilings):
+            if ceilings:
                 slices.update({name: make(low[..., z], reg.moved, mask) for name, make in CEILINGS.items()})
             for method, img in slices.items():
                 rows.append({"method": method, "patient": pair["patient"], "contrast": pair["contrast"],
                              "slice": z, "mask_px": int(mask.sum()), "registration_mi": reg.metric,
                              **score_slice(img, reg.moved, mask)})
     write_rows_csv(rows, out / "realdata.csv")
-    table = markdown(rows, methods + (list(CEILINGS) if as_bool(ceilings) else []), refusals)
+    table = markdown(rows, methods + (list(CEILINGS) if ceilings else []), refusals)
+    if cross:
+        table = f"Every 0.055 T scan (columns: its contrast) against 3 T {output_contrast}.\n\n" + table
     write_text_atomic(str(out / "realdata.md"), table + "\n")
     write_text_atomic(str(out / "realdata.json"), json.dumps({"rows": rows, "refusals": refusals}, indent=1))
     save_registration_figure(cases, out / "registration.png")
