@@ -34,17 +34,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from monai.transforms import Compose, apply_transform
 from torch.utils.data import IterableDataset
 
+from .distributed import rank_and_world
 from .errors import InputError, find_input_error, find_out_of_memory, one_line
 from .files import write_text_atomic
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the number of processes: ``(0, 1)`` unless a ``torch.distributed`` group is up."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def output_writers(postprocessing) -> list:

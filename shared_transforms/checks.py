@@ -114,7 +114,9 @@ def check_target_grid(
     if target_spacing_mm is None:
         return shape3
     target = np.broadcast_to(np.asarray(target_spacing_mm, dtype=np.float64), (3,))
-    spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    from .geometry import voxel_spacing_mm  # geometry imports this module
+
+    spacing = voxel_spacing_mm(affine)
     grid = tuple(max(1, int(np.ceil(n * s / t - 1e-6))) for n, s, t in zip(shape3, spacing, target, strict=True))
     n = int(np.prod(np.asarray(grid, dtype=np.float64)))
     limit = max_voxels()

@@ -95,19 +95,18 @@ from monai.transforms import Randomizable, Transform
 from monai.utils import TransformBackends
 from scipy import ndimage
 
-from .errors import InputError
+from .errors import InputError, source_name
 from .geometry import affine_for_grid, voxel_spacing_mm
 from .lowfield import SimulateLowFieldTissueContrast, tissue_maps_from_intensity
 from .simulation import (
-    _affine_np,
-    _as_metatensor,
-    _output,
-    _range,
-    _resample_mask,
-    _SimulatorDict,
-    _source,
+    SimulatorDict,
+    affine_of,
+    as_volume,
+    check_range,
     fwhm_mm_to_sigma_vox,
+    resample_mask,
     resample_to_grid,
+    simulated_output,
 )
 
 __all__ = [
@@ -182,8 +181,8 @@ def _check_unit_range(arr: np.ndarray | torch.Tensor, source: str, what: str, to
 
 def _checked_image(img: np.ndarray | torch.Tensor) -> tuple[MetaTensor, str]:
     """The input as a one-channel ``(1, X, Y, Z)`` MetaTensor with values in [0, 1] (else InputError), and its name."""
-    img = _as_metatensor(img)
-    source = _source(img)
+    img = as_volume(img)
+    source = source_name(img, "image")
     if img.shape[0] != 1:
         raise InputError(source, f"expected one channel (1, X, Y, Z), got shape {tuple(img.shape)}")
     _check_unit_range(img, source, "the high-field image")
@@ -296,13 +295,13 @@ class RandomLowFieldDegradation(_FixedPreset, Randomizable, Transform):
         if probs.shape != (len(self.psf_kinds),) or np.any(probs < 0) or not probs.sum() > 0:
             raise ValueError(f"psf_probs must be one non-negative weight per psf kind, got {psf_probs}")
         self.psf_probs = probs / probs.sum()
-        self.slice_thickness_mm = _range(slice_thickness_mm, "slice_thickness_mm", low=1e-6)
-        self.slice_gap_mm = _range(slice_gap_mm, "slice_gap_mm")
-        self.inplane_spacing_mm = _range(inplane_spacing_mm, "inplane_spacing_mm", low=1e-6)
-        self.contrast_scale = _range(contrast_scale, "contrast_scale")
-        self.bias_peak = _range(bias_peak, "bias_peak")
-        self.gamma = _range(gamma, "gamma", low=1e-6)
-        self.snr_wm = _range(snr_wm, "snr_wm", low=1e-6)
+        self.slice_thickness_mm = check_range(slice_thickness_mm, "slice_thickness_mm", low=1e-6)
+        self.slice_gap_mm = check_range(slice_gap_mm, "slice_gap_mm")
+        self.inplane_spacing_mm = check_range(inplane_spacing_mm, "inplane_spacing_mm", low=1e-6)
+        self.contrast_scale = check_range(contrast_scale, "contrast_scale")
+        self.bias_peak = check_range(bias_peak, "bias_peak")
+        self.gamma = check_range(gamma, "gamma", low=1e-6)
+        self.snr_wm = check_range(snr_wm, "snr_wm", low=1e-6)
         if int(bias_terms) < 1:
             raise ValueError(f"bias_terms must be >= 1, got {bias_terms}")
         self.bias_terms = int(bias_terms)
@@ -399,7 +398,7 @@ class RandomLowFieldDegradation(_FixedPreset, Randomizable, Transform):
         c, snr = float(p["lowfield_contrast_scale"]), float(p["lowfield_snr_wm"])
         needs_maps = c != 1.0 or math.isfinite(snr)
         x = np.clip(img[0].as_tensor().detach().cpu().float().numpy(), 0.0, 1.0)
-        affine = _affine_np(img)
+        affine = affine_of(img)
         tissue = "none"
         if needs_maps:
             tissue = "given" if gm is not None else "intensity_multiotsu"
@@ -442,7 +441,7 @@ class RandomLowFieldDegradation(_FixedPreset, Randomizable, Transform):
             "lowfield_spacing_mm": [float(s) for s in spacing],
             "lowfield_tissue_maps": tissue,
         }
-        return _output(out[None], img, dst_affine, meta)
+        return simulated_output(out[None], img, dst_affine, meta)
 
     @staticmethod
     def _map(m: np.ndarray | torch.Tensor, name: str, img: MetaTensor, source: str) -> np.ndarray:
@@ -451,11 +450,11 @@ class RandomLowFieldDegradation(_FixedPreset, Randomizable, Transform):
             t = SimulateLowFieldTissueContrast._map(m, name, img)
         except InputError as err:  # a plain array has no file name: name the image's
             raise InputError(source if err.source == name else err.source, err.problem) from None
-        _check_unit_range(t, _source(m, source), f"the {name} probability map")
+        _check_unit_range(t, source_name(m, source), f"the {name} probability map")
         return t[0].numpy()
 
 
-class RandomLowFieldDegradationd(_FixedPreset, _SimulatorDict):
+class RandomLowFieldDegradationd(_FixedPreset, SimulatorDict):
     """Dictionary version of :class:`RandomLowFieldDegradation`.
 
     Each key in ``keys`` is replaced by its degraded low-field volume; the factors are drawn once per call and
@@ -500,12 +499,11 @@ class RandomLowFieldDegradationd(_FixedPreset, _SimulatorDict):
         mask = d.get(self.mask_key) if self.mask_key else None
         gm, wm = d.get(self.tissue_keys["gm"]), d.get(self.tissue_keys["wm"])
         outputs = {
-            key: self.sim(_as_metatensor(d[key], str(key)), gm, wm, mask, randomize=False)
-            for key in self.key_iterator(d)
+            key: self.sim(as_volume(d[key], str(key)), gm, wm, mask, randomize=False) for key in self.key_iterator(d)
         }
         if outputs:
             first = next(iter(outputs.values()))
-            grid = (_affine_np(first), tuple(first.shape[1:]))
-            outputs |= {key: _resample_mask(d[key], str(key), *grid) for key in self.mask_keys if key in d}
+            grid = (affine_of(first), tuple(first.shape[1:]))
+            outputs |= {key: resample_mask(d[key], str(key), *grid) for key in self.mask_keys if key in d}
         d.update(outputs)
         return d

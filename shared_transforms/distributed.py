@@ -1,4 +1,5 @@
-"""The end of a ``torchrun`` run: every process leaves the process group together.
+"""Multi-process runs: this process's rank (:func:`rank_and_world`), and the end of a ``torchrun`` run, where every
+process leaves the process group together (:func:`end_process_group`).
 
 ``configs/multi_gpu_*.json`` start a process group in ``initialize`` and end it here in ``finalize``. Destroying the
 group while another process still uses its connections aborted the process that left first, after its run had
@@ -9,6 +10,15 @@ waiting 3 s after it), none of 20 runs aborted (issue 9). torch has no call that
 """
 
 from __future__ import annotations
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes: ``(0, 1)`` unless a ``torch.distributed`` group is up."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def end_process_group() -> None:

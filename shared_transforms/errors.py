@@ -12,6 +12,14 @@ import os
 from collections.abc import Iterator
 
 
+def source_name(img: object, default: str | None = None) -> str | None:
+    """The file a loaded volume came from (its MetaTensor meta's ``filename_or_obj``), else ``default``: the name
+    an error message, a subject column or an output file takes."""
+    meta = getattr(img, "meta", None) or {}
+    name = meta.get("filename_or_obj") if hasattr(meta, "get") else None
+    return str(name) if name else default
+
+
 class InputError(ValueError):
     """Bad input: names the file (or item) and the problem.
 

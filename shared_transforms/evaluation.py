@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import InputError, source_name
 from .files import write_text_atomic
 from .metrics import evaluate_volume
 from .metrics.protocols import PROTOCOLS
@@ -41,9 +41,8 @@ def _subject(item: dict, index: int) -> str:
     for key in ("subject",):
         if item.get(key):
             return str(item[key])
-    meta = getattr(item.get("image"), "meta", {}) or {}
-    name = meta.get("filename_or_obj")
-    return os.path.basename(str(name)) if name else f"volume_{index}"
+    name = source_name(item.get("image"))
+    return os.path.basename(name) if name else f"volume_{index}"
 
 
 class VolumeMetricsSaver:

@@ -18,6 +18,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, ResampleToMatchd, SpatialResample, Transform
 
 from .checks import check_fov_overlap, check_same_grid
+from .errors import source_name
 
 #: Seed 002 (section 2.3.1): the grids its low- and high-field volumes were resampled to.
 SEED002_LOW_FIELD = {"spatial_shape": (112, 138, 40), "spacing_mm": (1.6, 1.6, 5.0)}
@@ -106,11 +107,6 @@ class ResampleToShapeSpacingd(MapTransform):
         return d
 
 
-def _file_name(img, key) -> str:
-    """The file a loaded volume came from (its meta's ``filename_or_obj``), else its key."""
-    return str(getattr(img, "meta", {}).get("filename_or_obj", key))
-
-
 class CheckFieldOfViewd(MapTransform):
     """Raise a clear error when a volume (e.g. ``low``) does not overlap the reference (e.g. ``high``).
 
@@ -126,7 +122,7 @@ class CheckFieldOfViewd(MapTransform):
         ref = d[self.ref_key]
         for key in self.key_iterator(d):
             img = d[key]
-            names = _file_name(img, key) + " and " + _file_name(ref, self.ref_key)
+            names = source_name(img, str(key)) + " and " + source_name(ref, str(self.ref_key))
             check_fov_overlap(
                 img.affine,
                 img.shape[1:],
@@ -154,7 +150,7 @@ class CheckSameGridd(MapTransform):
             img = d[key]
             if img is None:
                 continue
-            names = _file_name(img, key) + " and " + _file_name(ref, self.ref_key)
+            names = source_name(img, str(key)) + " and " + source_name(ref, str(self.ref_key))
             check_same_grid(img.affine, img.shape[1:], ref.affine, ref.shape[1:], source=names)
         return d
 

@@ -22,12 +22,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.morphology import ball
 
-from .errors import InputError
-
-
-def _source(img) -> str | None:
-    meta = getattr(img, "meta", None)
-    return None if meta is None else meta.get("filename_or_obj")
+from .errors import InputError, source_name
 
 
 def _spacing_mm(img) -> tuple[float, float, float]:
@@ -121,7 +116,7 @@ class PercentileNormalize(Transform):
                 lo, hi = self.percentiles(img)[0], self.percentiles(img, head)[1]
                 if hi <= lo:
                     raise InputError(
-                        _source(img),
+                        source_name(img),
                         f"the head's {self.upper}th percentile is not above the volume's "
                         f"{self.lower}th ({hi:g} <= {lo:g})",
                     )
@@ -129,11 +124,13 @@ class PercentileNormalize(Transform):
         if mask is None:
             lo, hi = self.percentiles(img)
             if hi <= lo:
-                raise InputError(_source(img), f"the {self.lower}th and {self.upper}th percentiles are equal ({lo:g})")
+                raise InputError(
+                    source_name(img), f"the {self.lower}th and {self.upper}th percentiles are equal ({lo:g})"
+                )
             return self.scaler(img)
         lo, hi = self.percentiles(img, mask)
         if hi <= lo:
-            raise InputError(_source(img), f"intensities inside the mask are constant ({lo:g})")
+            raise InputError(source_name(img), f"intensities inside the mask are constant ({lo:g})")
         return ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=self.clip)(img)
 
     def percentiles(self, img, mask=None) -> tuple[float, float]:
@@ -143,7 +140,7 @@ class PercentileNormalize(Transform):
             m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
             m = np.broadcast_to(m > 0, arr.shape)
             if not m.any():
-                raise InputError(_source(img), "the mask is empty, cannot normalise inside it")
+                raise InputError(source_name(img), "the mask is empty, cannot normalise inside it")
             arr = arr[m]
         lo, hi = np.percentile(arr, [self.lower, self.upper])
         return float(lo), float(hi)
@@ -226,3 +223,15 @@ class BrainMaskd(MapTransform):
                 mask = MetaTensor(torch.from_numpy(mask), affine=getattr(src, "affine", None))
             d[self.mask_key] = mask
         return d
+
+
+def to_model_range(x01: torch.Tensor) -> torch.Tensor:
+    """Intensities [0, 1] -> a generative model's range [-1, 1]: 2 x - 1 (cfm's authors map [0, 255] -> [-1, 1];
+    for diffusion_iqt the background 0 becomes -1, its sampler's lower bound)."""
+    return x01 * 2.0 - 1.0
+
+
+def from_model_range(x: torch.Tensor, clip: bool = False) -> torch.Tensor:
+    """A model's range [-1, 1] -> [0, 1]: (x + 1) / 2; ``clip=True`` clamps the result to [0, 1]."""
+    y = (x + 1.0) * 0.5
+    return y.clamp_(0.0, 1.0) if clip else y

@@ -28,7 +28,7 @@ from .checks import (
     is_nifti_path,
     squeeze_to_3d_shape,
 )
-from .errors import InputError
+from .errors import InputError, source_name
 from .files import atomic_path, atomic_paths
 from .ownership import check_replaceable, ownership_mark, source_tag
 
@@ -307,7 +307,7 @@ class SaveVolumed(MapTransform):
         ref = d[self.ref_key]
         if not isinstance(ref, MetaTensor):
             raise TypeError(f"SaveVolumed needs the MetaTensor {self.ref_key!r} for its grid")
-        source = ref.meta.get("filename_or_obj", "volume")
+        source = source_name(ref, "volume")
         paths, images = [], []
         for key in self.key_iterator(d):
             pred = torch.as_tensor(d[key]).detach().float().cpu()

@@ -40,19 +40,18 @@ from monai.transforms import Randomizable, Transform
 from monai.utils import TransformBackends
 from scipy import ndimage
 
-from .errors import InputError
+from .errors import InputError, source_name
 from .geometry import SEED002_LOW_FIELD, affine_for_grid, voxel_spacing_mm
 from .simulation import (  # noqa: F401 (FWHM_TO_SIGMA, tissue_maps_from_intensity: re-exported, see __all__)
     FWHM_TO_SIGMA,
-    _affine_np,
-    _as_metatensor,
-    _output,
-    _range,
-    _resample_mask,
-    _SimulatorDict,
-    _source,
+    SimulatorDict,
+    affine_of,
+    as_volume,
+    check_range,
     fwhm_mm_to_sigma_vox,
+    resample_mask,
     resample_to_grid,
+    simulated_output,
     tissue_maps_from_intensity,
 )
 
@@ -136,9 +135,9 @@ class SimulateLowFieldBlurGamma(Randomizable, Transform):
         self.spatial_shape = None if spatial_shape is None else tuple(int(s) for s in spatial_shape)
         if self.spatial_shape is not None and (len(self.spatial_shape) != 3 or min(self.spatial_shape) < 1):
             raise ValueError(f"spatial_shape must be three positive integers or None, got {spatial_shape}")
-        self.blur_sigma_vox = _range(blur_sigma_vox, "blur_sigma_vox")
-        self.gamma = _range(gamma, "gamma", low=1e-6)
-        self.noise_std = _range(noise_std, "noise_std")
+        self.blur_sigma_vox = check_range(blur_sigma_vox, "blur_sigma_vox")
+        self.gamma = check_range(gamma, "gamma", low=1e-6)
+        self.noise_std = check_range(noise_std, "noise_std")
         if background_weight < 0:
             raise ValueError(f"background_weight must be >= 0, got {background_weight}")
         self.background_weight = float(background_weight)
@@ -160,18 +159,18 @@ class SimulateLowFieldBlurGamma(Randomizable, Transform):
         return affine_for_grid(affine, in_shape, shape, self.spacing_mm), tuple(shape)
 
     def __call__(self, img: np.ndarray | torch.Tensor, randomize: bool = True) -> MetaTensor:
-        img = _as_metatensor(img)
+        img = as_volume(img)
         lo, hi = float(img.min()), float(img.max())
         if lo < -0.05 or hi > 1.05:
             raise InputError(
-                _source(img),
+                source_name(img, "image"),
                 f"seed 002's low-field simulator expects an intensity-normalised image in [0, 1], got range "
                 f"[{lo:.3g}, {hi:.3g}]; normalise it first (e.g. 1-99 percentile scaling to [0, 1])",
             )
         if randomize or not self.params:
             self.randomize()
         p = self.params
-        dst_affine, shape = self.output_grid(_affine_np(img), img.shape[1:])
+        dst_affine, shape = self.output_grid(affine_of(img), img.shape[1:])
         # (C, *shape): resample, then clamp the cubic overshoot so the power law is defined
         low = resample_to_grid(img, dst_affine, shape, mode=3, padding_mode="constant").numpy().clip(0.0, 1.0)
         sigma = p["lowfield_blur_sigma_vox"]
@@ -181,10 +180,10 @@ class SimulateLowFieldBlurGamma(Randomizable, Transform):
         if p["lowfield_noise_std"] > 0:
             local_std = p["lowfield_noise_std"] * (1.0 + self.background_weight * (1.0 - low))
             low = low + local_std * self.R.standard_normal(low.shape).astype(np.float32)
-        return _output(np.clip(low, 0.0, 1.0), img, dst_affine, p)
+        return simulated_output(np.clip(low, 0.0, 1.0), img, dst_affine, p)
 
 
-class SimulateLowFieldBlurGammad(_SimulatorDict):
+class SimulateLowFieldBlurGammad(SimulatorDict):
     """Dictionary version of :class:`SimulateLowFieldBlurGamma`.
 
     Each key in ``keys`` is replaced by its simulated low-field volume; the parameters are drawn once per call and
@@ -218,12 +217,12 @@ class SimulateLowFieldBlurGammad(_SimulatorDict):
         self.randomize()
         grid = None
         for key in self.key_iterator(d):
-            src = _as_metatensor(d[key], str(key))
-            grid = grid or self.sim.output_grid(_affine_np(src), src.shape[1:])
+            src = as_volume(d[key], str(key))
+            grid = grid or self.sim.output_grid(affine_of(src), src.shape[1:])
             d[key] = self.sim(src, randomize=False)
         for key in self.mask_keys:
             if key in d and grid is not None:
-                d[key] = _resample_mask(d[key], str(key), *grid)
+                d[key] = resample_mask(d[key], str(key), *grid)
         return d
 
 
@@ -352,7 +351,7 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
         Returns:
             the degraded stack ``(C, X', Y', Z')`` (float32 tensor) and its affine.
         """
-        affine = _affine_np(vols)
+        affine = affine_of(vols)
         degraded = self.thickness != 1  # the reference smooths only axes whose thickness factor differs from 1
         spacing = voxel_spacing_mm(affine)
         sigma = np.where(degraded, fwhm_mm_to_sigma_vox(spacing * self.thickness, spacing), 0.0)  # FWHM = vox x factor
@@ -371,8 +370,8 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
         csf: np.ndarray | torch.Tensor,
         randomize: bool = True,
     ) -> MetaTensor:
-        img = _as_metatensor(img)
-        source = _source(img)
+        img = as_volume(img)
+        source = source_name(img, "image")
         if img.shape[0] != 1:
             raise InputError(source, f"expected one channel (1, X, Y, Z), got shape {tuple(img.shape)}")
         maps = [self._map(m, name, img) for m, name in zip((gm, wm, csf), _TISSUES, strict=False)]
@@ -407,7 +406,7 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
         out = torch.as_tensor(out[None], dtype=torch.float32)
         if self.upsample:
             low_img = MetaTensor(out, affine=torch.as_tensor(dst_affine, dtype=torch.float64))
-            dst_affine = _affine_np(img)
+            dst_affine = affine_of(img)
             out = resample_to_grid(low_img, dst_affine, img.shape[1:], mode=3, padding_mode="nearest")
         meta = {
             "lowfield_snr_wm": float(self.snr_wm),
@@ -416,7 +415,7 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
             "lowfield_fixed_tissue": self.fixed_tissue,
             "lowfield_total_factor": [float(f) for f in self.total_factor],
         }
-        return _output(out, img, dst_affine, meta)
+        return simulated_output(out, img, dst_affine, meta)
 
     @staticmethod
     def _map(m: np.ndarray | torch.Tensor, name: str, img: MetaTensor) -> torch.Tensor:
@@ -427,14 +426,14 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
             t = t[None]
         if t.shape != img.shape:
             raise InputError(
-                _source(m, name), f"{name} map shape {tuple(t.shape)} differs from the image's {tuple(img.shape)}"
+                source_name(m, name), f"{name} map shape {tuple(t.shape)} differs from the image's {tuple(img.shape)}"
             )
-        if isinstance(m, MetaTensor) and not np.allclose(_affine_np(m), _affine_np(img), atol=1e-3):
-            raise InputError(_source(m, name), f"{name} map is not on the image's grid (affines differ)")
+        if isinstance(m, MetaTensor) and not np.allclose(affine_of(m), affine_of(img), atol=1e-3):
+            raise InputError(source_name(m, name), f"{name} map is not on the image's grid (affines differ)")
         return t.as_tensor() if isinstance(t, MetaTensor) else t
 
 
-class SimulateLowFieldTissueContrastd(_SimulatorDict):
+class SimulateLowFieldTissueContrastd(SimulatorDict):
     """Dictionary version of :class:`SimulateLowFieldTissueContrast`.
 
     Each key in ``keys`` (image) is replaced by its simulated low-field volume, with the tissue maps read from
@@ -488,11 +487,11 @@ class SimulateLowFieldTissueContrastd(_SimulatorDict):
         self.randomize()
         grid = None
         for key in self.key_iterator(d):
-            img = _as_metatensor(d[key], str(key))
+            img = as_volume(d[key], str(key))
             missing = [k for k in self.tissue_keys.values() if k not in d]
             if missing and not self.allow_missing_keys:
                 raise InputError(
-                    _source(img, str(key)),
+                    source_name(img, str(key)),
                     f"tissue map key(s) {missing} not in the data; give GM/WM/CSF maps or set allow_missing_keys=True "
                     "to estimate them from intensity",
                 )
@@ -502,9 +501,9 @@ class SimulateLowFieldTissueContrastd(_SimulatorDict):
                 gm, wm, csf = (d[self.tissue_keys[t]] for t in _TISSUES)
             out = self.sim(img, gm, wm, csf, randomize=False)
             out.meta["lowfield_tissue_maps"] = "intensity_multiotsu" if missing else "given"
-            grid = grid or (_affine_np(out), tuple(out.shape[1:]))
+            grid = grid or (affine_of(out), tuple(out.shape[1:]))
             d[key] = out
         for key in self.mask_keys:
             if key in d and grid is not None:
-                d[key] = _resample_mask(d[key], str(key), *grid)
+                d[key] = resample_mask(d[key], str(key), *grid)
         return d

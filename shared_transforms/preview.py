@@ -14,6 +14,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from .errors import source_name
 from .files import atomic_path
 from .io import output_stem_of
 from .ownership import PNG_MARK_KEY, check_replaceable, ownership_mark
@@ -96,7 +97,7 @@ class SavePreviewd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
-        source = getattr(d[self.ref_key], "meta", {}).get("filename_or_obj", "volume")
+        source = source_name(d[self.ref_key], "volume")
         keys = [k for k in self.keys if d.get(k) is not None]
         titles = [self.titles[self.keys.index(k)] if self.titles else str(k) for k in keys]
         volumes = [_volume(d[k]) for k in keys]

@@ -18,7 +18,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, SpatialResample
 from scipy import ndimage
 
-from .errors import InputError
+from .errors import InputError, source_name
 from .intensity import brain_mask_from_intensity
 from .metrics.tissue import tissue_segmentation
 
@@ -28,16 +28,7 @@ __all__ = ["FWHM_TO_SIGMA", "fwhm_mm_to_sigma_vox", "resample_to_grid", "tissue_
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
 
-def _source(img: object, default: str = "image") -> str:
-    """The file name a volume came from (for error messages), or ``default``."""
-    if isinstance(img, MetaTensor):
-        name = img.meta.get("filename_or_obj")
-        if isinstance(name, str) and name:
-            return name
-    return default
-
-
-def _as_metatensor(img: np.ndarray | torch.Tensor, name: str = "image") -> MetaTensor:
+def as_volume(img: np.ndarray | torch.Tensor, name: str = "image") -> MetaTensor:
     """A channel-first ``(C, X, Y, Z)`` float32 MetaTensor; plain arrays get a 1 mm identity affine."""
     if isinstance(img, MetaTensor):
         out = img
@@ -46,14 +37,14 @@ def _as_metatensor(img: np.ndarray | torch.Tensor, name: str = "image") -> MetaT
         out = MetaTensor(data, affine=torch.eye(4, dtype=torch.float64))
     if out.ndim != 4:
         raise InputError(
-            _source(img, name), f"expected a channel-first 3D volume (C, X, Y, Z), got shape {tuple(out.shape)}"
+            source_name(img, name), f"expected a channel-first 3D volume (C, X, Y, Z), got shape {tuple(out.shape)}"
         )
     if not torch.is_floating_point(out):
         out = out.float()
     return out
 
 
-def _affine_np(img: MetaTensor) -> np.ndarray:
+def affine_of(img: MetaTensor) -> np.ndarray:
     return np.asarray(img.affine.detach().cpu().numpy() if isinstance(img.affine, torch.Tensor) else img.affine, float)
 
 
@@ -72,7 +63,9 @@ def resample_to_grid(
     return out.as_tensor() if isinstance(out, MetaTensor) else torch.as_tensor(out)
 
 
-def _output(data: np.ndarray | torch.Tensor, like: MetaTensor, affine: np.ndarray, extra: Mapping) -> MetaTensor:
+def simulated_output(
+    data: np.ndarray | torch.Tensor, like: MetaTensor, affine: np.ndarray, extra: Mapping
+) -> MetaTensor:
     """A float32 MetaTensor on ``affine`` keeping ``like``'s meta (file name, original affine/shape) plus ``extra``."""
     meta = {k: v for k, v in like.meta.items() if k != "affine"}
     meta.update(extra)
@@ -86,7 +79,7 @@ def fwhm_mm_to_sigma_vox(fwhm_mm: Sequence[float] | np.ndarray, spacing_mm: Sequ
     return np.asarray(fwhm_mm, float) * FWHM_TO_SIGMA / np.asarray(spacing_mm, float)
 
 
-def _range(value: float | Sequence[float], name: str, low: float = 0.0) -> tuple[float, float]:
+def check_range(value: float | Sequence[float], name: str, low: float = 0.0) -> tuple[float, float]:
     """A (min, max) range from a number or a pair; checks ``low <= min <= max``."""
     lo, hi = (float(value), float(value)) if np.isscalar(value) else (float(value[0]), float(value[1]))
     if not (low <= lo <= hi):
@@ -94,7 +87,7 @@ def _range(value: float | Sequence[float], name: str, low: float = 0.0) -> tuple
     return lo, hi
 
 
-class _SimulatorDict(Randomizable, MapTransform):
+class SimulatorDict(Randomizable, MapTransform):
     """Base of the simulators' dictionary versions: their array simulator ``self.sim`` is seeded with them and draws
     the parameters (MONAI's dictionary transforms delegate the same way)."""
 
@@ -109,11 +102,11 @@ class _SimulatorDict(Randomizable, MapTransform):
         self.sim.randomize(data)
 
 
-def _resample_mask(mask: object, name: str, dst_affine: np.ndarray, shape: Sequence[int]) -> MetaTensor:
+def resample_mask(mask: object, name: str, dst_affine: np.ndarray, shape: Sequence[int]) -> MetaTensor:
     """Nearest-neighbour resampling of a mask/label onto ``(dst_affine, shape)`` (0 outside its field of view)."""
-    m = _as_metatensor(mask, name)
+    m = as_volume(mask, name)
     out = resample_to_grid(m, dst_affine, shape, mode=0, padding_mode="constant")
-    return _output(out, m, dst_affine, {})
+    return simulated_output(out, m, dst_affine, {})
 
 
 def tissue_maps_from_intensity(
@@ -145,20 +138,24 @@ def tissue_maps_from_intensity(
     if arr.ndim == 4 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 3:
-        raise InputError(_source(image), f"expected a 3D volume (X, Y, Z) or (1, X, Y, Z), got shape {arr.shape}")
+        raise InputError(
+            source_name(image, "image"), f"expected a 3D volume (X, Y, Z) or (1, X, Y, Z), got shape {arr.shape}"
+        )
     if mask is None:
         inside = brain_mask_from_intensity(arr, threshold=threshold, closing_radius_vox=0)
     else:
         m = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
         inside = np.asarray(m).reshape(m.shape[-3:]) > 0.5
         if inside.shape != arr.shape:
-            raise InputError(_source(mask, "mask"), f"mask shape {inside.shape} differs from the image's {arr.shape}")
+            raise InputError(
+                source_name(mask, "mask"), f"mask shape {inside.shape} differs from the image's {arr.shape}"
+            )
     if not inside.any():
-        raise InputError(_source(image), "the brain mask for the intensity-based tissue split is empty")
+        raise InputError(source_name(image, "image"), "the brain mask for the intensity-based tissue split is empty")
     try:
         labels = tissue_segmentation(arr, inside)  # 0 background, 1 CSF, 2 GM, 3 WM
     except InputError as err:
-        raise InputError(_source(image), err.problem) from None
+        raise InputError(source_name(image, "image"), err.problem) from None
     maps = []
     for label in (2, 3, 1):  # gm, wm, csf
         hard = (labels == label).astype(np.float32)

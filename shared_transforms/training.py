@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from monai.engines.utils import PrepareBatch
 
+from .distributed import rank_and_world
+
 __all__ = ["SeededPrepareBatch"]
 
 
@@ -28,6 +30,6 @@ class SeededPrepareBatch(PrepareBatch):
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if self.generator is None or self.generator.device != torch.device(device):
-            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+            rank = rank_and_world()[0]
             self.generator = torch.Generator(device=device).manual_seed(self.seed + 1000 * rank)
         return self.generator

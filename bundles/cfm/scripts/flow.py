@@ -31,6 +31,8 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from shared_transforms.intensity import from_model_range, to_model_range  # the one [0, 1] <-> [-1, 1] map
+
 __all__ = [
     "StraightPath",
     "sample_source",
@@ -177,14 +179,3 @@ class ConditionalVelocity:
         else:
             self._buffer[:, : x.shape[1]].copy_(x)
         return self.network(self._buffer, t)
-
-
-def to_model_range(x01: torch.Tensor) -> torch.Tensor:
-    """Intensities [0, 1] -> model range [-1, 1]: 2 x - 1 (the authors map [0, 255] -> [-1, 1])."""
-    return x01 * 2.0 - 1.0
-
-
-def from_model_range(x: torch.Tensor, clip: bool = False) -> torch.Tensor:
-    """Model range [-1, 1] -> [0, 1]: (x + 1) / 2; ``clip=True`` clamps the result to [0, 1]."""
-    y = (x + 1.0) * 0.5
-    return y.clamp_(0.0, 1.0) if clip else y

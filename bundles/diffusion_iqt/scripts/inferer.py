@@ -29,21 +29,13 @@ from monai.inferers.utils import _get_scan_interval
 from tqdm.auto import tqdm
 
 from shared_transforms.inferers import VolumeInferer, autocast, resolve_precision
+from shared_transforms.intensity import from_model_range, to_model_range
 
 from .diffusion import SAMPLERS, sample
 
-__all__ = ["DiffusionIQTInferer", "from_model_range", "to_model_range"]
+__all__ = ["DiffusionIQTInferer"]
 
 MODES = ("windows", "whole")
-
-
-def to_model_range(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] -> [-1, 1] (the background 0 becomes -1, the sampler's ``min_bound``)."""
-    return x * 2.0 - 1.0
-
-
-def from_model_range(x: torch.Tensor) -> torch.Tensor:
-    return ((x + 1.0) * 0.5).clamp(0.0, 1.0)
 
 
 class DiffusionIQTInferer(VolumeInferer):
@@ -207,7 +199,8 @@ class DiffusionIQTInferer(VolumeInferer):
             for b in range(inputs.shape[0]):
                 condition = to_model_range(inputs[b : b + 1].float())
                 samples = [
-                    from_model_range(self._one_sample(condition, network, k, bar)) for k in range(self.num_samples)
+                    from_model_range(self._one_sample(condition, network, k, bar), clip=True)
+                    for k in range(self.num_samples)
                 ]
                 stack = torch.stack(samples)  # (K, 1, 1, X, Y, Z)
                 outs.append(stack[0] if self.num_samples == 1 else torch.cat([stack.mean(0), stack.std(0)], dim=1))

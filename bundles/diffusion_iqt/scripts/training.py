@@ -15,10 +15,10 @@ from collections.abc import Mapping
 import torch
 from monai.utils import convert_to_tensor
 
+from shared_transforms.intensity import to_model_range
 from shared_transforms.training import SeededPrepareBatch
 
 from .diffusion import training_input
-from .inferer import to_model_range
 
 __all__ = ["DiffusionIQTPrepareBatch"]
 

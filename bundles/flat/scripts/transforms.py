@@ -30,7 +30,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import ensure_tuple
 
-from shared_transforms.errors import InputError
+from shared_transforms.errors import InputError, source_name
 from shared_transforms.kspace import MASK_PATTERNS, CartesianUndersample, SimulateKspace, ifft2c, seed_from_name
 
 from .network import pack_inputs
@@ -98,10 +98,9 @@ class UndersampleVolumed(RandomizableTransform, MapTransform):
             u.set_random_state(state=self.R)
         return self
 
-    def _source_name(self, img) -> str:
-        meta = getattr(img, "meta", {}) or {}
-        name = meta.get("filename_or_obj")
-        return os.path.basename(str(name)) if name else ""
+    @staticmethod
+    def _source_name(img) -> str:
+        return os.path.basename(source_name(img, ""))
 
     def _draw(self, name: str | None) -> tuple[float, float, str]:
         """The setting of this call (seeded by ``name`` when the mask is fixed per volume)."""
