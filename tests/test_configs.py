@@ -12,6 +12,8 @@ Checked without running anything (the contract test runs the configs):
    from every bundle's ``configs/`` (the contract's paths), and copied whole into each Model Zoo archive by the
    export tool.
 3. The project's own loader (clear error naming the file) is the only ``CheckpointLoader``, resume included.
+4. Handlers are named and referred to by id (``@validate#best_saver``, ``train#checkpoint_saver#_disabled_``), never by
+   their position in a list (``@validate#handlers#2``).
 """
 
 from __future__ import annotations
@@ -72,6 +74,37 @@ def references(flat: dict[str, object]) -> dict[str, list[str]]:
     return refs
 
 
+def merged(base: dict, override: dict) -> dict:
+    """``override`` applied to ``base`` as MONAI's runner merges config files: each top-level ``a#b`` id replaces the
+    value at that path."""
+    out = json.loads(json.dumps(base))
+    for path, value in override.items():
+        node, keys = out, path.split("#")
+        for k in keys[:-1]:
+            node = node[int(k)] if isinstance(node, list) else node.setdefault(k, {})
+        if isinstance(node, list):
+            node[int(keys[-1])] = value
+        else:
+            node[keys[-1]] = value
+    return out
+
+
+def reachable(cfg: dict) -> set[str]:
+    """The ids a run of ``cfg`` builds: referenced from its entry points, directly or through what they refer to."""
+    flat = flatten(cfg)
+    seen: set[str] = set()
+    todo = [p for p in flat if p.split("#")[0] in ENTRY_POINTS]
+    while todo:
+        root = todo.pop()
+        for path, value in flat.items():
+            if (path == root or path.startswith(root + "#")) and isinstance(value, str):
+                for ref in REF.findall(value):
+                    if ref not in seen:
+                        seen.add(ref)
+                        todo.append(ref)
+    return seen
+
+
 def merge_pairs():
     for b in BUNDLES:
         base = "train.json" if b in LEARNED else "inference.json"
@@ -87,6 +120,7 @@ def silent_changes(base: dict, override: dict, declared: dict) -> list[str]:
     flat_base = flatten(base)
     refs = references(flat_base)
     override_paths = set(override)  # MONAI merges by "a#b" ids at the top level of an override file
+    built = reachable(merged(base, override))
     problems = []
     for path, new in override.items():
         if path in ENTRY_POINTS or path not in flat_base or flat_base[path] == new:
@@ -96,6 +130,8 @@ def silent_changes(base: dict, override: dict, declared: dict) -> list[str]:
         for site in refs.get(path, []):
             if any(site == p or site.startswith(p + "#") for p in override_paths):
                 continue  # the override rewrites this use itself
+            if built and not any(site == r or site.startswith(r + "#") for r in built):
+                continue  # a component the merged run never builds (e.g. training's savers in an evaluation)
             allowed = declared.get(path, ())
             if allowed is None or (allowed and any(site == a or site.startswith(a + "#") for a in allowed)):
                 continue
@@ -143,15 +179,22 @@ COMMON_STATE = ("model", "optimizer", "trainer", "best_model")
 
 def _common_train_blocks(bundle: str) -> dict:
     cfg = load(bundle, "train.json")
+    train, validate = cfg["train"], cfg["validate"]
     return {
-        "checkpointing": cfg["train"]["checkpointing"],
+        "checkpointing": train["checkpointing"],
+        "resume_loader": train["resume_loader"],
+        "checkpoint_saver": train["checkpoint_saver"],
         # the state every training resumes from; a bundle may add its own (diffusion_iqt: the EMA of the weights;
         # the LR scheduler where the method has one)
         "training_state": {k: v for k, v in cfg["train"]["training_state"].items() if k in COMMON_STATE},
-        "validate#handlers": cfg["validate"]["handlers"],
-        "train#handlers[1:]": cfg["train"]["handlers"][1:],  # [0] is the LR scheduler handler, which all share too
+        "validate#handlers": validate["handlers"],
+        **{f"validate#{k}": validate[k] for k in ("stats", "tensorboard", "best_saver")},
+        # the validation, logging and TensorBoard handlers (the LR scheduler's, first, where the method has one)
+        "train#handlers[-3:]": train["handlers"][-3:],
+        "train_handlers": train["trainer"]["train_handlers"],
+        "val_handlers": validate["evaluator"]["val_handlers"],
         "initialize": cfg["initialize"],
-        "run": cfg["run"],
+        "run": [r for r in cfg["run"] if r != "$@train#ema.attach(@train#trainer)"],  # diffusion_iqt's EMA
         "resume": cfg["resume"],
         "init_weights": cfg["init_weights"],
     }
@@ -191,3 +234,15 @@ def test_every_run_starts_with_setup_bundle_and_uses_the_projects_loader(bundle)
             if where.endswith("_target_") and isinstance(value, str) and value.endswith("CheckpointLoader"):
                 assert value == "shared_transforms.checkpoint.CheckpointLoader", f"{path}: {where}"
             assert "_requires_" not in where, f"{path}: {where} (bundle_root has no side effect to wait for)"
+
+
+@pytest.mark.parametrize("bundle", BUNDLES)
+def test_no_config_refers_to_a_list_item_by_its_position(bundle):
+    """Issue 31.3: a reference or an override into a list by index breaks silently when the list changes."""
+    positional = re.compile(r"#\d+(#|$)")
+    for path in [*(REPO / "bundles" / bundle / "configs").glob("*.json"), *COMMON.glob("*.json")]:
+        cfg = json.loads(path.read_text())
+        ids = [k for k in cfg if "#" in k]  # an override file's ids
+        ids += [ref for value in flatten(cfg).values() if isinstance(value, str) for ref in REF.findall(value)]
+        bad = [i for i in ids if positional.search(i)]
+        assert not bad, f"{path.name}: {bad} refer to list items by position; name the item and refer to its id"

@@ -63,7 +63,7 @@ def eval_command(spec, datalist: str, num_slices: int, setting: tuple, output_di
         return cmd + [
             "--network_def",
             "{'_target_': 'scripts.network.ZeroFilled'}",
-            "--validate#handlers#0#_disabled_",
+            "--validate#checkpoint_loader#_disabled_",
             "true",
             "--mode",
             "zero_filled",
