@@ -246,3 +246,13 @@ def test_no_config_refers_to_a_list_item_by_its_position(bundle):
         ids += [ref for value in flatten(cfg).values() if isinstance(value, str) for ref in REF.findall(value)]
         bad = [i for i in ids if positional.search(i)]
         assert not bad, f"{path.name}: {bad} refer to list items by position; name the item and refer to its id"
+
+
+def test_every_config_is_in_the_one_layout():
+    """Issue 31.3: one JSON formatter for every config (``python tools/format_configs.py`` rewrites them)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "format_configs.py"), "--check"], capture_output=True,
+                          text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr + "\nrun: python tools/format_configs.py"
