@@ -111,6 +111,20 @@ def _zoo_steps(folder: Path, name: str, archive: Path, tmp_path: Path) -> list[d
     return steps
 
 
+def test_an_archive_vendors_only_the_modules_its_bundle_uses():
+    """Issue 31.2: the modules the configs and scripts name, closed over their imports; flat's k-space modules go
+    only with flat, the real-data registration (SimpleITK) with none."""
+    used = {name: set(export_bundle.used_modules(REPO / "bundles" / name)) for name in BUNDLES}
+    for name, mods in used.items():
+        assert {"__init__.py", "errors.py", "io.py", "sample.py"} <= mods, name
+        assert "registration.py" not in mods and "synthesis.py" not in mods, name
+        for rel in mods:  # every vendored module's own package imports resolve inside the vendored set
+            assert (REPO / "shared_transforms" / rel).is_file(), rel
+    assert {"kspace.py", "fastmri.py"} <= used["flat"]
+    assert "kspace.py" not in used["interpolation"] and "ode.py" in used["cfm"]
+    assert "metrics/__init__.py" in used["unet"] and "metrics/core.py" in used["unet"]
+
+
 def test_config_and_script_rewriting():
     cfg = '{"imports": ["$import shared_transforms"], "x": {"_target_": "shared_transforms.io.SaveVolumed"}, ' \
           '"y": {"_target_": "scripts.network.Net"}, "z": "$shared_transforms.sample.sample_paths()"}'

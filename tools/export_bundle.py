@@ -11,7 +11,8 @@ What the export does (the repository itself keeps one copy of everything; the ve
 archive):
 
 - copies ``bundles/<name>`` (configs, docs, models, scripts, LICENSE, large_files.yml), without caches;
-- vendors the project's ``shared_transforms`` package (Python modules and the shipped sample) into
+- vendors the modules of the project's ``shared_transforms`` package that the bundle uses (:func:`used_modules`:
+  those its configs and scripts name, and what those import in turn; with the shipped sample) into
   ``<name>/scripts/shared_transforms`` and points the bundle at it: config imports become
   ``$import scripts.shared_transforms as shared_transforms``, config ``_target_`` names and the scripts' imports of
   ``shared_transforms`` become ``scripts.shared_transforms`` (the bundle root is on ``sys.path`` for MONAI's runner,
@@ -26,6 +27,7 @@ this tool. It uses the standard library's ``zipfile`` and ``shutil``, and isort.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -96,6 +98,84 @@ def sort_imports(text: str) -> str:
     return isort.code(text, config=isort.Config(settings_file=str(REPO_ROOT / "pyproject.toml")))
 
 
+#: modules every archive carries: the package, its error type, and the shipped sample every inference defaults to
+ALWAYS = ("__init__.py", "errors.py", "sample.py")
+
+
+def _module_path(dotted: str) -> str | None:
+    """``"metrics.core"`` -> ``"metrics/core.py"`` (``"metrics"`` -> ``"metrics/__init__.py"``), relative to the
+    package; None when the package has no such module (a function or class name)."""
+    base = REPO_ROOT / PACKAGE / Path(*dotted.split("."))
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py").relative_to(REPO_ROOT / PACKAGE).as_posix()
+    if (base / "__init__.py").is_file():
+        return (base / "__init__.py").relative_to(REPO_ROOT / PACKAGE).as_posix()
+    return None
+
+
+def _named_modules(dotted: str) -> set[str]:
+    """The module files a dotted name under the package reaches: each prefix that is a module (``io.SaveVolumed`` ->
+    ``io.py``; ``metrics.core.psnr`` -> ``metrics/__init__.py``, ``metrics/core.py``)."""
+    parts, out = dotted.split("."), set()
+    for i in range(1, len(parts) + 1):
+        found = _module_path(".".join(parts[:i]))
+        if found is None:
+            break
+        out.add(found)
+    return out
+
+
+def _imports_of(source: str, package_of_file: str | None) -> set[str]:
+    """The package's modules a Python file imports (absolute ``shared_transforms.x`` or, inside the package,
+    relative ``.x``), anywhere in the file (lazy imports in functions too)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith(PACKAGE + "."):
+                    out |= _named_modules(alias.name[len(PACKAGE) + 1 :])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module and (node.module == PACKAGE or node.module.startswith(PACKAGE + ".")):
+                base = node.module[len(PACKAGE) + 1 :]
+            elif node.level > 0 and package_of_file is not None:
+                parent = package_of_file.split(".") if package_of_file else []
+                parent = parent[: len(parent) - (node.level - 1)]
+                base = ".".join([*parent, *([node.module] if node.module else [])])
+            else:
+                continue
+            if base:
+                out |= _named_modules(base)
+            for alias in node.names:  # from . import io / from shared_transforms.metrics import core
+                out |= _named_modules(".".join([*([base] if base else []), alias.name]))
+    return out
+
+
+def used_modules(bundle_dir: str | os.PathLike) -> list[str]:
+    """The package's module files (relative paths) a bundle uses: named in its configs (``shared_transforms.x``) or
+    imported by its scripts, plus :data:`ALWAYS`, closed over the modules' own imports."""
+    bundle_dir = Path(bundle_dir)
+    todo = set(ALWAYS)
+    for cfg in (bundle_dir / "configs").glob("*.json"):
+        for dotted in re.findall(rf"\b{PACKAGE}\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)", cfg.read_text()):
+            todo |= _named_modules(dotted)
+    for py in (bundle_dir / "scripts").glob("*.py"):
+        todo |= _imports_of(py.read_text(), None)
+    done: set[str] = set()
+    while todo:
+        rel = todo.pop()
+        if rel in done:
+            continue
+        done.add(rel)
+        parts = rel[: -len(".py")].split("/")
+        package = ".".join(parts[:-1]) if parts[-1] != "__init__" else ".".join(parts[:-1])
+        todo |= _imports_of((REPO_ROOT / PACKAGE / rel).read_text(), package) - done
+    for rel in list(done):  # a sub-package's modules need its __init__
+        parts = rel.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            done.add("/".join([*parts[:i], "__init__.py"]))
+    return sorted(done)
+
+
 def stage_bundle(name: str, folder: str | os.PathLike) -> Path:
     """Write the exported ``<folder>/<name>/`` (see the module docstring); returns it."""
     src = REPO_ROOT / "bundles" / name
@@ -110,7 +190,10 @@ def stage_bundle(name: str, folder: str | os.PathLike) -> Path:
         (scripts / "__init__.py").write_text('"""The bundle\'s code."""\n')
     for py in scripts.glob("*.py"):
         py.write_text(sort_imports(rewrite_script_text(py.read_text())))
-    shutil.copytree(REPO_ROOT / PACKAGE, scripts / PACKAGE, ignore=_IGNORE)
+    for rel in used_modules(src):
+        (scripts / PACKAGE / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO_ROOT / PACKAGE / rel, scripts / PACKAGE / rel)
+    shutil.copytree(REPO_ROOT / PACKAGE / "sample_data", scripts / PACKAGE / "sample_data", ignore=_IGNORE)
     for cfg in (dst / "configs").glob("*.json"):
         cfg.write_text(rewrite_config_text(cfg.read_text()))
     meta_path = dst / "configs" / "metadata.json"
