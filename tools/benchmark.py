@@ -740,10 +740,17 @@ def main(
     print(f"wrote {result['csv']}, {result['markdown']}" + (f", {result['figure']}" if result["figure"] else ""))
 
 
-if __name__ == "__main__":
-    _CLI_ARGV = list(sys.argv)
+def run_command_line(main_function, prog: str, namespace: dict) -> None:
+    """Run ``main_function`` under fire as the script ``prog`` (the benchmark's and the sweep's ``__main__``): the
+    command line is kept in ``namespace["_CLI_ARGV"]`` for the reports' command, and bad input ends in one line
+    (``prog: <file>: <problem>``) with exit status 1."""
+    namespace["_CLI_ARGV"] = list(sys.argv)
     try:
-        fire.Fire(main)
+        fire.Fire(main_function)
     except InputError as err:
-        print(f"benchmark: {err}", file=sys.stderr)
+        print(f"{prog}: {err}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_command_line(main, "benchmark", globals())

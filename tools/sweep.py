@@ -21,10 +21,8 @@ import itertools
 import json
 import os
 import shlex
-import sys
 from typing import Any
 
-import fire
 import numpy as np
 
 import benchmark  # tools/benchmark.py, beside this file (Python puts a script's folder first on its path)
@@ -151,9 +149,4 @@ def main(
 
 
 if __name__ == "__main__":
-    _CLI_ARGV = list(sys.argv)
-    try:
-        fire.Fire(main)
-    except InputError as err:
-        print(f"sweep: {err}", file=sys.stderr)
-        sys.exit(1)
+    benchmark.run_command_line(main, "sweep", globals())
