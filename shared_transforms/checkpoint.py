@@ -23,7 +23,7 @@ from monai.handlers import CheckpointLoader as MonaiCheckpointLoader
 
 from .errors import InputError
 from .files import atomic_path, write_text_atomic
-from .io import BIDS_CONTRASTS
+from .io import BIDS_CONTRASTS, SAME_CONTRAST
 
 ZOO_FILE_LIMIT_BYTES = 25 * 1024 * 1024
 
@@ -175,10 +175,6 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike) -> torch.nn.
     net = network.module if hasattr(network, "module") and isinstance(network.module, torch.nn.Module) else network
     net.load_state_dict(state, strict=True)
     return network
-
-
-#: the output contrast a bundle's default weights give: the input's own (the enhancement keeps the contrast)
-SAME_CONTRAST = "input"
 
 
 def weights_for_contrast(bundle_root: str | os.PathLike, output_contrast: str = SAME_CONTRAST) -> str:

@@ -41,6 +41,10 @@ NORMALISED_NOTE = "[0,1] (p1-p99)"
 BIDS_CONTRASTS = ("T1w", "T2w", "FLAIR", "PDw", "T2starw", "T1map", "T2map")
 
 
+#: the output contrast a bundle's default weights give: the input's own (the enhancement keeps the contrast)
+SAME_CONTRAST = "input"
+
+
 def contrast_of(path: str | os.PathLike) -> str:
     """The contrast an enhancement output has: the enhancement bundles keep the input's contrast (their training
     pairs share it), so this is the input's BIDS suffix when its file name has one (``..._T2w.nii.gz`` -> ``T2w``),
@@ -270,7 +274,7 @@ class SaveVolumed(MapTransform):
         suffixes: Mapping[str, str] | None = None,
         clip: Mapping[str, bool] | bool = True,
         description: str = NORMALISED_NOTE,
-        output_contrast: str = "input",
+        output_contrast: str = SAME_CONTRAST,
         allow_missing_keys: bool = True,
     ):
         super().__init__(keys, allow_missing_keys)
@@ -283,7 +287,8 @@ class SaveVolumed(MapTransform):
         self.description = description
         self.output_contrast = str(output_contrast)
         # another contrast than the input's is named in the file name too (``sub-01_T2w_unet_T1w.nii.gz``)
-        tag = "" if self.output_contrast.lower() == "input" else f"_{self.output_contrast}"
+        self.same_contrast = self.output_contrast.lower() == SAME_CONTRAST
+        tag = "" if self.same_contrast else f"_{self.output_contrast}"
         self.suffixes = {k: self.suffixes.get(k, "") + tag for k in ensure_tuple(keys)}
         self.written: list[str] = []
 
@@ -338,7 +343,7 @@ class SaveVolumed(MapTransform):
             )
             grid = "input grid" if self.resample_to_input else "target grid"
             paths.append(check_replaceable(path, self.bundle_name, [source], source))
-            contrast = contrast_of(source) if self.output_contrast.lower() == "input" else self.output_contrast
+            contrast = contrast_of(source) if self.same_contrast else self.output_contrast
             note = f"{source_tag(source)} {self.description if clip else key} {contrast} {grid}"
             images.append(nifti_image(torch.as_tensor(pred), affine, self.bundle_name, note))
             d[f"{key}_path"] = paths[-1]

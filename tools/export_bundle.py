@@ -114,7 +114,7 @@ def _module_path(dotted: str) -> str | None:
 
 
 def _named_modules(dotted: str) -> set[str]:
-    """The module files a dotted name under the package reaches: each prefix that is a module (``io.SaveVolumed`` ->
+    """The module files a dotted name under the package reaches: each prefix that is a module or package (``io.SaveVolumed`` ->
     ``io.py``; ``metrics.core.psnr`` -> ``metrics/__init__.py``, ``metrics/core.py``)."""
     parts, out = dotted.split("."), set()
     for i in range(1, len(parts) + 1):
@@ -166,14 +166,9 @@ def used_modules(bundle_dir: str | os.PathLike) -> list[str]:
         if rel in done:
             continue
         done.add(rel)
-        parts = rel[: -len(".py")].split("/")
-        package = ".".join(parts[:-1]) if parts[-1] != "__init__" else ".".join(parts[:-1])
+        package = ".".join(rel.split("/")[:-1])  # what a relative import starts from ("metrics" for metrics/*.py)
         todo |= _imports_of((REPO_ROOT / PACKAGE / rel).read_text(), package) - done
-    for rel in list(done):  # a sub-package's modules need its __init__
-        parts = rel.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            done.add("/".join([*parts[:i], "__init__.py"]))
-    return sorted(done)
+    return sorted(done)  # a sub-package's __init__ is in: _named_modules adds every prefix of a dotted name
 
 
 def stage_bundle(name: str, folder: str | os.PathLike) -> Path:
