@@ -28,12 +28,14 @@ def inference_transforms(
     upper: float = 99.0,
     key: str = "image",
     volume_only_for: str | None = None,
+    scalp_mm: float = 0.0,
 ) -> list:
     """Load (with the contract's checks), orient to RAS, resample to ``target_spacing`` mm by cubic spline
     (covering the input's field of view; None keeps the file's own voxels, as k-space simulation needs), normalise
     the ``lower``..``upper`` percentiles to [0, 1] (the ``upper`` one inside the head,
-    :class:`.intensity.PercentileNormalize` with ``head_mask=True``). ``volume_only_for``: a 3D bundle's name, which
-    then refuses a single slice or thin slab in one line."""
+    :class:`.intensity.PercentileNormalize` with ``head_mask=True``; with ``scalp_mm`` > 0 inside the head's
+    interior, the brain without the scalp). ``volume_only_for``: a 3D bundle's name, which then refuses a single
+    slice or thin slab in one line."""
     resample = (
         [] if target_spacing is None else [Spacingd(key, pixdim=tuple(target_spacing), mode=3, padding_mode="border")]
     )
@@ -41,7 +43,7 @@ def inference_transforms(
         LoadVolumed(key, volume_only_for=volume_only_for, target_spacing=target_spacing),
         Orientationd(key, axcodes="RAS"),
         *resample,
-        PercentileNormalized(key, lower=lower, upper=upper, head_mask=True),
+        PercentileNormalized(key, lower=lower, upper=upper, head_mask=True, scalp_mm=scalp_mm),
         EnsureTyped(key, dtype=torch.float32),
     ]
 
@@ -52,6 +54,7 @@ def pair_transforms(
     upper: float = 99.0,
     track_meta: bool = True,
     slice_along_acquisition: bool = False,
+    scalp_mm: float = 0.0,
 ) -> list:
     """Align a low/high pair on the high-field grid (keys ``image`` = low, ``label`` = high, optional ``mask``).
 
@@ -59,6 +62,7 @@ def pair_transforms(
     view, or when the mask does not lie on the high field's voxel grid. Shapes after: ``(1, X, Y, Z)`` each.
     ``slice_along_acquisition`` (for 2D slice models, with ``track_meta=False``): reorder the three volumes so that
     slices along the first spatial axis follow the low field's acquisition (:class:`.geometry.SliceAlongAcquisitiond`).
+    ``scalp_mm``: as in :func:`inference_transforms`, for both images (a bundle trains on the scale it infers on).
     """
     keys = ["image", "label", "mask"]
     return [
@@ -75,7 +79,7 @@ def pair_transforms(
         ),
         ResampleToMatchKeepSourced("image", key_dst="label", mode=3, padding_mode="border"),
         BrainMaskd(source_key="label", mask_key="mask"),
-        PercentileNormalized(["image", "label"], lower=lower, upper=upper, head_mask=True),
+        PercentileNormalized(["image", "label"], lower=lower, upper=upper, head_mask=True, scalp_mm=scalp_mm),
         *([SliceAlongAcquisitiond(keys, ref_key="image")] if slice_along_acquisition else []),
         EnsureTyped(keys, dtype=torch.float32, track_meta=track_meta),
     ]

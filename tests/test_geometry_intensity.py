@@ -26,6 +26,7 @@ from shared_transforms.intensity import (
     PercentileNormalize,
     PercentileNormalized,
     brain_mask_from_intensity,
+    head_interior,
     head_mask_from_intensity,
 )
 from shared_transforms.io import LoadVolumed
@@ -180,6 +181,48 @@ def test_head_mask_normalisation_does_not_depend_on_the_air_in_the_field_of_view
     assert float(out.min()) == 0.0 and float(out.max()) == 1.0
     lo, hi = head.percentiles(wide)[0], head.percentiles(wide, head_mask_from_intensity(wide, (2.0, 2.0, 2.0)))[1]
     assert float(out[0, 30, 30, 30]) == pytest.approx(min(max((wide[30, 30, 30] - lo) / (hi - lo), 0), 1), abs=1e-5)
+
+
+def _scalped_head(slices: int) -> np.ndarray:
+    """An ellipsoidal head at 1 mm (``slices`` thick along z, a cut through its middle): a bright 6 mm rim of scalp
+    (intensity 1.6, fat) around a brain of intensity 1 with a dimmer core (0.6), in air of 0.02."""
+    n = 80
+    c = np.arange(n) - (n - 1) / 2
+    x, y = np.meshgrid(c, c, indexing="ij")
+    r = np.sqrt((x / 36.0) ** 2 + (y / 30.0) ** 2)
+    img = np.where(r < 1.0, 1.6, 0.02)
+    img = np.where(r < 0.82, 1.0, img)  # 6.5 mm of rim across the short axis
+    img = np.where(r < 0.4, 0.6, img)
+    return np.repeat(img[..., None], slices, axis=-1).astype(np.float32)
+
+
+@pytest.mark.parametrize("slices", [40, 4])
+def test_the_scale_from_the_head_interior_leaves_out_the_scalp(slices):
+    """Issue 28.5: with ``scalp_mm`` the bright end is the brain's, not the scalp's, in a volume and in a thin slab
+    (whose cut faces are not eroded); without it the rim of scalp sets the 99th percentile."""
+    vol = _scalped_head(slices)
+    img = MetaTensor(torch.from_numpy(vol)[None], affine=torch.eye(4))
+    head = head_mask_from_intensity(vol)
+    interior = head_interior(head, (1.0, 1.0, 1.0), 12.0)
+    assert interior.any() and not (interior & (vol > 1.2)).any()  # no scalp voxel inside
+    assert interior[40, 40, slices // 2]
+    assert PercentileNormalize(head_mask=True).percentiles(vol, head)[1] == pytest.approx(1.6)
+    brain = PercentileNormalize(head_mask=True, scalp_mm=12.0)(img)
+    assert float(brain[0, 40, 20, 0]) == pytest.approx(1.0, abs=1e-4)  # the brain is white, the scalp clipped
+    assert float(PercentileNormalize(head_mask=True)(img)[0, 40, 20, 0]) == pytest.approx(0.98 / 1.58, abs=1e-3)
+
+
+def test_a_head_too_small_for_its_interior_keeps_the_whole_head_scale():
+    vol = _scalped_head(4)[20:60, 25:55]  # a 40 x 30 mm piece of head: nowhere 40 mm deep
+    vol = np.pad(vol, ((8, 8), (8, 8), (0, 0)), constant_values=0.02)
+    head = head_mask_from_intensity(vol)
+    small = head_interior(head, (1.0, 1.0, 1.0), 40.0)
+    assert not small.any()
+    img = MetaTensor(torch.from_numpy(vol)[None], affine=torch.eye(4))
+    same = PercentileNormalize(head_mask=True, scalp_mm=40.0)(img), PercentileNormalize(head_mask=True)(img)
+    assert torch.equal(same[0], same[1])
+    with pytest.raises(ValueError, match="scalp_mm"):
+        PercentileNormalize(scalp_mm=-1)
 
 
 def test_brain_mask_connectivity_closing_and_holes():

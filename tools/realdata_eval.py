@@ -148,9 +148,11 @@ def score_slice(pred: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> dict:
 def run_bundle(
     bundle: str, input_dir: Path, out_dir: Path, device: str, rerun: bool = True, ckpt_path: str | None = None,
     output_contrast: str = "input",
+    overrides: dict | None = None,
 ) -> tuple[Path, str]:
     """Run ``bundle`` through MONAI's bundle runner on every file of ``input_dir`` (with ``ckpt_path`` instead of
-    its shipped weights when given, with ``--output_contrast`` when it is not ``"input"``); returns its output folder
+    its shipped weights when given, with ``--output_contrast`` when it is not ``"input"``, and ``overrides``, more
+    of the runner's options by name, e.g. ``{"scalp_mm": 0}``, last); returns its output folder
     and the last line it printed (``rerun`` False: keep the outputs of an earlier run when its summary is there)."""
     out = out_dir / bundle
     from shared_transforms.io import as_bool
@@ -161,7 +163,8 @@ def run_bundle(
            str(REPO / "bundles" / bundle / "configs" / "inference.json"), "--input_path", str(input_dir),
            "--output_dir", str(out), "--resample_to_input", "true", "--device", device,
            *(["--ckpt_path", str(Path(ckpt_path).expanduser().resolve())] if ckpt_path else []),
-           *(["--output_contrast", output_contrast] if output_contrast != "input" else [])]
+           *(["--output_contrast", output_contrast] if output_contrast != "input" else []),
+           *[str(a) for key, value in (overrides or {}).items() for a in (f"--{key}", value)]]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     said = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines()
             if ln.strip().startswith((f"[{bundle}]", "error:"))]  # the runner's summary and refusals
@@ -243,11 +246,13 @@ def main(
     ckpt_paths: dict | None = None,
     ceilings: bool = True,
     output_contrast: str = "input",
+    overrides: dict | None = None,
 ) -> None:
     """Run the evaluation (see the module docstring) and print the Markdown table. ``ckpt_paths``: bundle -> a
     checkpoint to score instead of its shipped weights (e.g. ``"{'unet': '~/runs/unet/model.pt'}"``);
     ``ceilings``: add the two ceiling rows (:data:`CEILINGS`); ``output_contrast``: ``"input"`` (each scan against
-    3 T in its own contrast) or ``"T1w"`` (every scan against 3 T T1w, the bundles asked for a T1w output)."""
+    3 T in its own contrast) or ``"T1w"`` (every scan against 3 T T1w, the bundles asked for a T1w output);
+    ``overrides``: more options for every bundle's runner (e.g. ``"{'scalp_mm': 0}"``: another setting scored)."""
     from shared_transforms.files import write_text_atomic
     from shared_transforms.io import as_bool
     from shared_transforms.registration import register_affine_2d
@@ -271,7 +276,7 @@ def main(
     outputs, refusals = {}, {}
     for bundle in methods[1:]:
         folder, last = run_bundle(
-            bundle, input_dir, out, device, rerun, (ckpt_paths or {}).get(bundle), output_contrast
+            bundle, input_dir, out, device, rerun, (ckpt_paths or {}).get(bundle), output_contrast, overrides
         )
         print(f"[realdata] {bundle}: {last}", flush=True)
         outputs[bundle] = folder
