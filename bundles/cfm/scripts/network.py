@@ -12,7 +12,8 @@ Layout (defaults; channel counts for dim=64, dim_mults=(1, 2, 4)):
     Conv1x1(64 -> 1)
 
 ResBlock: Conv3x3 -> GN(8) -> SiLU -> + Linear(SiLU(temb)) -> Conv3x3 -> GN(8) -> SiLU -> SE -> + residual.
-Down: pixel-unshuffle x2 then Conv1x1 (4C -> C). Up: Conv1x1 (C_in -> 4 C_out) then pixel-shuffle x2.
+Down: pixel-unshuffle x2 then Conv1x1 (4C -> C). Up: Conv1x1 (C_in -> 4 C_out) then pixel-shuffle x2 (the authors'), or
+bilinear x2 then Conv1x1 (C_in -> C_out) with ``upsample="resize"`` (no checkerboard; :class:`Upsample`).
 
 Parameter counts [COMPUTED, checked in tests/test_cfm_model.py]: 4 heads x 32 (default here) = 5,253,249, the paper's
 "5.25M"; the authors' repository default 8 heads x 32 = 5,384,321 (``heads=8``). The pixel (un)shuffle channel order
@@ -62,6 +63,7 @@ __all__ = [
     "TransformerBlock",
     "Upsample",
     "Downsample",
+    "resize_state_from_pixel_shuffle",
 ]
 
 
@@ -232,20 +234,50 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Conv1x1 (C_in -> 4 C_out) then pixel-shuffle x2. Shapes: (B, C_in, H, W) -> (B, C_out, 2H, 2W).
+    """x2 upsampling. Shapes: (B, C_in, H, W) -> (B, C_out, 2H, 2W). Two modes:
 
-    ``monai.networks.blocks.SubpixelUpsample(conv_block=Conv1x1, apply_pad_pool=False)`` computes the same values,
-    but its reshape-based shuffle returns an NCHW tensor for a channels_last input (the layers after it then convert
-    layouts) and is ~2x slower there than ``torch.nn.PixelShuffle``, which keeps channels_last; so it is written here.
+    - ``"pixel_shuffle"`` (the authors'): Conv1x1 (C_in -> 4 C_out) then pixel-shuffle x2. Each of the four output
+      pixels of a 2 x 2 cell has its own kernel, so any difference between them prints a period-2 grid
+      (``tests/test_checkerboard.py``). ``monai.networks.blocks.SubpixelUpsample(conv_block=Conv1x1,
+      apply_pad_pool=False)`` computes the same values, but its reshape-based shuffle returns an NCHW tensor for a
+      channels_last input and is ~2x slower there than ``torch.nn.PixelShuffle``; so it is written here.
+    - ``"resize"`` (a resize-convolution, Odena et al., "Deconvolution and checkerboard artifacts", Distill 2016):
+      bilinear x2 (``torch.nn.Upsample``) then Conv1x1 (C_in -> C_out): one kernel for every pixel, no grid. The
+      same FLOPs (the 1x1 convolution runs on 4x the pixels with a quarter of the output channels).
+      :func:`resize_state_from_pixel_shuffle` carries pixel-shuffle weights over.
     """
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    MODES = ("pixel_shuffle", "resize")
+
+    def __init__(self, in_channels: int, out_channels: int, mode: str = "pixel_shuffle") -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, 4 * out_channels, 1)
-        self.shuffle = nn.PixelShuffle(2)
+        if mode not in self.MODES:
+            raise ValueError(f"upsample must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
+        if mode == "pixel_shuffle":
+            self.conv = nn.Conv2d(in_channels, 4 * out_channels, 1)
+            self.shuffle: nn.Module = nn.PixelShuffle(2)
+        else:
+            self.shuffle = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+            self.conv = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.shuffle(self.conv(x))
+        if self.mode == "pixel_shuffle":
+            return self.shuffle(self.conv(x))
+        return self.conv(self.shuffle(x))
+
+
+def resize_state_from_pixel_shuffle(state: dict) -> dict:
+    """A pixel-shuffle CFMUNet's state dict made into a ``upsample="resize"`` one: each Up's 1x1 kernel and bias
+    (4 C_out, C_in) become the mean of the four sub-pixel kernels of each output channel (channel order (c, 2, 2),
+    ``torch.nn.PixelShuffle``'s): the resize-convolution that is closest to the old Up on a smooth input. Every
+    other tensor is copied. A start for fine-tuning, not a replacement."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("upsamples.") and key.endswith((".conv.weight", ".conv.bias")):
+            value = value.reshape(value.shape[0] // 4, 4, *value.shape[1:]).mean(dim=1)
+        out[key] = value
+    return out
 
 
 class CFMUNet(nn.Module):
@@ -266,6 +298,8 @@ class CFMUNet(nn.Module):
         se_reduction: SE reduction ratio (8).
         ff_mult: bottleneck feed-forward expansion (2).
         sinusoid_dim: size of the sinusoidal time embedding (None: dim = 64, as the authors).
+        upsample: the decoder's x2 upsampling, ``"pixel_shuffle"`` (the authors') or ``"resize"`` (bilinear then
+            Conv1x1; no checkerboard): :class:`Upsample`.
 
     Forward:
         x: (B, in_channels, H, W) = [x_t, x_low] in the model range [-1, 1]; float32 (NCHW or channels_last).
@@ -288,6 +322,7 @@ class CFMUNet(nn.Module):
         se_reduction: int = 8,
         ff_mult: int = 2,
         sinusoid_dim: Optional[int] = None,
+        upsample: str = "pixel_shuffle",
     ) -> None:
         super().__init__()
         if len(dim_mults) == 0:
@@ -319,7 +354,7 @@ class CFMUNet(nn.Module):
         self.upsamples = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for width in reversed(widths):
-            self.upsamples.append(Upsample(channels, width))
+            self.upsamples.append(Upsample(channels, width, upsample))
             self.decoder.append(ResBlock(2 * width, width, time_dim, norm_groups, se_reduction))
             channels = width
 
