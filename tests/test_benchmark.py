@@ -33,7 +33,7 @@ def _random_weights(name: str, path: Path) -> tuple[str, int]:
     always matches); returns the path and the parameter count."""
     from monai.bundle import ConfigParser
 
-    from shared_transforms.bundle import activate_bundle
+    from shared_transforms.engine.bundle import activate_bundle
 
     root = REPO / "bundles" / name
     activate_bundle(root)
@@ -72,7 +72,7 @@ def _aligned(item: dict):
     """The test item through the benchmark's own alignment (pair_transforms at 1 mm)."""
     from monai.transforms import Compose
 
-    from shared_transforms.pipelines import pair_transforms
+    from shared_transforms.transforms.pipelines import pair_transforms
 
     align = Compose(pair_transforms([1.0, 1.0, 1.0]))
     return align({"image": item["low"], "label": item["high"], "mask": item["mask"]})

@@ -94,7 +94,7 @@ def one_torchrun_at_a_time() -> filelock.FileLock:
 
 def input_kind(name: str):
     """The input kind the bundle declares (``input_kind`` in its inference.json); the data below follow it."""
-    from shared_transforms.input_kinds import input_kind as lookup
+    from shared_transforms.io.input_kinds import input_kind as lookup
 
     return lookup(json.loads((root(name) / "configs" / "inference.json").read_text())["input_kind"])
 
@@ -148,7 +148,7 @@ def test_files_and_metadata(name):
     missing = [f for f in required if not (r / f).is_file()]
     assert not missing, f"{name} lacks {missing}"
     if learned(name):  # shipped weights carry a checksum, checked at load
-        from shared_transforms.checkpoint import verify_checksum
+        from shared_transforms.engine.checkpoint import verify_checksum
 
         assert verify_checksum(r / "models" / "model.pt"), f"{name}: large_files.yml does not list models/model.pt"
     meta = json.loads((r / "configs" / "metadata.json").read_text())
@@ -186,7 +186,7 @@ def test_properties(name, tiny_by_kind):
 def _parser(name: str):
     from monai.bundle import ConfigParser
 
-    from shared_transforms.bundle import activate_bundle
+    from shared_transforms.engine.bundle import activate_bundle
 
     activate_bundle(root(name))
     parser = ConfigParser()
@@ -248,7 +248,7 @@ def _check_output(path: str, input_path: str, spacing=(1.0, 1.0, 1.0), on_input_
         assert out.shape == src.shape and np.allclose(out.affine, src.affine, atol=1e-4)
         return
     assert np.allclose(np.sqrt((out.affine[:3, :3] ** 2).sum(0)), spacing, atol=1e-4)
-    from shared_transforms.checks import world_bounding_box
+    from shared_transforms.transforms.checks import world_bounding_box
 
     o0, o1 = world_bounding_box(out.affine, out.shape)
     s0, s1 = world_bounding_box(src.affine, src.shape)
@@ -280,7 +280,7 @@ def test_train_evaluate_infer_end_to_end(name, tiny_by_kind, tmp_path):
     test_low = tiny_data["items"][4][input_kind(name).inference_key]
     out = run_bundle(["--config_file", str(c / "inference.json"), "--input_path", test_low, "--output_dir",
                       str(work / "infer"), *ckpt])
-    from shared_transforms.io import nifti_stem
+    from shared_transforms.io.volumes import nifti_stem
 
     out_name = f"{nifti_stem(test_low)}_{name}.nii.gz"
     path = work / "infer" / out_name
@@ -334,7 +334,7 @@ def _run_in_process(name: str, **override) -> None:
     """Run the inference workflow here; re-raise the InputError that MONAI wraps in RuntimeErrors."""
     from monai.bundle import ConfigWorkflow
 
-    from shared_transforms.bundle import activate_bundle
+    from shared_transforms.engine.bundle import activate_bundle
     from shared_transforms.errors import find_input_error
 
     activate_bundle(root(name))

@@ -26,7 +26,7 @@ _load_scripts()
 from cfm_bundle_scripts import flow
 from cfm_bundle_scripts.network import CFMUNet, count_flops
 
-from shared_transforms import ode
+from shared_transforms.inference import ode
 
 
 def _n_params(net: nn.Module) -> int:

@@ -14,8 +14,8 @@ import torch
 from conftest import REPO
 from monai.bundle import ConfigParser
 
-from shared_transforms.bundle import setup_bundle
-from shared_transforms.checkpoint import load_weights
+from shared_transforms.engine.bundle import setup_bundle
+from shared_transforms.engine.checkpoint import load_weights
 
 SIZE = 96
 #: the largest grid peak allowed (see :func:`grid_peak`)

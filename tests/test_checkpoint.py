@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from shared_transforms.checkpoint import (
+from shared_transforms.engine.checkpoint import (
     ZOO_FILE_LIMIT_BYTES,
     export_weights,
     latest_training_state,
@@ -65,7 +65,7 @@ def test_resume_finds_the_newest_training_state(tmp_path):
 
 def test_shipped_weights_carry_a_checksum_that_is_checked_at_load(tmp_path):
     """A flipped byte in a bundle's models/model.pt is refused with the file named, not loaded as garbage."""
-    from shared_transforms.checkpoint import export_weights, load_weights, verify_checksum, write_large_files
+    from shared_transforms.engine.checkpoint import export_weights, load_weights, verify_checksum, write_large_files
     from shared_transforms.errors import InputError
 
     net = torch.nn.Linear(4, 3)
@@ -86,7 +86,7 @@ def test_shipped_weights_carry_a_checksum_that_is_checked_at_load(tmp_path):
 
 def test_a_second_shipped_file_keeps_its_checksum_when_the_first_is_re_exported(tmp_path):
     """A bundle that ships a baseline's weights beside models/model.pt (flat): both stay listed and checked."""
-    from shared_transforms.checkpoint import export_weights, verify_checksum, write_large_files
+    from shared_transforms.engine.checkpoint import export_weights, verify_checksum, write_large_files
     from shared_transforms.errors import InputError
 
     root = tmp_path / "bundle"
@@ -107,7 +107,7 @@ def test_a_resumed_run_keeps_its_best_model(tmp_path):
     from ignite.engine import Engine, Events
     from monai.handlers import CheckpointSaver
 
-    from shared_transforms.checkpoint import BestModelState
+    from shared_transforms.engine.checkpoint import BestModelState
 
     net = torch.nn.Linear(1, 1)
 
@@ -145,7 +145,7 @@ def test_a_resumed_run_keeps_its_best_model(tmp_path):
 
 def test_a_run_resumes_only_its_own_training_state(tmp_path, capsys):
     """--resume true never continues another run's state, and a fresh run never replaces an earlier run's results."""
-    from shared_transforms.checkpoint import claim_run
+    from shared_transforms.engine.checkpoint import claim_run
 
     ours = {"bundle": "unet", "datalist": "/data/a.json", "network": "UNet(" + "x" * 100 + ")"}
     run_file = claim_run(tmp_path, ours, resume=False)
@@ -167,7 +167,7 @@ def test_a_run_resumes_only_its_own_training_state(tmp_path, capsys):
 def test_training_never_replaces_weights_it_did_not_write(tmp_path):
     """Issue 29.1: a fresh run (or --resume true with nothing to resume) into a folder holding a model.pt (the
     shipped weights, a user's file) is refused in one line before anything is written."""
-    from shared_transforms.checkpoint import claim_run
+    from shared_transforms.engine.checkpoint import claim_run
 
     ours = {"bundle": "unet", "datalist": "/data/a.json", "network": "UNet()"}
     weights = tmp_path / "model.pt"

@@ -229,10 +229,10 @@ def test_every_run_starts_with_setup_bundle_and_uses_the_projects_loader(bundle)
         if path.name == "metadata.json":
             continue
         if "initialize" in cfg:
-            assert cfg["initialize"][0] == "$shared_transforms.bundle.setup_bundle(@bundle_root)", path
+            assert cfg["initialize"][0] == "$shared_transforms.engine.bundle.setup_bundle(@bundle_root)", path
         for where, value in flatten(cfg).items():
             if where.endswith("_target_") and isinstance(value, str) and value.endswith("CheckpointLoader"):
-                assert value == "shared_transforms.checkpoint.CheckpointLoader", f"{path}: {where}"
+                assert value == "shared_transforms.engine.checkpoint.CheckpointLoader", f"{path}: {where}"
             assert "_requires_" not in where, f"{path}: {where} (bundle_root has no side effect to wait for)"
 
 

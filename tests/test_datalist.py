@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from shared_transforms.datalist import inference_items, load_datalist, load_split, split_subjects, write_datalist
+from shared_transforms.io.datalist import inference_items, load_datalist, load_split, split_subjects, write_datalist
 from shared_transforms.errors import InputError
 
 
@@ -86,8 +86,8 @@ def test_inference_items(tmp_path, tiny_pair):
 
 def test_input_kinds_decide_the_keys(tmp_path, tiny_pair):
     """The datalist loader follows the bundle's declared input kind, not a fixed low/high layout."""
-    from shared_transforms.datalist import pair_items
-    from shared_transforms.input_kinds import INPUT_KINDS, input_kind
+    from shared_transforms.io.datalist import pair_items
+    from shared_transforms.io.input_kinds import INPUT_KINDS, input_kind
 
     item = {"subject": "s1", "low": tiny_pair["low"], "high": tiny_pair["high"], "mask": tiny_pair["mask"]}
     p = _write(tmp_path / "d.json", {"testing": [item]})
@@ -113,7 +113,7 @@ def test_input_kinds_decide_the_keys(tmp_path, tiny_pair):
 def test_given_splits_and_merged_datalists(tmp_path):
     from conftest import tiny_subjects
 
-    from shared_transforms.datalist import merge_datalists
+    from shared_transforms.io.datalist import merge_datalists
 
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     a, b = tiny_subjects(tmp_path / "a", 3, (1, 1, 1)), tiny_subjects(tmp_path / "b", 2, (1, 0, 1))
@@ -140,7 +140,7 @@ def test_output_names_are_unique_within_a_run(tmp_path, tiny_pair):
     path (folders), and a.nii beside a.nii.gz is refused before anything is computed, naming both files."""
     import shutil
 
-    from shared_transforms.datalist import output_stems
+    from shared_transforms.io.datalist import output_stems
 
     bids = [tmp_path / f"sub-0{i}" / "anat" / "T1w.nii.gz" for i in (1, 2)]
     for p in bids:

@@ -1,4 +1,4 @@
-"""Tests of the randomised low-field degradation (shared_transforms.degradation) on tiny phantoms."""
+"""Tests of the randomised low-field degradation (shared_transforms.simulation.degradation) on tiny phantoms."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from shared_transforms.degradation import (
+from shared_transforms.simulation.degradation import (
     RANDOMISED,
     TYPICAL,
     RandomLowFieldDegradation,
@@ -17,7 +17,7 @@ from shared_transforms.degradation import (
     truncate_kspace,
 )
 from shared_transforms.errors import InputError
-from shared_transforms.geometry import voxel_spacing_mm
+from shared_transforms.transforms.geometry import voxel_spacing_mm
 
 T1W = {"csf": 0.25, "gm": 0.6, "wm": 0.9}
 # every factor off: no contrast change, no power law, no bias, no noise

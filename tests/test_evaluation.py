@@ -1,4 +1,4 @@
-"""Tests of shared_transforms.evaluation.VolumeMetricsSaver: one CSV row per volume, paper protocols, atomic files."""
+"""Tests of shared_transforms.engine.evaluation.VolumeMetricsSaver: one CSV row per volume, paper protocols, atomic files."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ignite.engine import Engine
 
 from shared_transforms import metrics as M
 from shared_transforms.errors import InputError
-from shared_transforms.evaluation import VolumeMetricsSaver
+from shared_transforms.engine.evaluation import VolumeMetricsSaver
 
 
 def _run(saver: VolumeMetricsSaver, items: list[dict]) -> Engine:

@@ -116,25 +116,25 @@ def test_an_archive_vendors_only_the_modules_its_bundle_uses():
     only with flat, the real-data registration (SimpleITK) with none."""
     used = {name: set(export_bundle.used_modules(REPO / "bundles" / name)) for name in BUNDLES}
     for name, mods in used.items():
-        assert {"__init__.py", "errors.py", "io.py", "sample.py"} <= mods, name
-        assert "registration.py" not in mods and "synthesis.py" not in mods, name
+        assert {"__init__.py", "errors.py", "io/__init__.py", "io/volumes.py", "io/sample.py"} <= mods, name
+        assert "metrics/registration.py" not in mods and "simulation/synthesis.py" not in mods, name
         for rel in mods:  # every vendored module's own package imports resolve inside the vendored set
             assert (REPO / "shared_transforms" / rel).is_file(), rel
-    assert {"kspace.py", "fastmri.py"} <= used["flat"]
-    assert "kspace.py" not in used["interpolation"] and "ode.py" in used["cfm"]
+    assert {"kspace/sampling.py", "kspace/fastmri.py"} <= used["flat"]
+    assert "kspace/sampling.py" not in used["interpolation"] and "inference/ode.py" in used["cfm"]
     assert "metrics/__init__.py" in used["unet"] and "metrics/core.py" in used["unet"]
 
 
 def test_config_and_script_rewriting():
-    cfg = '{"imports": ["$import shared_transforms"], "x": {"_target_": "shared_transforms.io.SaveVolumed"}, ' \
-          '"y": {"_target_": "scripts.network.Net"}, "z": "$shared_transforms.sample.sample_paths()"}'
+    cfg = '{"imports": ["$import shared_transforms"], "x": {"_target_": "shared_transforms.io.volumes.SaveVolumed"}, ' \
+          '"y": {"_target_": "scripts.network.Net"}, "z": "$shared_transforms.io.sample.sample_paths()"}'
     out = json.loads(export_bundle.rewrite_config_text(cfg))
     assert out["imports"] == ["$import scripts.shared_transforms as shared_transforms"]
-    assert out["x"]["_target_"] == "scripts.shared_transforms.io.SaveVolumed"
-    assert out["y"]["_target_"] == "scripts.network.Net" and out["z"] == "$shared_transforms.sample.sample_paths()"
-    py = "from shared_transforms.ode import solve\n    from shared_transforms import io\nimport shared_transforms\n"
+    assert out["x"]["_target_"] == "scripts.shared_transforms.io.volumes.SaveVolumed"
+    assert out["y"]["_target_"] == "scripts.network.Net" and out["z"] == "$shared_transforms.io.sample.sample_paths()"
+    py = "from shared_transforms.inference.ode import solve\n    from shared_transforms import io\nimport shared_transforms\n"
     assert export_bundle.rewrite_script_text(py) == (
-        "from .shared_transforms.ode import solve\n    from .shared_transforms import io\nfrom . import shared_transforms\n")
+        "from .shared_transforms.inference.ode import solve\n    from .shared_transforms import io\nfrom . import shared_transforms\n")
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Tests for shared_transforms.fastmri: fastMRI single-coil HDF5 reading, writing, centre crop and LoadFastMRId."""
+"""Tests for shared_transforms.kspace.fastmri: fastMRI single-coil HDF5 reading, writing, centre crop and LoadFastMRId."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from monai.data import list_data_collate
 from monai.transforms import Compose
 
 from shared_transforms.errors import InputError, find_input_error
-from shared_transforms.fastmri import (
+from shared_transforms.kspace.fastmri import (
     FASTMRI_CROP,
     OWNER_ATTR,
     LoadFastMRId,
@@ -23,8 +23,8 @@ from shared_transforms.fastmri import (
     read_singlecoil_h5,
     write_singlecoil_h5,
 )
-from shared_transforms.kspace import CartesianUndersampled, ifft2c, kspace_from_magnitude
-from shared_transforms.ownership import written_by
+from shared_transforms.kspace.sampling import CartesianUndersampled, ifft2c, kspace_from_magnitude
+from shared_transforms.io.ownership import written_by
 
 CROP = (16, 16)  # a small stand-in for fastMRI's 320 x 320 in the tiny files
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 from conftest import REPO, phantom, save
 
-from shared_transforms.checkpoint import read_state_dict
-from shared_transforms.datalist import load_datalist, output_stems
+from shared_transforms.engine.checkpoint import read_state_dict
+from shared_transforms.io.datalist import load_datalist, output_stems
 from shared_transforms.errors import InputError, describe_fault
-from shared_transforms.io import LoadVolume
+from shared_transforms.io.volumes import LoadVolume
 
 
 def _interpolation(args, cwd, limits=None):

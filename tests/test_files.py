@@ -1,4 +1,4 @@
-"""The one atomic writer (``shared_transforms.files``): all or nothing, no temporary left behind."""
+"""The one atomic writer (``shared_transforms.io.files``): all or nothing, no temporary left behind."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shared_transforms.files import TMP_PREFIX, atomic_path, write_text_atomic
+from shared_transforms.io.files import TMP_PREFIX, atomic_path, write_text_atomic
 
 
 def test_write_text_atomic_replaces_whole_and_keeps_usual_permissions(tmp_path):
@@ -45,7 +45,7 @@ def test_the_temporary_keeps_a_double_ending(tmp_path):
 
 def test_files_that_belong_together_appear_together(tmp_path):
     """Issue 9.10: an image and its uncertainty map are renamed only when both are written."""
-    from shared_transforms.files import atomic_paths
+    from shared_transforms.io.files import atomic_paths
 
     paths = [tmp_path / "a_cfm.nii.gz", tmp_path / "a_cfm_std.nii.gz"]
     with pytest.raises(RuntimeError), atomic_paths(paths) as tmps:
@@ -61,7 +61,7 @@ def test_files_that_belong_together_appear_together(tmp_path):
 
 def test_ids_become_safe_names_and_an_unwritable_folder_is_named(tmp_path):
     from shared_transforms.errors import InputError
-    from shared_transforms.files import check_writable_folder, safe_name
+    from shared_transforms.io.files import check_writable_folder, safe_name
 
     assert safe_name("../x") == "x" and safe_name("a/b c") == "a_b_c" and safe_name("thick 3 mm") == "thick_3_mm"
     assert safe_name("sub-01.v2") == "sub-01.v2"
@@ -78,7 +78,7 @@ def test_stale_temporaries_of_a_killed_writer_are_cleaned_and_a_live_ones_kept(t
     import subprocess
     import sys
 
-    from shared_transforms.files import TMP_PREFIX, _host_tag, atomic_path, clean_stale_temporaries
+    from shared_transforms.io.files import TMP_PREFIX, _host_tag, atomic_path, clean_stale_temporaries
 
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True).stdout)

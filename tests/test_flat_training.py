@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import load_bundle_scripts
 from monai.data import MetaTensor
 
-from shared_transforms.kspace import apply_mask, cartesian_mask, fft2c
+from shared_transforms.kspace.sampling import apply_mask, cartesian_mask, fft2c
 
 load_bundle_scripts("flat")
 from flat_bundle_scripts.flow import velocity_alignment_loss
@@ -125,7 +125,7 @@ def test_prepare_batch_gives_the_complex_target():
 def _write_kspace_file(path, shape_hws=(32, 24, 3), scale=1e-3):
     from conftest import phantom
 
-    from shared_transforms.fastmri import write_singlecoil_h5
+    from shared_transforms.kspace.fastmri import write_singlecoil_h5
 
     img = torch.as_tensor(phantom(shape_hws)).movedim(-1, 0)  # (S, H, W)
     k = fft2c(torch.stack([img, torch.zeros_like(img)], -1)) * scale  # measured k-space on its own scale
@@ -135,8 +135,8 @@ def _write_kspace_file(path, shape_hws=(32, 24, 3), scale=1e-3):
 def test_measured_kspace_is_packed_on_the_training_scale(tmp_path):
     from flat_bundle_scripts.transforms import UndersampleKspaced
 
-    from shared_transforms.fastmri import LoadFastMRId
-    from shared_transforms.kspace import zero_filled
+    from shared_transforms.kspace.fastmri import LoadFastMRId
+    from shared_transforms.kspace.sampling import zero_filled
 
     path, k = _write_kspace_file(tmp_path / "file1.h5")
     load = LoadFastMRId("image", target_keys="reference")
@@ -160,8 +160,8 @@ def test_inference_reads_a_fastmri_file_and_writes_a_nifti(tmp_path):
     import nibabel as nib
     from monai.bundle import ConfigWorkflow
 
-    from shared_transforms.bundle import activate_bundle
-    from shared_transforms.input_kinds import input_kind
+    from shared_transforms.engine.bundle import activate_bundle
+    from shared_transforms.io.input_kinds import input_kind
 
     assert input_kind("kspace_hdf5").accepts("file1.h5")
     path, _ = _write_kspace_file(tmp_path / "file1.h5")
@@ -180,7 +180,7 @@ def test_the_trajectory_comes_out_as_channels_and_is_saved_as_a_4d_series(tmp_pa
     import nibabel as nib
     from flat_bundle_scripts.inference import FLATSliceInferer, SplitTrajectoryd
 
-    from shared_transforms.io import SaveVolumed
+    from shared_transforms.io.volumes import SaveVolumed
 
     torch.manual_seed(0)
     net = FLATReconstructor(**TINY).eval()

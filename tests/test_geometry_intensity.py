@@ -13,7 +13,7 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, ResampleToMatchd
 
 from shared_transforms.errors import InputError
-from shared_transforms.geometry import (
+from shared_transforms.transforms.geometry import (
     SEED002_LOW_FIELD,
     CheckFieldOfViewd,
     ResampleToShapeSpacing,
@@ -21,7 +21,7 @@ from shared_transforms.geometry import (
     affine_for_grid,
     voxel_spacing_mm,
 )
-from shared_transforms.intensity import (
+from shared_transforms.transforms.intensity import (
     BrainMaskd,
     PercentileNormalize,
     PercentileNormalized,
@@ -29,7 +29,7 @@ from shared_transforms.intensity import (
     head_interior,
     head_mask_from_intensity,
 )
-from shared_transforms.io import LoadVolumed
+from shared_transforms.io.volumes import LoadVolumed
 
 
 def _centre(affine, shape):
@@ -92,7 +92,7 @@ def test_a_low_field_covering_a_small_part_of_its_high_field_is_refused(tiny_pai
 def test_a_mask_off_its_image_grid_is_refused_naming_both_files(tiny_pair, tmp_path):
     from conftest import save
 
-    from shared_transforms.pipelines import pair_transforms
+    from shared_transforms.transforms.pipelines import pair_transforms
 
     run = Compose(pair_transforms())
     good = run({"image": tiny_pair["low"], "label": tiny_pair["high"], "mask": tiny_pair["mask"]})
@@ -243,7 +243,7 @@ def test_brain_mask_connectivity_closing_and_holes():
 
 def test_validation_slices_lie_in_the_central_part_of_the_brain():
     """cfm's validation PSNR swung because its slices included the first and last brain slices: keep them central."""
-    from shared_transforms.geometry import SelectSlicesd
+    from shared_transforms.transforms.geometry import SelectSlicesd
 
     mask = torch.zeros(1, 100, 8, 8)
     mask[:, 20:80] = 1  # brain extent: slices 20..79
@@ -257,8 +257,8 @@ def test_validation_slices_lie_in_the_central_part_of_the_brain():
 def test_training_slices_follow_the_acquisition_as_inference_does():
     """A sagittal acquisition: training volumes are reordered so that slices along the first axis are the coronal,
     transposed slices ``SliceInferer2D(spatial_dim="auto")`` takes; an axial one is left as it is."""
-    from shared_transforms.geometry import SliceAlongAcquisitiond
-    from shared_transforms.inferers import SliceInferer2D
+    from shared_transforms.transforms.geometry import SliceAlongAcquisitiond
+    from shared_transforms.inference.inferers import SliceInferer2D
 
     vol = torch.rand(1, 6, 7, 8)
     sag = np.array([[0, 0, 6.0, 0], [1.2, 0, 0, 0], [0, 1.2, 0, 0], [0, 0, 0, 1]])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from shared_transforms.bundle import activate_bundle, bundle_root, setup_bundle
-from shared_transforms.inferers import SliceInferer2D, VolumeInferer, foreground_box
+from shared_transforms.engine.bundle import activate_bundle, bundle_root, setup_bundle
+from shared_transforms.inference.inferers import SliceInferer2D, VolumeInferer, foreground_box
 
 
 def test_foreground_box_is_divisible_and_inside():
@@ -92,7 +92,7 @@ def test_bundle_root_and_scripts_isolation(tmp_path, monkeypatch):
 
 
 def test_precision_auto_follows_the_hardware_and_bad_values_raise(monkeypatch):
-    from shared_transforms import inferers
+    from shared_transforms.inference import inferers
 
     assert inferers.resolve_precision("cpu", "float16") == "float16"
     for fast, expected in ((True, "bfloat16"), (False, "float32")):
@@ -110,7 +110,7 @@ def test_auto_slicing_puts_the_thick_axis_in_plane_along_the_width():
     """The thick axis of the acquisition (from ``original_affine``) always lies in the slice plane, as the width."""
     from monai.data import MetaTensor
 
-    from shared_transforms.inferers import slicing_plan, thick_axis
+    from shared_transforms.inference.inferers import slicing_plan, thick_axis
 
     ras_1mm = np.eye(4)
     assert thick_axis(np.diag([1.6, 1.6, 5.0, 1]), ras_1mm) == 2  # axial acquisition
@@ -144,7 +144,7 @@ def test_auto_slicing_puts_the_thick_axis_in_plane_along_the_width():
 def test_orthogonal_average_is_the_mean_of_the_two_slicings_with_the_thick_axis_in_plane():
     from monai.data import MetaTensor
 
-    from shared_transforms.inferers import orthogonal_plan, slicing_plan
+    from shared_transforms.inference.inferers import orthogonal_plan, slicing_plan
 
     for thick in (0, 1, 2):  # both plans put the thick axis along the slice width
         for dim, transpose in (slicing_plan(thick), orthogonal_plan(*slicing_plan(thick))):

@@ -12,9 +12,9 @@ import torch
 from conftest import phantom, save
 from monai.data import MetaTensor
 
-from shared_transforms.checks import check_fov_overlap, fov_overlap_fraction
+from shared_transforms.transforms.checks import check_fov_overlap, fov_overlap_fraction
 from shared_transforms.errors import InputError
-from shared_transforms.io import LoadVolume, LoadVolumed, SaveVolumed, as_bool, write_nifti_atomic
+from shared_transforms.io.volumes import LoadVolume, LoadVolumed, SaveVolumed, as_bool, write_nifti_atomic
 
 
 def _raises(path, match):
@@ -88,7 +88,7 @@ def test_nearly_empty_volume_is_refused_as_loaded(tmp_path):
     vol[20, 20, 20:25] = 100.0  # 5 of 64,000 voxels
     _raises(save(tmp_path / "dots.nii.gz", vol), r"almost no signal: 5 of 64000 voxels")
     vol[10:30, 10:30, 10:30] = 50.0  # a real object: accepted
-    from shared_transforms.io import LoadVolume
+    from shared_transforms.io.volumes import LoadVolume
 
     assert LoadVolume()(save(tmp_path / "head.nii.gz", vol)).shape == (1, 40, 40, 40)
 
@@ -138,9 +138,9 @@ def test_a_writer_replaces_only_its_own_files(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from shared_transforms.ownership import written_by
-    from shared_transforms.preview import save_figure_atomic
-    from shared_transforms.sample import sample_paths
+    from shared_transforms.io.ownership import written_by
+    from shared_transforms.io.preview import save_figure_atomic
+    from shared_transforms.io.sample import sample_paths
 
     user = save(tmp_path / "mine.nii.gz", phantom())
     before = Path(user).read_bytes()
@@ -324,7 +324,7 @@ def test_a_file_whose_grid_would_not_fit_is_one_failure_of_a_batch(tmp_path):
 )
 def test_bad_settings_are_refused_in_one_line_naming_them(setting, value, expected):
     """Issue 29.7: bad command-line values end with one line naming the setting (no silent default)."""
-    from shared_transforms.settings import check_settings
+    from shared_transforms.engine.settings import check_settings
 
     with pytest.raises(InputError, match=expected) as info:
         check_settings(**{setting: value})
@@ -341,7 +341,7 @@ def test_a_bad_setting_through_the_runner_ends_with_its_error_line(tmp_path):
 def test_an_input_folder_skips_the_bundles_own_outputs_and_h5_names_the_flag(tmp_path, capsys):
     """Issue 29.8: with the output folder as the input folder, a second run does not enhance its own outputs
     (``*_interpolation_interpolation``); an HDF5 file given to a NIfTI bundle names the flag it needs."""
-    from shared_transforms.datalist import inference_items
+    from shared_transforms.io.datalist import inference_items
 
     scan = save(tmp_path / "scan.nii.gz", phantom())
     write_nifti_atomic(phantom(), np.eye(4), tmp_path / "scan_interpolation.nii.gz", "interpolation")
@@ -368,7 +368,7 @@ def test_a_qform_sform_disagreement_is_said_with_the_one_used(tmp_path, capsys):
 
 def test_the_output_header_says_its_contrast():
     """Issue 28.4: the enhancement keeps the input's contrast; the header names it from a BIDS suffix."""
-    from shared_transforms.io import contrast_of
+    from shared_transforms.io.volumes import contrast_of
 
     assert contrast_of("/d/sub-01_T2w.nii.gz") == "T2w" and contrast_of("x_flair.nii") == "FLAIR"
     assert contrast_of("scan.nii.gz") == "input-contrast"
@@ -380,8 +380,8 @@ def test_a_t1w_output_is_named_in_the_file_and_the_header(tmp_path):
     weights refuses in one line naming what it has."""
     from monai.data import MetaTensor
 
-    from shared_transforms.checkpoint import weights_for_contrast
-    from shared_transforms.io import SaveVolumed
+    from shared_transforms.engine.checkpoint import weights_for_contrast
+    from shared_transforms.io.volumes import SaveVolumed
 
     root = tmp_path / "bundle"
     (root / "models").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Tests for shared_transforms.kspace: FFT, k-space simulation, Cartesian masks and the MONAI-style transforms."""
+"""Tests for shared_transforms.kspace.sampling: FFT, k-space simulation, Cartesian masks and the MONAI-style transforms."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from monai.data import MetaTensor, list_data_collate
 from monai.transforms import Compose
 
 from shared_transforms.errors import InputError
-from shared_transforms.kspace import (
+from shared_transforms.kspace.sampling import (
     CartesianUndersample,
     CartesianUndersampled,
     SimulateKspace,

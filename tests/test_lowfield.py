@@ -1,4 +1,4 @@
-"""Tests of the two synthetic low-field simulators (shared_transforms.lowfield) on tiny nested-ellipsoid phantoms."""
+"""Tests of the two synthetic low-field simulators (shared_transforms.simulation.lowfield) on tiny nested-ellipsoid phantoms."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import torch
 from monai.data import MetaTensor
 
 from shared_transforms.errors import InputError
-from shared_transforms.geometry import voxel_spacing_mm
-from shared_transforms.intensity import brain_mask_from_intensity
-from shared_transforms.lowfield import (
+from shared_transforms.transforms.geometry import voxel_spacing_mm
+from shared_transforms.transforms.intensity import brain_mask_from_intensity
+from shared_transforms.simulation.lowfield import (
     SNR_COV_T1W,
     SNR_MEAN_T1W,
     SimulateLowFieldBlurGamma,

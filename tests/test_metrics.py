@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from shared_transforms import metrics as M
 from shared_transforms.errors import InputError
-from shared_transforms.intensity import brain_mask_from_intensity
+from shared_transforms.transforms.intensity import brain_mask_from_intensity
 from shared_transforms.metrics.structural import _ms_ssim_fits
 
 

@@ -1,4 +1,4 @@
-"""The shared ODE solvers and time grids (``shared_transforms.ode``): order, exactness, grids, evaluation counts."""
+"""The shared ODE solvers and time grids (``shared_transforms.inference.ode``): order, exactness, grids, evaluation counts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from shared_transforms import ode
+from shared_transforms.inference import ode
 
 def _linear_ode_error(method: str, num_steps: int, a: float = 1.3) -> float:
     x0 = torch.tensor([[1.0, -0.5]], dtype=torch.float64)

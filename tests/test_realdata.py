@@ -32,7 +32,7 @@ def _brain(shape=(48, 56, 44)):
 
 
 def test_synthesis_is_seeded_and_its_draws_stay_in_range():
-    from shared_transforms.synthesis import FAMILY_PROBS, LABELS, SHELL_MM, synth_pair
+    from shared_transforms.simulation.synthesis import FAMILY_PROBS, LABELS, SHELL_MM, synth_pair
 
     b = _brain()
     one = synth_pair(b["gm"], b["wm"], b["csf"], b["mask"], b["image"], seed=5)
@@ -54,7 +54,7 @@ def test_synthesis_is_seeded_and_its_draws_stay_in_range():
 
 
 def test_a_t2_like_draw_has_csf_brighter_than_white_matter_and_t1_the_reverse():
-    from shared_transforms.synthesis import SynthContrast, SynthHeadLabels
+    from shared_transforms.simulation.synthesis import SynthContrast, SynthHeadLabels
 
     b = _brain()
     labels = SynthHeadLabels()
@@ -75,7 +75,7 @@ def test_a_t2_like_draw_has_csf_brighter_than_white_matter_and_t1_the_reverse():
 def test_a_t1w_target_set_draws_t1_high_fields_from_inputs_of_any_contrast():
     """SynthSR's task (``make_demo_data --degradation synth_t1w``): the high field T1-like (WM > GM > CSF) whatever
     the low field's family, which is drawn on its own and recorded."""
-    from shared_transforms.synthesis import FAMILY_PROBS, synth_pair
+    from shared_transforms.simulation.synthesis import FAMILY_PROBS, synth_pair
 
     b = _brain()
     families = set()
@@ -92,7 +92,7 @@ def test_a_t1w_target_set_draws_t1_high_fields_from_inputs_of_any_contrast():
 
 
 def test_registration_recovers_a_known_affine():
-    from shared_transforms.registration import register_affine_2d
+    from shared_transforms.metrics.registration import register_affine_2d
 
     grid = np.meshgrid(np.linspace(-1, 1, 96), np.linspace(-1, 1, 96), indexing="ij")
     head = ((grid[0] / 0.8) ** 2 + (grid[1] / 0.65) ** 2 < 1).astype(float)
@@ -116,7 +116,7 @@ def test_registration_recovers_a_known_affine():
 def test_thin_slabs_are_sliced_in_their_own_plane():
     from monai.data import MetaTensor
 
-    from shared_transforms.inferers import SliceInferer2D, acquisition_plan, thin_slab_axis
+    from shared_transforms.inference.inferers import SliceInferer2D, acquisition_plan, thin_slab_axis
 
     assert thin_slab_axis((256, 256, 4)) == 2 and thin_slab_axis((1, 64, 80)) == 0
     assert thin_slab_axis((160, 192, 168)) is None and thin_slab_axis((40, 40, 8)) is None
@@ -130,7 +130,7 @@ def test_thin_slabs_are_sliced_in_their_own_plane():
 
 
 def test_rand_in_plane_slices_is_seeded_and_moves_the_thick_axis_first():
-    from shared_transforms.geometry import RandInPlaneSlicesd
+    from shared_transforms.transforms.geometry import RandInPlaneSlicesd
 
     vol = {"image": torch.rand(1, 5, 6, 7), "label": torch.rand(1, 5, 6, 7)}
     t = RandInPlaneSlicesd(["image", "label"], prob=0.5)
@@ -173,7 +173,7 @@ def test_realdata_kspace_needs_the_real_kspace_and_reconstructs_as_the_data_says
 
 def test_registration_is_deterministic():
     """The same pair twice gives the same transform (SimpleITK takes a sampling seed of 0 as the wall clock)."""
-    from shared_transforms.registration import register_affine_2d
+    from shared_transforms.metrics.registration import register_affine_2d
 
     rng = np.random.default_rng(1)
     fixed = ndimage.gaussian_filter(rng.random((64, 64)), 3)

@@ -15,7 +15,7 @@ from conftest import phantom, save
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import prepare_data  # noqa: E402
 
-from shared_transforms.datalist import load_datalist  # noqa: E402
+from shared_transforms.io.datalist import load_datalist  # noqa: E402
 from shared_transforms.errors import InputError  # noqa: E402
 
 
@@ -159,7 +159,7 @@ def test_demo_sets_split_each_anatomy_the_same_way():
     its first 16 (so no test anatomy of one set is trained on in the other), and the default counts still hold."""
     import make_demo_data
 
-    from shared_transforms.datalist import split_subjects
+    from shared_transforms.io.datalist import split_subjects
 
     names = [f"sub-{i:03d}" for i in range(24)]
     first = split_subjects(names[:16], 3, 3, seed=0)

@@ -7,13 +7,13 @@
         --max_subjects 10 --save_predictions true --lpips_net alex
 
 Every bundle is built from its own ``configs/inference.json`` by MONAI's ``ConfigParser`` (after
-:func:`shared_transforms.bundle.activate_bundle`, since every bundle's code package is called ``scripts``), with
+:func:`shared_transforms.engine.bundle.activate_bundle`, since every bundle's code package is called ``scripts``), with
 ``--overrides`` applied to its config ids (e.g. ``num_steps``), its ``network_def`` built and its weights loaded
 (``ckpt_path`` of the config, or ``--weights``; a bundle without a ``ckpt_path`` id, e.g. ``interpolation``, has none),
 then its ``inferer`` runs ``inferer(image, network)`` on every item of the split. All bundles see the same input: the
-pair aligned once per subject by :func:`shared_transforms.pipelines.pair_transforms` (low field onto the high-field
+pair aligned once per subject by :func:`shared_transforms.transforms.pipelines.pair_transforms` (low field onto the high-field
 grid, both normalised to [0, 1]) and kept in memory (about 50 MB per 1 mm subject: use ``--max_subjects`` for large
-splits). Each prediction (the mean when a sampler returns mean and std, :mod:`shared_transforms.uncertainty`),
+splits). Each prediction (the mean when a sampler returns mean and std, :mod:`shared_transforms.inference.uncertainty`),
 clamped to [0, 1], is scored with :func:`shared_transforms.metrics.evaluate_volume`.
 
 Writes to ``--out_dir``:
@@ -25,7 +25,7 @@ Writes to ``--out_dir``:
   ``seconds_per_volume`` (the inferer call only, CUDA synchronised; the table gives the first volume's time apart,
   warm-up included, and the mean ± std, min-max of the others), ``seconds_with_model_load`` (plus the bundle's
   network build and weight load), ``unit``, ``evaluations_per_unit`` / ``evaluations_per_volume`` (network evaluations, as the bundle's
-  :class:`~shared_transforms.inferers.VolumeInferer` declares them), ``gflop_per_evaluation`` /
+  :class:`~shared_transforms.inference.inferers.VolumeInferer` declares them), ``gflop_per_evaluation`` /
   ``gflop_per_volume`` (the network's floating-point operations, counted by :func:`count_gflop_per_evaluation`),
   ``parameters`` and ``peak_memory_mb`` (what the bundle's load keeps plus its largest rise during one inference; see
   :class:`PeakMemory`).
@@ -38,7 +38,7 @@ Writes to ``--out_dir``:
 What is MONAI's / a library's: the config parsing and instantiation (``ConfigParser``), the transforms and the
 inferers (the bundles'), the metrics (``evaluate_volume``), the weight loading and its errors (``load_weights``),
 NIfTI writing (``write_nifti_atomic``), the figure (matplotlib), the FLOP count (torch's ``FlopCounterMode``, through
-``shared_transforms.flops``). Written here: the loop, the timing, the peak-memory sampler (psutil is not a
+``shared_transforms.engine.flops``). Written here: the loop, the timing, the peak-memory sampler (psutil is not a
 dependency; it reads the same ``/proc/self/status`` on Linux) and the table.
 """
 
@@ -67,18 +67,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from shared_transforms.bundle import REPO_ROOT, activate_bundle
-from shared_transforms.checkpoint import load_weights
-from shared_transforms.datalist import pair_items
+from shared_transforms.engine.bundle import REPO_ROOT, activate_bundle
+from shared_transforms.engine.checkpoint import load_weights
+from shared_transforms.io.datalist import pair_items
 from shared_transforms.errors import InputError
-from shared_transforms.files import safe_name, write_text_atomic
-from shared_transforms.flops import flop_counter
-from shared_transforms.inferers import VolumeInferer, acquisition_plan
-from shared_transforms.io import NORMALISED_NOTE, as_bool, write_nifti_atomic
+from shared_transforms.io.files import safe_name, write_text_atomic
+from shared_transforms.engine.flops import flop_counter
+from shared_transforms.inference.inferers import VolumeInferer, acquisition_plan
+from shared_transforms.io.volumes import NORMALISED_NOTE, as_bool, write_nifti_atomic
 from shared_transforms.metrics import LPIPS_BACKBONE_FILES, evaluate_volume, striping_index
-from shared_transforms.pipelines import pair_transforms
-from shared_transforms.preview import save_figure_atomic
-from shared_transforms.uncertainty import split_mean_std
+from shared_transforms.transforms.pipelines import pair_transforms
+from shared_transforms.io.preview import save_figure_atomic
+from shared_transforms.inference.uncertainty import split_mean_std
 
 #: the Markdown table: (CSV column, header, number format); mean ± std over subjects unless the format is "const".
 TABLE_COLUMNS = (
@@ -330,7 +330,7 @@ def load_bundle(bundle: Bundle, device: torch.device) -> None:
 
 def count_gflop_per_evaluation(network: torch.nn.Module, call: tuple[tuple, dict] | None) -> float | None:
     """GFLOP of one network evaluation: ``network(*args, **kwargs)`` of ``call`` run again under torch's
-    ``FlopCounterMode`` (:func:`shared_transforms.flops.flop_counter`), divided by the batch size (the first dimension
+    ``FlopCounterMode`` (:func:`shared_transforms.engine.flops.flop_counter`), divided by the batch size (the first dimension
     of its first tensor argument: slices, patches or volumes): matrix products, convolutions and attention (2 FLOPs
     per multiply-add), not element-wise operations. None without a call (a bundle without a network)."""
     if call is None:

@@ -40,9 +40,9 @@ from pathlib import Path
 
 import fire
 
-from shared_transforms.bundle import REPO_ROOT
+from shared_transforms.engine.bundle import REPO_ROOT
 from shared_transforms.errors import InputError
-from shared_transforms.files import atomic_path
+from shared_transforms.io.files import atomic_path
 
 PACKAGE = "shared_transforms"
 #: the archive's own mark: a zip comment, so a later export may replace only an archive of this tool
@@ -99,7 +99,7 @@ def sort_imports(text: str) -> str:
 
 
 #: modules every archive carries: the package, its error type, and the shipped sample every inference defaults to
-ALWAYS = ("__init__.py", "errors.py", "sample.py")
+ALWAYS = ("__init__.py", "errors.py", "io/__init__.py", "io/sample.py")
 
 
 def _module_path(dotted: str) -> str | None:

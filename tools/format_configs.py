@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
         if check:
             print(f"not in the layout: {path.relative_to(REPO)}")
         else:
-            from shared_transforms.files import write_text_atomic
+            from shared_transforms.io.files import write_text_atomic
 
             write_text_atomic(str(path), formatted(path))
             print(f"formatted {path.relative_to(REPO)}")

@@ -6,7 +6,7 @@ template (T1w, skull-stripped, 1 mm) under a random smooth deformation (MONAI ``
 plus a smoothed displacement field, a few mm) and a random intensity variation (tissue contrast through the GM/WM
 maps, a bias field, a gamma), cropped to the brain. Its low-field partner comes from one of two degradations (``--degradation``):
 
-- ``randomised`` (the default): :class:`shared_transforms.degradation.RandomLowFieldDegradationd`, one draw per
+- ``randomised`` (the default): :class:`shared_transforms.simulation.degradation.RandomLowFieldDegradationd`, one draw per
   subject of the acquisition axis (axial, coronal or sagittal), slice thickness 2-7 mm and gap, in-plane spacing
   1-2.5 mm, a truncated-k-space or Gaussian PSF, Rician noise at a WM SNR of 4-60, a grey/white contrast scale of
   0.3-1.2, a bias field and a gamma: the spread of scans a 64 mT user meets (domain randomisation, as SynthSR).
@@ -16,7 +16,7 @@ maps, a bias field, a gamma), cropped to the brain. Its low-field partner comes 
   (slice thickness 4 mm + 1 mm gap, the geometry of a 64 mT portable T1w scan as in seed 002), with (SNR_WM, SNR_GM)
   drawn per subject from the T1w bivariate Gaussian of the reference code. 16 subjects (10 / 3 / 3). The shipped
   unet and cfm weights were trained on it, and their docs' tables are measured on it.
-- ``synth`` and ``synth_t1w`` (label-to-image, :mod:`shared_transforms.synthesis`): head shells around the brain
+- ``synth`` and ``synth_t1w`` (label-to-image, :mod:`shared_transforms.simulation.synthesis`): head shells around the brain
   and random per-tissue intensities (T1-, T2-, FLAIR-, PD-like, arbitrary), the low field through the randomised
   degradation. ``synth``: the high field in the drawn contrast, the low field in the same contrast jittered
   (enhancement that keeps the contrast). ``synth_t1w``: the high field T1-weighted, the low field in any contrast
@@ -45,11 +45,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from shared_transforms.datalist import split_subjects, write_datalist
-from shared_transforms.files import atomic_path, write_text_atomic
-from shared_transforms.io import write_nifti_atomic
-from shared_transforms.preview import save_figure_atomic
-from shared_transforms.sample import SAMPLE_DIR, SAMPLE_FILES
+from shared_transforms.io.datalist import split_subjects, write_datalist
+from shared_transforms.io.files import atomic_path, write_text_atomic
+from shared_transforms.io.volumes import write_nifti_atomic
+from shared_transforms.io.preview import save_figure_atomic
+from shared_transforms.io.sample import SAMPLE_DIR, SAMPLE_FILES
 
 #: brain bounding box of the 1 mm template (x 26-170, y 27-207, z 0-154) with a margin, each side a multiple of 8.
 CROP = (slice(18, 178), slice(22, 214), slice(0, 168))  # -> (160, 192, 168) voxels
@@ -89,8 +89,8 @@ def make_subject(template: dict, seed: int, degradation: str = "randomised") -> 
     from monai.data import MetaTensor
     from monai.transforms import RandAdjustContrast, Rand3DElasticd, RandBiasField
 
-    from shared_transforms.degradation import RandomLowFieldDegradationd
-    from shared_transforms.lowfield import SimulateLowFieldTissueContrastd
+    from shared_transforms.simulation.degradation import RandomLowFieldDegradationd
+    from shared_transforms.simulation.lowfield import SimulateLowFieldTissueContrastd
 
     rng = np.random.default_rng(seed)
     affine = template["affine"]
@@ -146,14 +146,14 @@ SYNTH_TARGETS = {"synth": None, "synth_t1w": "t1"}
 
 def _synth_subject(image, gm, wm, csf, mask, seed: int, high_family: str | None = None) -> dict:
     """A label-to-image set's subject: head maps and random contrasts from the deformed template
-    (:func:`shared_transforms.synthesis.synth_pair`, the template's own texture); the high field in the drawn
+    (:func:`shared_transforms.simulation.synthesis.synth_pair`, the template's own texture); the high field in the drawn
     contrast (or in ``high_family``), the low field from the same maps in its contrast through the randomised
     degradation."""
     from monai.data import MetaTensor
     from monai.transforms import BorderPad
 
-    from shared_transforms.degradation import RandomLowFieldDegradationd
-    from shared_transforms.synthesis import as_metatensor, synth_pair
+    from shared_transforms.simulation.degradation import RandomLowFieldDegradationd
+    from shared_transforms.simulation.synthesis import as_metatensor, synth_pair
 
     pad = BorderPad(SYNTH_PAD)  # MONAI moves the MetaTensor's affine with the padding
     image, gm, wm, csf, mask = (pad(MetaTensor(v).float()) for v in (image, gm, wm, csf, mask))

@@ -7,7 +7,7 @@
 Each flag after ``--out`` names a source and its datalist; items keep their split, their subject becomes
 ``<source>_<subject>`` and records ``"source"``; paths are rewritten relative to the new datalist's folder (no file
 is copied). ``--training_repeats '{"demo": 2}'`` lists a source's training items that many times (a weight per
-epoch). See :func:`shared_transforms.datalist.merge_datalists`.
+epoch). See :func:`shared_transforms.io.datalist.merge_datalists`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 
 import fire
 
-from shared_transforms.datalist import merge_datalists
+from shared_transforms.io.datalist import merge_datalists
 
 
 def main(out: str, training_repeats: dict | None = None, **sources: str) -> str:

@@ -27,11 +27,11 @@ import nibabel as nib
 import numpy as np
 from tqdm.auto import tqdm
 
-from shared_transforms.checks import check_fov_overlap, check_nifti_file, check_values, is_nifti_path
-from shared_transforms.datalist import write_datalist
+from shared_transforms.transforms.checks import check_fov_overlap, check_nifti_file, check_values, is_nifti_path
+from shared_transforms.io.datalist import write_datalist
 from shared_transforms.errors import InputError
-from shared_transforms.geometry import SEED002_HIGH_FIELD, SEED002_LOW_FIELD
-from shared_transforms.io import nifti_stem, write_nifti_atomic
+from shared_transforms.transforms.geometry import SEED002_HIGH_FIELD, SEED002_LOW_FIELD
+from shared_transforms.io.volumes import nifti_stem, write_nifti_atomic
 
 #: ``sub-01_slice-012.nii.gz``, ``sub01_12.nii``, ``patient7-slice_3.nii.gz``: subject, then the slice index last.
 DEFAULT_SLICE_PATTERN = r"^(?P<subject>.+?)[_-](?:slice[_-]?)?(?P<slice>\d+)$"
@@ -136,7 +136,7 @@ def stack_slices(
             import torch
             from monai.data import MetaTensor
 
-            from shared_transforms.geometry import ResampleToShapeSpacing
+            from shared_transforms.transforms.geometry import ResampleToShapeSpacing
 
             out = ResampleToShapeSpacing(spatial_shape, spacing_mm)(MetaTensor(torch.from_numpy(volume)[None], affine=affine))
             volume, affine = out[0].numpy(), out.affine.numpy()
@@ -238,9 +238,9 @@ def simulate(
     """
     import torch
 
-    from shared_transforms.intensity import PercentileNormalize
-    from shared_transforms.io import LoadVolume
-    from shared_transforms.lowfield import SimulateLowFieldBlurGammad, SimulateLowFieldTissueContrastd
+    from shared_transforms.transforms.intensity import PercentileNormalize
+    from shared_transforms.io.volumes import LoadVolume
+    from shared_transforms.simulation.lowfield import SimulateLowFieldBlurGammad, SimulateLowFieldTissueContrastd
 
     highs = _by_subject(high_dir, subject_regex, None)
     extra = {k: _by_subject(d, subject_regex, None) for k, d in (("mask", mask_dir), ("gm", gm_dir), ("wm", wm_dir),

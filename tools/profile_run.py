@@ -26,15 +26,15 @@ import sys  # noqa: E402
 
 #: phase -> the (module path fragment, class, method) whose cumulative time makes the phase
 PHASES = {
-    "load (read and check the NIfTI)": [("shared_transforms/io.py", "LoadVolumed", "__call__")],
+    "load (read and check the NIfTI)": [("shared_transforms/io/volumes.py", "LoadVolumed", "__call__")],
     "orient to RAS": [("monai/transforms/spatial/dictionary.py", "Orientationd", "__call__")],
     "resample to the target grid": [("monai/transforms/spatial/dictionary.py", "Spacingd", "__call__")],
-    "normalise (percentiles in the head)": [("shared_transforms/intensity.py", "PercentileNormalized", "__call__")],
-    "weights (read, checksum, load)": [("shared_transforms/checkpoint.py", "CheckpointLoader", "__call__")],
-    "network (the inferer)": [("shared_transforms/inferers.py", "SliceInferer2D", "__call__"),
-                              ("shared_transforms/inferers.py", "VolumeInferer", "__call__")],
-    "write the NIfTI files": [("shared_transforms/io.py", "SaveVolumed", "__call__")],
-    "preview PNG": [("shared_transforms/preview.py", "SavePreviewd", "__call__")],
+    "normalise (percentiles in the head)": [("shared_transforms/transforms/intensity.py", "PercentileNormalized", "__call__")],
+    "weights (read, checksum, load)": [("shared_transforms/engine/checkpoint.py", "CheckpointLoader", "__call__")],
+    "network (the inferer)": [("shared_transforms/inference/inferers.py", "SliceInferer2D", "__call__"),
+                              ("shared_transforms/inference/inferers.py", "VolumeInferer", "__call__")],
+    "write the NIfTI files": [("shared_transforms/io/volumes.py", "SaveVolumed", "__call__")],
+    "preview PNG": [("shared_transforms/io/preview.py", "SavePreviewd", "__call__")],
 }
 
 

@@ -14,7 +14,7 @@ What it does:
 1. Each 0.055 T file (a 4-slice slab) goes through each bundle's bundle runner as a user would run it
    (``python -m monai.bundle run --config_file bundles/<b>/configs/inference.json --input_path <folder>
    --resample_to_input true``); 2D bundles enhance a slab in its own plane, 3D bundles refuse it (their row says so).
-2. Each 3 T slice is registered onto its 0.055 T slice in 2D (:func:`shared_transforms.registration.register_affine_2d`:
+2. Each 3 T slice is registered onto its 0.055 T slice in 2D (:func:`shared_transforms.metrics.registration.register_affine_2d`:
    Mattes mutual information, similarity then affine, SimpleITK); ``registration.png`` shows every pair for a
    reader to check.
 3. Scores per slice, inside a brain mask: the head (half Otsu's threshold of the smoothed slice, holes filled; the
@@ -90,7 +90,7 @@ def find_pairs(realdata_dir: str | os.PathLike, reference_contrast: str | None =
 def brain_mask(low: np.ndarray, ref: np.ndarray, inside: np.ndarray, scalp_mm: float) -> np.ndarray:
     """The head (of the low-field slice or of the registered 3 T slice, :func:`head_mask_2d` of each) eroded by
     ``scalp_mm`` (pixels taken as 1 mm), within the 3 T field of view."""
-    from shared_transforms.registration import head_mask_2d
+    from shared_transforms.metrics.registration import head_mask_2d
 
     head = (head_mask_2d(low) | head_mask_2d(ref)) & inside
     depth = ndimage.distance_transform_edt(head)
@@ -155,7 +155,7 @@ def run_bundle(
     of the runner's options by name, e.g. ``{"scalp_mm": 0}``, last); returns its output folder
     and the last line it printed (``rerun`` False: keep the outputs of an earlier run when its summary is there)."""
     out = out_dir / bundle
-    from shared_transforms.io import as_bool
+    from shared_transforms.io.volumes import as_bool
 
     if not as_bool(rerun) and (out / f"{bundle}_summary.json").exists():
         return out, "outputs of an earlier run kept (--rerun false)"
@@ -184,7 +184,7 @@ def save_registration_figure(cases: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from shared_transforms.preview import save_figure_atomic
+    from shared_transforms.io.preview import save_figure_atomic
 
     fig, axes = plt.subplots(len(cases), 3, figsize=(9, 3 * len(cases)))
     axes = np.atleast_2d(axes)
@@ -208,7 +208,7 @@ def save_registration_figure(cases: list[dict], path: Path) -> None:
 
 def write_rows_csv(rows: list[dict], path: Path) -> None:
     """Rows of one set of keys as a CSV file, written atomically."""
-    from shared_transforms.files import write_text_atomic
+    from shared_transforms.io.files import write_text_atomic
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -253,9 +253,9 @@ def main(
     ``ceilings``: add the two ceiling rows (:data:`CEILINGS`); ``output_contrast``: ``"input"`` (each scan against
     3 T in its own contrast) or ``"T1w"`` (every scan against 3 T T1w, the bundles asked for a T1w output);
     ``overrides``: more options for every bundle's runner (e.g. ``"{'scalp_mm': 0}"``: another setting scored)."""
-    from shared_transforms.files import write_text_atomic
-    from shared_transforms.io import as_bool
-    from shared_transforms.registration import register_affine_2d
+    from shared_transforms.io.files import write_text_atomic
+    from shared_transforms.io.volumes import as_bool
+    from shared_transforms.metrics.registration import register_affine_2d
 
     output_contrast = str(output_contrast)
     if output_contrast != "input" and output_contrast not in CONTRASTS:

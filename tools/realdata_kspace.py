@@ -7,7 +7,7 @@ Data: the raw single-channel k-space (after the authors' interference removal) o
 ``../shared/realdata/ulf_0p055T_hku`` (Liu et al., Nat Commun 12:7238, 2021; CC0): T1w 128 x 196 x 4 slices, T2w and
 FLAIR 128 x 126 x 4. When the folder is absent the tool says so and stops.
 
-1. Each file becomes a fastMRI-layout single-coil HDF5 (:func:`shared_transforms.fastmri.write_singlecoil_h5`):
+1. Each file becomes a fastMRI-layout single-coil HDF5 (:func:`shared_transforms.kspace.fastmri.write_singlecoil_h5`):
    ``kspace`` ``(4, H, W)`` with the 128-sample axis as the phase-encoding columns ``W`` (the axis the masks
    under-sample; the other axis is taken as the readout), the magnitude of its inverse FFT as
    ``reconstruction_esc`` (the fully sampled reference).
@@ -44,7 +44,7 @@ def image_of(kspace: np.ndarray) -> np.ndarray:
 
 def write_inputs(realdata_dir: Path, folder: Path) -> list[dict]:
     """One fastMRI-layout HDF5 per patient and contrast; returns ``[{name, path, reference (S, H, W)}]``."""
-    from shared_transforms.fastmri import write_singlecoil_h5
+    from shared_transforms.kspace.fastmri import write_singlecoil_h5
 
     if not realdata_dir.is_dir():
         raise SystemExit(
@@ -84,7 +84,7 @@ def scores(pred: np.ndarray, ref: np.ndarray) -> dict:
     """PSNR / SSIM inside the head and over the whole slice ``(H, W)``, each image on its own head percentiles."""
     from shared_transforms.metrics import psnr
     from shared_transforms.metrics.structural import ssim
-    from shared_transforms.registration import head_mask_2d
+    from shared_transforms.metrics.registration import head_mask_2d
 
     head = head_mask_2d(ref)
     p, r = normalise(pred, head), normalise(ref, head)
@@ -93,7 +93,7 @@ def scores(pred: np.ndarray, ref: np.ndarray) -> dict:
 
 def main(out_dir: str = "eval/realdata_kspace", realdata_dir: str = str(DEFAULT_DIR)) -> None:
     """Run the study (see the module docstring) and print the table."""
-    from shared_transforms.files import write_text_atomic
+    from shared_transforms.io.files import write_text_atomic
 
     out = Path(out_dir).resolve()
     inputs = out / "inputs"

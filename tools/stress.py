@@ -4,9 +4,9 @@
         --out_dir bench/stress [--stress_conditions "snr 4,sagittal"] [--max_subjects 2]
 
 For every subject of the split, the high field (normalised to [0, 1] by its 1st-99th percentiles inside the mask,
-:class:`shared_transforms.intensity.PercentileNormalize`) is
-degraded by :meth:`shared_transforms.degradation.RandomLowFieldDegradationd.fixed`: every factor at its typical
-value (:data:`shared_transforms.degradation.TYPICAL`: an axial 5 mm, 1.5 mm in-plane, k-space-truncated scan at WM
+:class:`shared_transforms.transforms.intensity.PercentileNormalize`) is
+degraded by :meth:`shared_transforms.simulation.degradation.RandomLowFieldDegradationd.fixed`: every factor at its typical
+value (:data:`shared_transforms.simulation.degradation.TYPICAL`: an axial 5 mm, 1.5 mm in-plane, k-space-truncated scan at WM
 SNR 20 with contrast 0.75) except the one the condition names (:data:`CONDITIONS`). The seed is the same for a
 subject in every condition, so the noise and the bias field differ only by the factor studied. Each condition's
 pairs (the new low field, the original high field and mask) are written under ``<out_dir>/stress_data/<condition>/``
@@ -29,12 +29,12 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from shared_transforms.datalist import pair_items
-from shared_transforms.degradation import TYPICAL, RandomLowFieldDegradationd
+from shared_transforms.io.datalist import pair_items
+from shared_transforms.simulation.degradation import TYPICAL, RandomLowFieldDegradationd
 from shared_transforms.errors import InputError
-from shared_transforms.files import safe_name, write_text_atomic
-from shared_transforms.intensity import PercentileNormalize
-from shared_transforms.io import LoadVolumed, write_nifti_atomic
+from shared_transforms.io.files import safe_name, write_text_atomic
+from shared_transforms.transforms.intensity import PercentileNormalize
+from shared_transforms.io.volumes import LoadVolumed, write_nifti_atomic
 
 #: condition -> the factors that differ from ``TYPICAL`` (one factor at a time). Training ranges (RANDOMISED): SNR
 #: 4-60, thickness 2-7 mm, every axis, contrast 0.3-1.2, both PSFs.
@@ -57,7 +57,7 @@ CONDITIONS: dict[str, dict] = {
 
 def slug(name: str) -> str:
     """A folder or file name for a condition or a subject id: ``"thick 3 mm"`` -> ``"thick_3_mm"``, ``"../x"`` ->
-    ``"x"`` (:func:`shared_transforms.files.safe_name`)."""
+    ``"x"`` (:func:`shared_transforms.io.files.safe_name`)."""
     return safe_name(name)
 
 
@@ -138,7 +138,7 @@ def run_stress(benchmark_fn, bundles: list[str], datalist: str, split: str, out_
     table, rows = stress_table(results, bundles)
     typical = ", ".join(f"{k} {v}" for k, v in TYPICAL.items())
     text = (f"# Stress test\n\nCommand: `{command}`\n\nDatalist `{datalist}`, split `{split}`; low fields made from "
-            f"the high fields by shared_transforms.degradation with one factor changed per column from the typical "
+            f"the high fields by shared_transforms.simulation.degradation with one factor changed per column from the typical "
             f"values ({typical}). Cells: PSNR (dB) / SSIM inside the mask, mean over subjects.\n\n{table}\n")
     md_path = write_text_atomic(os.path.join(out_dir, "stress.md"), text)
     buf = io.StringIO()

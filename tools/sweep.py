@@ -28,7 +28,7 @@ import numpy as np
 import benchmark  # tools/benchmark.py, beside this file (Python puts a script's folder first on its path)
 
 from shared_transforms.errors import InputError
-from shared_transforms.files import write_text_atomic
+from shared_transforms.io.files import write_text_atomic
 
 COLUMNS = ("psnr_mask", "ssim_mask", "striping_index", "seconds_per_volume")
 

@@ -2,7 +2,7 @@
 
 :data:`PROTOCOLS` names each protocol; every entry is called as ``fn(pred, ref, lpips_net=...)`` with two
 ``(X, Y, Z)`` volumes on the [0, 1] scale and returns a flat dict of CSV-friendly values (the evaluation handler
-:class:`shared_transforms.evaluation.VolumeMetricsSaver` adds them to each volume's row, prefixed by the name).
+:class:`shared_transforms.engine.evaluation.VolumeMetricsSaver` adds them to each volume's row, prefixed by the name).
 
 - ``cfm``: :func:`protocol_cfm`, the evaluation of Nguyen & Eldaly 2025, "Low-Field MR Image Quality Enhancement
   using a Conditional Flow Matching Model" (arXiv 2510.12408), as their public code computes it (the authors'
@@ -53,7 +53,7 @@ def cfm_slice_mask(ref_slice: Any, threshold: float = 0.05) -> np.ndarray:
 
     Threshold 0.05 of the min-max normalised slice, morphological closing with OpenCV's 5x5 ellipse (OpenCV border
     handling: nothing is eroded from the image border), largest connected component (8-connectivity). A 3D mask for
-    data without one is :func:`shared_transforms.intensity.brain_mask_from_intensity`.
+    data without one is :func:`shared_transforms.transforms.intensity.brain_mask_from_intensity`.
     """
     g = _as_array(ref_slice, "ref_slice", 2)
     lo, hi = float(g.min()), float(g.max())

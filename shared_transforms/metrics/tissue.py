@@ -1,9 +1,9 @@
 """The default evaluation mask and the downstream tissue check: 3-class multi-Otsu segmentations compared by IoU/Dice.
 
-The mask used when none is given is :func:`shared_transforms.intensity.brain_mask_from_intensity` of the reference
+The mask used when none is given is :func:`shared_transforms.transforms.intensity.brain_mask_from_intensity` of the reference
 (closing radius 2 voxels, 26-connected largest component). :func:`tissue_segmentation` is the project's one
 intensity-based tissue split: the tissue check here and the low-field simulator's fallback tissue maps
-(:func:`shared_transforms.lowfield.tissue_maps_from_intensity`) both use it.
+(:func:`shared_transforms.simulation.lowfield.tissue_maps_from_intensity`) both use it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from skimage.filters import threshold_multiotsu
 
 from ..errors import InputError
-from ..intensity import brain_mask_from_intensity
+from ..transforms.intensity import brain_mask_from_intensity
 from .inputs import _as_array, _as_mask, _as_pair
 
 TISSUE_CLASSES = ("csf", "gm", "wm")

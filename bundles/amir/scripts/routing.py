@@ -5,7 +5,7 @@
 
 ``--stress_dir`` is the ``stress_data`` folder that ``tools/benchmark.py --stress true`` writes (one folder per
 condition, each with its ``datalist.json``: the same test subjects degraded with one factor changed). For every
-condition and subject, ``num_slices`` slices across the brain (:class:`shared_transforms.geometry.SelectSlicesd`, the
+condition and subject, ``num_slices`` slices across the brain (:class:`shared_transforms.transforms.geometry.SelectSlicesd`, the
 slices along the acquisition as inference cuts them) go through the network in eval mode, and the network's
 ``last_routing`` is kept: the softmax weights of the Routing Instruction Network's atoms (which "task" the network
 reads from the input) and, per Spatial Routing Module, the fraction of pixels sent to each expert.
@@ -31,13 +31,13 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose, DivisiblePad
 
-from shared_transforms.checkpoint import load_weights
-from shared_transforms.datalist import pair_items
+from shared_transforms.engine.checkpoint import load_weights
 from shared_transforms.errors import InputError
-from shared_transforms.files import write_text_atomic
-from shared_transforms.geometry import SelectSlicesd
-from shared_transforms.pipelines import pair_transforms
-from shared_transforms.preview import save_figure_atomic
+from shared_transforms.io.datalist import pair_items
+from shared_transforms.io.files import write_text_atomic
+from shared_transforms.io.preview import save_figure_atomic
+from shared_transforms.transforms.geometry import SelectSlicesd
+from shared_transforms.transforms.pipelines import pair_transforms
 
 BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: the condition the others are compared with: the typical low field of the stress test (an axial 5 mm scan)

@@ -1,7 +1,7 @@
 """The flow of the CFM model: probability path, source and time sampling, training loss (docs/README.md, Method).
 
 torchcfm style: the path is one small class with ``sample_location_and_conditional_flow``; the network is separate
-(:mod:`.network`), and so are the ODE solvers (:mod:`shared_transforms.ode`).
+(:mod:`.network`), and so are the ODE solvers (:mod:`shared_transforms.inference.ode`).
 
 The authors' recipe (their train.py; docs/README.md, Method): x0 ~ U(-1, 1) (uniform, not Gaussian), t ~ U(0, 1) per
 sample,
@@ -16,7 +16,7 @@ Why MONAI's ``RFlowScheduler`` / ``DiffusionInferer`` (MONAI 1.6.1) are not used
   draws could not be seeded per run as the rest of this project is.
 - ``RFlowScheduler.set_timesteps`` stores the inference grid as float16 (``astype(np.float16)``): for step counts
   that do not divide N (e.g. 7 steps: T = 857.14 -> 857.0) the time fed to the network is off by up to ~2.5e-4.
-- ``RFlowScheduler.step`` is Euler only; the midpoint and Heun solvers of :mod:`shared_transforms.ode` cannot be
+- ``RFlowScheduler.step`` is Euler only; the midpoint and Heun solvers of :mod:`shared_transforms.inference.ode` cannot be
   expressed.
 - ``DiffusionInferer`` calls ``diffusion_model(x=..., timesteps=..., context=...)`` (keyword names that CFMUNet's
   ``forward(x, t)`` does not take) and passes one timestep ``torch.Tensor((t,))`` for the batch.
@@ -31,7 +31,7 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from shared_transforms.intensity import from_model_range, to_model_range  # the one [0, 1] <-> [-1, 1] map
+from shared_transforms.transforms.intensity import from_model_range, to_model_range  # the one [0, 1] <-> [-1, 1] map
 
 __all__ = [
     "StraightPath",
@@ -159,7 +159,7 @@ def cfm_loss(
 
 
 class ConditionalVelocity:
-    """Velocity function v(x, t) = network([x, x_low], t) for the solvers in :mod:`shared_transforms.ode`.
+    """Velocity function v(x, t) = network([x, x_low], t) for the solvers in :mod:`shared_transforms.inference.ode`.
 
     Keeps one (B, 2, H, W) input buffer with x_low written once; each call copies x into channel 0 instead of
     concatenating anew (one allocation per solve, not per step). The buffer follows x_low's memory format.

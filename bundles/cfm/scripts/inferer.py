@@ -5,9 +5,9 @@ source sample x0 (uniform on [-1, 1] as the authors, or Gaussian) the ODE dx/dt 
 from t = 0 to 1 with the chosen solver and number of steps (docs/README.md, Method); the result, back on [0, 1], is the
 enhanced slice. With ``num_samples`` K > 1 the K samples (different x0) give the mean (channel 0) and the per-voxel
 standard deviation (channel 1): an uncertainty map, which the paper names as future work
-(:mod:`shared_transforms.uncertainty` splits them).
+(:mod:`shared_transforms.inference.uncertainty` splits them).
 
-Slicing, empty-slice skipping, cropping to the head and batching are :class:`shared_transforms.inferers.SliceInferer2D`'s;
+Slicing, empty-slice skipping, cropping to the head and batching are :class:`shared_transforms.inference.inferers.SliceInferer2D`'s;
 this class adds only the sampler, so MONAI's evaluators and MONAI Label (which call ``inferer(inputs, network)``) get
 the enhanced image.
 """
@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from shared_transforms.inferers import SliceInferer2D
-from shared_transforms.ode import evaluations, solve
+from shared_transforms.inference.inferers import SliceInferer2D
+from shared_transforms.inference.ode import evaluations, solve
 
 from .flow import ConditionalVelocity, from_model_range, sample_source, to_model_range
 

@@ -53,7 +53,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared_transforms.flops import flop_counter
+from shared_transforms.engine.flops import flop_counter
 
 __all__ = [
     "CFMUNet",
@@ -401,7 +401,7 @@ def count_flops(network: nn.Module, h: int, w: int) -> float:
 
     Counted with ``torch.utils.flop_counter.FlopCounterMode`` (convolutions, linear layers, matrix products) plus
     the attention products q k^T and (softmax) v, which the counter does not know for the CPU kernel
-    (``aten._scaled_dot_product_flash_attention_for_cpu``: :func:`shared_transforms.flops.flop_counter` adds it).
+    (``aten._scaled_dot_product_flash_attention_for_cpu``: :func:`shared_transforms.engine.flops.flop_counter` adds it).
     Normalisation, activations, SE scaling and additions are not counted (they are O(C H W), < 1 %).
     h, w are rounded up to the network's size divisor (the pipeline pads the slice, e.g. 233x189 -> 240x192).
 

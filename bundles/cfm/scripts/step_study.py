@@ -32,13 +32,13 @@ import torch
 from monai.transforms import Compose
 from tqdm.auto import tqdm
 
-from shared_transforms.checkpoint import load_weights
-from shared_transforms.datalist import pair_items
-from shared_transforms.files import write_text_atomic
-from shared_transforms.inferers import autocast, resolve_precision
+from shared_transforms.engine.checkpoint import load_weights
+from shared_transforms.inference.inferers import autocast, resolve_precision
+from shared_transforms.inference.ode import evaluations, solve
+from shared_transforms.io.datalist import pair_items
+from shared_transforms.io.files import write_text_atomic
 from shared_transforms.metrics import psnr, ssim
-from shared_transforms.ode import evaluations, solve
-from shared_transforms.pipelines import pair_transforms
+from shared_transforms.transforms.pipelines import pair_transforms
 
 from .flow import ConditionalVelocity, from_model_range, sample_source, to_model_range
 from .inferer import FlowMatchingInferer
@@ -74,7 +74,7 @@ def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10, dtype:
 
 def study_slices(image, label, mask, stride: int):
     """Every ``stride``-th sagittal slice with brain in it, cropped to the volume's head box, padded to /8."""
-    from shared_transforms.inferers import foreground_box
+    from shared_transforms.inference.inferers import foreground_box
 
     present = torch.nonzero(mask[0].flatten(1).any(1)).flatten()
     idx = present[stride // 2 :: stride]

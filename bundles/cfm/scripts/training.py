@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 from monai.utils import convert_to_tensor
 
-from shared_transforms.training import SeededPrepareBatch
+from shared_transforms.engine.training import SeededPrepareBatch
 
 from .flow import StraightPath, model_input, sample_source, to_model_range
 

@@ -2,7 +2,7 @@
 once as one cross-batch.
 
 ``inferer(inputs, network)``: ``inputs`` ``(B, 1, X, Y, Z)``, the low field on the target grid in [0, 1]; returns
-``(B, 1, X, Y, Z)`` in [0, 1], or ``(B, 2, X, Y, Z)`` (mean, per-voxel std; :mod:`shared_transforms.uncertainty`)
+``(B, 1, X, Y, Z)`` in [0, 1], or ``(B, 2, X, Y, Z)`` (mean, per-voxel std; :mod:`shared_transforms.inference.uncertainty`)
 with ``num_samples`` > 1. The network works in [-1, 1] (:func:`to_model_range`).
 
 - ``mode="windows"`` (the paper): MONAI's ``SlidingWindowInferer`` over ``window_size``³ windows with ``overlap``;
@@ -28,8 +28,8 @@ from monai.inferers import SlidingWindowInferer
 from monai.inferers.utils import _get_scan_interval
 from tqdm.auto import tqdm
 
-from shared_transforms.inferers import VolumeInferer, autocast, resolve_precision
-from shared_transforms.intensity import from_model_range, to_model_range
+from shared_transforms.inference.inferers import VolumeInferer, autocast, resolve_precision
+from shared_transforms.transforms.intensity import from_model_range, to_model_range
 
 from .diffusion import SAMPLERS, sample
 
@@ -52,7 +52,7 @@ class DiffusionIQTInferer(VolumeInferer):
         sub_multiple: in ``"whole"`` mode, sub-patch sizes are a multiple of this (two downsamplings and the
             attention patches of the default network need 8).
         min_bound: lower clamp of the predicted clean image in the model range (-1: the background).
-        precision: the network's arithmetic, as :func:`shared_transforms.inferers.autocast` ("auto": bfloat16
+        precision: the network's arithmetic, as :func:`shared_transforms.inference.inferers.autocast` ("auto": bfloat16
             where it is fast); the sampler's own arithmetic stays float32.
         skip_background: windows whose condition is all background (0) are not sampled; their output is 0.
         progress: a progress bar over windows x steps.

@@ -429,7 +429,7 @@ def count_flops(network: DiffusionIQTUNet, size: int | Sequence[int]) -> float:
     """
     import copy
 
-    from shared_transforms.flops import flop_counter
+    from shared_transforms.engine.flops import flop_counter
 
     sizes = (int(size),) * 3 if isinstance(size, int) else tuple(int(s) for s in size)
     meta = copy.deepcopy(network).to("meta").eval()

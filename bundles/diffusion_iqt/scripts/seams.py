@@ -35,11 +35,11 @@ import numpy as np
 import torch
 from monai.transforms import Compose
 
-from shared_transforms.checkpoint import load_weights
-from shared_transforms.datalist import pair_items
-from shared_transforms.files import write_text_atomic
+from shared_transforms.engine.checkpoint import load_weights
+from shared_transforms.io.datalist import pair_items
+from shared_transforms.io.files import write_text_atomic
 from shared_transforms.metrics import psnr
-from shared_transforms.pipelines import pair_transforms
+from shared_transforms.transforms.pipelines import pair_transforms
 
 from .inferer import DiffusionIQTInferer
 from .network import DiffusionIQTUNet

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 import torch
 from monai.utils import convert_to_tensor
 
-from shared_transforms.intensity import to_model_range
-from shared_transforms.training import SeededPrepareBatch
+from shared_transforms.engine.training import SeededPrepareBatch
+from shared_transforms.transforms.intensity import to_model_range
 
 from .diffusion import training_input
 

@@ -12,6 +12,6 @@ paper is our reading, marked in each module).
   ``SupervisedTrainer``.
 - :mod:`.study`: the per-cascade study (PSNR of every intermediate image, flow against learned steps), run as
   ``cd bundles/flat && python -m scripts.study``.
-- fastMRI single-coil HDF5 reading: :mod:`shared_transforms.fastmri`; k-space simulation and masks:
-  :mod:`shared_transforms.kspace`.
+- fastMRI single-coil HDF5 reading: :mod:`shared_transforms.kspace.fastmri`; k-space simulation and masks:
+  :mod:`shared_transforms.kspace.sampling`.
 """

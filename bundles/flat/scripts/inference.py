@@ -1,6 +1,6 @@
 """flat's inference over volumes: MONAI-style slice inference of the magnitude, optionally of every cascade.
 
-:class:`FLATSliceInferer` is :class:`shared_transforms.inferers.SliceInferer2D` set up for k-space inputs (every
+:class:`FLATSliceInferer` is :class:`shared_transforms.inference.inferers.SliceInferer2D` set up for k-space inputs (every
 slice computed, whole slices: a crop or a zero padding of packed k-space would not be the k-space of the cropped
 image; the U-Net pads internally) and, with ``return_trajectory``, returning the magnitudes of all ``N + 1``
 images of the trajectory (zero-filled first, the reconstruction last) as channels, for ``--save_trajectory true``.
@@ -16,7 +16,7 @@ import torch
 from monai.apps.reconstruction.complex_utils import complex_abs_t
 from monai.transforms import MapTransform
 
-from shared_transforms.inferers import SliceInferer2D
+from shared_transforms.inference.inferers import SliceInferer2D
 
 __all__ = ["FLATSliceInferer", "SplitTrajectoryd"]
 

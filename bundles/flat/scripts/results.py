@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared_transforms.files import write_text_atomic
+from shared_transforms.io.files import write_text_atomic
 
 BUNDLE = Path(__file__).resolve().parents[1]
 CONFIGS = f"[{str(BUNDLE / 'configs' / 'train.json')!r},{str(BUNDLE / 'configs' / 'evaluate.json')!r}]"

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
-from shared_transforms.checkpoint import load_weights
-from shared_transforms.kspace import cartesian_mask, kspace_from_magnitude
+from shared_transforms.engine.checkpoint import load_weights
+from shared_transforms.kspace.sampling import cartesian_mask, kspace_from_magnitude
 
 BUNDLE = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,7 @@ def run(
 if __name__ == "__main__":
     import fire
 
-    from shared_transforms.bundle import activate_bundle
+    from shared_transforms.engine.bundle import activate_bundle
 
     activate_bundle(BUNDLE)
     fire.Fire(lambda **kwargs: run(**kwargs) and None)  # the JSON line is the output, not fire's rendering of it

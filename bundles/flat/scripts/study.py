@@ -31,10 +31,10 @@ import torch
 from monai.apps.reconstruction.complex_utils import complex_abs_t
 from monai.bundle import ConfigParser
 
-from shared_transforms.checkpoint import load_weights
-from shared_transforms.files import write_text_atomic
+from shared_transforms.engine.checkpoint import load_weights
+from shared_transforms.io.files import write_text_atomic
+from shared_transforms.io.preview import save_figure_atomic
 from shared_transforms.metrics.protocols import protocol_fastmri
-from shared_transforms.preview import save_figure_atomic
 
 BUNDLE = Path(__file__).resolve().parents[1]
 OWNER = "flat"
@@ -150,7 +150,7 @@ def _plot(table: dict, path: str, acceleration: float, mask_pattern: str) -> str
 if __name__ == "__main__":
     import fire
 
-    from shared_transforms.bundle import activate_bundle
+    from shared_transforms.engine.bundle import activate_bundle
 
     activate_bundle(BUNDLE)
     fire.Fire(run)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from monai.utils import CommonKeys
 
-from shared_transforms.inferers import AutocastInferer
+from shared_transforms.inference.inferers import AutocastInferer
 
 from .flow import WEIGHTINGS, velocity_alignment_loss
 

@@ -2,9 +2,9 @@
 
 :class:`UndersampleVolumed` is the one transform between the shared preprocessing (load, RAS, percentile
 normalisation) and the network. Per 2D slice along ``slice_axis`` (axial, Z, by default) it simulates single-coil
-k-space ``k = F x`` from the normalised magnitude (:class:`shared_transforms.kspace.SimulateKspace`), draws one
+k-space ``k = F x`` from the normalised magnitude (:class:`shared_transforms.kspace.sampling.SimulateKspace`), draws one
 Cartesian mask setting (acceleration, centre fraction, pattern) and one column mask
-(:class:`shared_transforms.kspace.CartesianUndersample`, phase encode along the slice's last axis, fastMRI's
+(:class:`shared_transforms.kspace.sampling.CartesianUndersample`, phase encode along the slice's last axis, fastMRI's
 convention), and writes
 
 - ``packed_key`` (``"image"``): :func:`scripts.network.pack_inputs` per slice, arranged back as a volume
@@ -15,7 +15,7 @@ convention), and writes
 
 Randomness: in training every call draws a new setting and mask (``fixed_per_volume=False``: with 2D crops, one
 draw per slice). For validation, evaluation and inference (``fixed_per_volume=True``) the draw is seeded by
-:func:`shared_transforms.kspace.seed_from_name` of the source file's name, so each volume always gets the same mask
+:func:`shared_transforms.kspace.sampling.seed_from_name` of the source file's name, so each volume always gets the same mask
 (fastMRI's per-file seed) and every slice of a volume shares it.
 """
 
@@ -31,7 +31,13 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import ensure_tuple
 
 from shared_transforms.errors import InputError, source_name
-from shared_transforms.kspace import MASK_PATTERNS, CartesianUndersample, SimulateKspace, ifft2c, seed_from_name
+from shared_transforms.kspace.sampling import (
+    MASK_PATTERNS,
+    CartesianUndersample,
+    SimulateKspace,
+    ifft2c,
+    seed_from_name,
+)
 
 from .network import pack_inputs
 
@@ -151,12 +157,12 @@ class UndersampleVolumed(RandomizableTransform, MapTransform):
 
 
 class UndersampleKspaced(UndersampleVolumed):
-    """Measured k-space (a fastMRI single-coil file read by :class:`shared_transforms.fastmri.LoadFastMRId`) ->
+    """Measured k-space (a fastMRI single-coil file read by :class:`shared_transforms.kspace.fastmri.LoadFastMRId`) ->
     the same packed input ``(3, H, W, S)`` as :class:`UndersampleVolumed` gives for a simulated one.
 
     The k-space ``(S, H, W, 2)`` at ``source_key`` is under-sampled with a mask fixed by the file's name (every slice
     the same), then scaled so that the zero-filled magnitude's 99th percentile inside its head mask is 1 (the
-    training data's scale: :class:`shared_transforms.intensity.PercentileNormalize`; a linear scale, so data
+    training data's scale: :class:`shared_transforms.transforms.intensity.PercentileNormalize`; a linear scale, so data
     consistency still holds; the factor is kept in the meta as ``kspace_scale``). fastMRI files carry no voxel
     geometry, so the volume gets a ``spacing_mm`` grid (1 mm by default: X = readout, Y = phase encode, Z = slice);
     its meta names the file, for the savers.
@@ -181,8 +187,8 @@ class UndersampleKspaced(UndersampleVolumed):
         self.spacing_mm = [float(s) for s in spacing_mm]
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        from shared_transforms.intensity import PercentileNormalize, head_mask_from_intensity
-        from shared_transforms.kspace import apply_mask, zero_filled
+        from shared_transforms.kspace.sampling import apply_mask, zero_filled
+        from shared_transforms.transforms.intensity import PercentileNormalize, head_mask_from_intensity
 
         d = dict(data)
         meta = dict(d.get(self.meta_key) or {})

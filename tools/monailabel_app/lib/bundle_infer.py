@@ -30,10 +30,10 @@ from monai.bundle import ConfigParser
 from monai.utils import CommonKeys
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
-from shared_transforms.batch import output_writers
-from shared_transforms.bundle import activate_bundle
-from shared_transforms.checkpoint import load_weights
-from shared_transforms.datalist import inference_items
+from shared_transforms.io.batch import output_writers
+from shared_transforms.engine.bundle import activate_bundle
+from shared_transforms.engine.checkpoint import load_weights
+from shared_transforms.io.datalist import inference_items
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Two jobs, kept apart:
 - :func:`bundle_root` only finds the folder of ``bundles/<name>``, whether the command runs from the repository root
   or from inside the bundle (``$LFMRI_BUNDLES_DIR/<name>`` first when that variable is set). It changes nothing.
 - :func:`setup_bundle` is what every bundle config calls first in its ``initialize`` list
-  (``"$shared_transforms.bundle.setup_bundle(@bundle_root)"``). It does two things, both on purpose:
+  (``"$shared_transforms.engine.bundle.setup_bundle(@bundle_root)"``). It does two things, both on purpose:
 
   1. makes the bundle's own ``scripts`` package importable (:func:`activate_bundle`). MONAI's runner puts the
      bundle root on ``sys.path`` only when ``run`` starts (after ``initialize``) and only when the config sits in
@@ -24,9 +24,9 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import install_excepthook
+from ..errors import install_excepthook
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _is_bundle(path: Path, name: str | None = None) -> bool:
@@ -39,7 +39,7 @@ def bundle_root(name: str) -> str:
     bundle this package is vendored in (``<name>/scripts/shared_transforms``, see ``tools/export_bundle.py``).
     No side effects."""
     cwd = Path.cwd()
-    vendored_in = Path(__file__).resolve().parents[2]
+    vendored_in = Path(__file__).resolve().parents[3]
     candidates = [cwd, cwd.parent, cwd / "bundles" / name, REPO_ROOT / "bundles" / name, vendored_in]
     env = os.environ.get("LFMRI_BUNDLES_DIR")
     if env:

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 import torch
 from monai.transforms import EnsureTyped, Orientationd, Spacingd
 
+from ..io.volumes import LoadVolumed
 from .geometry import CheckFieldOfViewd, CheckSameGridd, ResampleToMatchKeepSourced, SliceAlongAcquisitiond
 from .intensity import BrainMaskd, PercentileNormalized
-from .io import LoadVolumed
 
 
 def inference_transforms(

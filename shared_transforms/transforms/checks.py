@@ -3,7 +3,7 @@
 The bundle contract lists the bad inputs every bundle must reject with an error that names the file and the
 problem, before anything is written: a missing file, a file that is not NIfTI, a volume that is not 3D (4D with
 one volume is accepted), NaN or Inf values, an empty or constant volume, a singular or non-finite affine, and a
-low/high pair whose fields of view do not overlap. The datalist checks live in :mod:`shared_transforms.datalist`.
+low/high pair whose fields of view do not overlap. The datalist checks live in :mod:`shared_transforms.io.datalist`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import nibabel as nib
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -91,9 +91,9 @@ def check_shape(shape: Sequence[int], source: str | os.PathLike | None) -> tuple
 
 def check_volume_not_slab(shape: Sequence[int], source: str | os.PathLike | None, bundle: str) -> None:
     """Raise (one line naming the file) when a 3D bundle is given a single slice or a thin slab (1 voxel along an
-    axis, or :func:`shared_transforms.inferers.thin_slab_axis`: at most 8 voxels along one axis and 8 times more
+    axis, or :func:`shared_transforms.inference.inferers.thin_slab_axis`: at most 8 voxels along one axis and 8 times more
     along the others); 2D bundles enhance those in their own plane."""
-    from .inferers import THIN_SLAB_MAX_SLICES, thin_slab_axis
+    from ..inference.inferers import THIN_SLAB_MAX_SLICES, thin_slab_axis
 
     shape3 = [int(v) for v in shape][-3:]
     if min(shape3) == 1 or thin_slab_axis(shape3) is not None:

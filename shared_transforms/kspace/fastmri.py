@@ -22,7 +22,7 @@ What MONAI has and what is added here:
   refusal of an image smaller than the crop (MONAI silently leaves such an axis uncropped) and the complex flag.
 - :class:`LoadFastMRId` (dictionary transform) and :func:`write_singlecoil_h5` (atomic, ownership-marked) are new.
 
-Complex convention as in :mod:`shared_transforms.kspace`: a trailing dimension of 2 (real, imaginary).
+Complex convention as in :mod:`shared_transforms.kspace.sampling`: a trailing dimension of 2 (real, imaginary).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from monai.transforms import CenterSpatialCrop, MapTransform
 from monai.utils import ensure_tuple
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
-from .checks import MAX_VOXELS_ENV, check_input_file, max_voxels
-from .errors import InputError
-from .files import atomic_path
-from .ownership import H5_MARK_ATTR, check_replaceable, ownership_mark
+from ..errors import InputError
+from ..io.files import atomic_path
+from ..io.ownership import H5_MARK_ATTR, check_replaceable, ownership_mark
+from ..transforms.checks import MAX_VOXELS_ENV, check_input_file, max_voxels
 
 __all__ = [
     "FASTMRI_CROP",
@@ -301,7 +301,7 @@ class LoadFastMRId(MapTransform):
     For each key (the path of a ``.h5`` file, e.g. the ``kspace`` entry of a ``kspace_hdf5`` datalist item):
 
     - ``data[kspace_key]``: float32 tensor ``(S, H, W, 2)``, or ``(1, H, W, 2)`` for one slice (the channel-first
-      single-coil k-space of :class:`~shared_transforms.kspace.CartesianUndersample`);
+      single-coil k-space of :class:`~shared_transforms.kspace.sampling.CartesianUndersample`);
     - ``data[target_key]``: float32 tensor ``(S, 320, 320)`` / ``(1, 320, 320)``, the ``reconstruction_esc``
       reference, when the file has one (an :class:`InputError` instead with ``require_target``);
     - ``data[meta_key]``: a dict with ``filename_or_obj``, ``num_slices``, ``slice_index`` (-1 for all slices),
@@ -428,8 +428,8 @@ def write_singlecoil_h5(
     ``norm`` of the reconstruction when it is given and they are not (fastMRI stores the reference's maximum and L2
     norm: our reading of the released files), plus the ownership mark ``lfmri_owner = "lfmri:<owner>"``.
 
-    Goes through :func:`shared_transforms.files.atomic_path`; an existing file is replaced only when it carries
-    ``owner``'s mark (:func:`shared_transforms.ownership.check_replaceable`), else an :class:`InputError` naming it.
+    Goes through :func:`shared_transforms.io.files.atomic_path`; an existing file is replaced only when it carries
+    ``owner``'s mark (:func:`shared_transforms.io.ownership.check_replaceable`), else an :class:`InputError` naming it.
 
     Args:
         path: the destination ``.h5``.

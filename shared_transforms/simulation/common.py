@@ -18,9 +18,9 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, SpatialResample
 from scipy import ndimage
 
-from .errors import InputError, source_name
-from .intensity import brain_mask_from_intensity
-from .metrics.tissue import tissue_segmentation
+from ..errors import InputError, source_name
+from ..metrics.tissue import tissue_segmentation
+from ..transforms.intensity import brain_mask_from_intensity
 
 __all__ = ["FWHM_TO_SIGMA", "fwhm_mm_to_sigma_vox", "resample_to_grid", "tissue_maps_from_intensity"]
 
@@ -126,7 +126,7 @@ def tissue_maps_from_intensity(
 
     Args:
         image: ``(X, Y, Z)`` or ``(1, X, Y, Z)``.
-        mask: brain mask of the same spatial shape; default :func:`.intensity.brain_mask_from_intensity`
+        mask: brain mask of the same spatial shape; default :func:`shared_transforms.transforms.intensity.brain_mask_from_intensity`
             (above ``threshold`` of the min-max range, largest 6-connected component, holes filled; no closing).
         threshold: relative intensity threshold of the default mask.
         pv_sigma_vox: smoothing of the hard labels in voxels (0: hard 0/1 maps).

@@ -14,13 +14,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Start of every mark: ``lfmri:<owner>``.
 MARK_PREFIX = "lfmri:"
 #: The PNG text chunk that holds the mark (one of the keys matplotlib's PNG writer accepts).
 PNG_MARK_KEY = "Software"
-#: The HDF5 file attribute that holds the mark (fastMRI-layout files, :mod:`shared_transforms.fastmri`).
+#: The HDF5 file attribute that holds the mark (fastMRI-layout files, :mod:`shared_transforms.kspace.fastmri`).
 H5_MARK_ATTR = "lfmri_owner"
 
 

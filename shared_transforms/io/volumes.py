@@ -3,8 +3,8 @@
 Reading reuses MONAI ``LoadImage`` (nibabel reader) and ``EnsureChannelFirst``; what is added is the check of each
 bad input of the bundle contract *before* anything runs, so the error names the file and the problem.
 Writing is by hand (nibabel) because MONAI's ``SaveImage`` writes in place: here a volume goes through
-:func:`shared_transforms.files.atomic_path`, so a crash never leaves a half-written NIfTI, and a file this project
-did not write is never overwritten (:mod:`shared_transforms.ownership`).
+:func:`shared_transforms.io.files.atomic_path`, so a crash never leaves a half-written NIfTI, and a file this project
+did not write is never overwritten (:mod:`shared_transforms.io.ownership`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from monai.data import MetaTensor, NibabelReader
 from monai.transforms import EnsureChannelFirst, LoadImage, MapTransform, SpatialResample, Transform
 from monai.utils import ensure_tuple
 
-from .checks import (
+from ..errors import InputError, source_name
+from ..transforms.checks import (
     check_nifti_file,
     check_target_grid,
     check_values,
@@ -28,7 +29,6 @@ from .checks import (
     is_nifti_path,
     squeeze_to_3d_shape,
 )
-from .errors import InputError, source_name
 from .files import atomic_path, atomic_paths
 from .ownership import check_replaceable, ownership_mark, source_tag
 
@@ -72,8 +72,8 @@ class LoadVolume(Transform):
     Checks, each raising :class:`InputError` naming the file: missing file, not NIfTI, not 3D (a 4D file with one
     volume is accepted; a 2D slice ``(H, W)`` is read as ``(H, W, 1)``), a singular or non-finite affine, NaN/Inf
     values, an empty or constant volume; with ``volume_only_for`` (a 3D bundle's name), a single slice or thin slab
-    (:func:`.checks.check_volume_not_slab`); with ``target_spacing``, a field of view whose grid at that spacing
-    would exceed the voxel limit (:func:`.checks.check_target_grid`). An identity affine (voxel size unknown) gets a
+    (:func:`shared_transforms.transforms.checks.check_volume_not_slab`); with ``target_spacing``, a field of view whose grid at that spacing
+    would exceed the voxel limit (:func:`shared_transforms.transforms.checks.check_target_grid`). An identity affine (voxel size unknown) gets a
     one-line warning.
     The MetaTensor carries MONAI's usual meta data (``affine``, ``original_affine``, ``spatial_shape``,
     ``filename_or_obj``), voxels as float32.
@@ -187,7 +187,7 @@ def nifti_image(
     dtype: np.dtype | type = np.float32,
 ) -> nib.Nifti1Image:
     """A 3D volume ``(X, Y, Z)`` (or ``(1, X, Y, Z)``) as a NIfTI image in mm, marked as ``owner``'s
-    (:mod:`shared_transforms.ownership`): the header's 80-character ``descrip`` is ``lfmri:<owner> <description>``.
+    (:mod:`shared_transforms.io.ownership`): the header's 80-character ``descrip`` is ``lfmri:<owner> <description>``.
     A channel-first series ``(C, X, Y, Z)``, C > 1 (e.g. flat's per-cascade images), is written as one 4D NIfTI
     ``(X, Y, Z, C)``.
 
@@ -223,7 +223,7 @@ def write_nifti_atomic(
 ) -> str:
     """Write one volume (see :func:`nifti_image`) via a temporary file and an atomic rename; ``path`` may replace
     only an earlier file of the same ``owner``, never one of ``inputs``
-    (:func:`shared_transforms.ownership.check_replaceable`). Returns the absolute path written."""
+    (:func:`shared_transforms.io.ownership.check_replaceable`). Returns the absolute path written."""
     path = check_replaceable(path, owner, inputs)
     img = nifti_image(data, affine, owner, description, dtype)
     with atomic_path(path) as tmp:
@@ -233,13 +233,13 @@ def write_nifti_atomic(
 
 def output_stem_of(data: Mapping, source: str | os.PathLike) -> str:
     """The name stem of an item's outputs: its ``output_stem`` (unique within the run,
-    :func:`shared_transforms.datalist.output_stems`), else the input file's stem."""
+    :func:`shared_transforms.io.datalist.output_stems`), else the input file's stem."""
     return data.get("output_stem") or nifti_stem(source)
 
 
 def output_path_for(input_path: str | os.PathLike, output_dir: str | os.PathLike, bundle_name: str, suffix="") -> str:
     """``<output_dir>/<input name>_<bundle><suffix>.nii.gz`` (the contract's output name); ``input_path`` may be the
-    input file or its output stem (:func:`shared_transforms.datalist.output_stems`)."""
+    input file or its output stem (:func:`shared_transforms.io.datalist.output_stems`)."""
     return os.path.join(os.fspath(output_dir), f"{nifti_stem(input_path)}_{bundle_name}{suffix}.nii.gz")
 
 

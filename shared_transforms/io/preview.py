@@ -1,7 +1,7 @@
 """A PNG preview beside each output volume: the input and each result in three orthogonal mid slices.
 
 Matplotlib (headless ``Agg``) draws it; the file is written through
-:func:`shared_transforms.files.atomic_path` and marked as its writer's, like the volumes.
+:func:`shared_transforms.io.files.atomic_path` and marked as its writer's, like the volumes.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from .errors import source_name
+from ..errors import source_name
 from .files import atomic_path
-from .io import output_stem_of
 from .ownership import PNG_MARK_KEY, check_replaceable, ownership_mark
+from .volumes import output_stem_of
 
 
 def _volume(x) -> np.ndarray:
@@ -50,7 +50,7 @@ def save_preview(volumes: Sequence[np.ndarray], titles: Sequence[str], path: str
 def save_figure_atomic(fig, path: str, owner: str, dpi: int = 100) -> str:
     """Write a matplotlib figure to the PNG ``path`` through a temporary file in the same folder and a rename (never
     a half-written PNG), marked as ``owner``'s; an existing file is replaced only when it is ``owner``'s own
-    (:mod:`shared_transforms.ownership`). Closes the figure. Returns ``path``."""
+    (:mod:`shared_transforms.io.ownership`). Closes the figure. Returns ``path``."""
     import matplotlib.pyplot as plt
 
     try:

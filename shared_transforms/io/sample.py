@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 SAMPLE_FILES = {"low": "sample_low.nii.gz", "high": "sample_high.nii.gz", "mask": "sample_mask.nii.gz"}
 
 

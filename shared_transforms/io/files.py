@@ -105,7 +105,7 @@ def check_writable_folder(folder: str | os.PathLike) -> str:
     """Create ``folder`` if needed and write and remove a probe file in it, so that a run that could not save its
     results says so before computing them. Raises :class:`~shared_transforms.errors.InputError` naming the folder.
     Returns the absolute folder."""
-    from .errors import InputError
+    from ..errors import InputError
 
     folder = os.path.abspath(os.fspath(folder))
     try:

@@ -1,8 +1,8 @@
 """What a bundle takes as input: the declared input kinds, and the datalist keys of each.
 
 Every bundle declares its kind in its configs (``"input_kind": "lowfield_nifti"`` in ``inference.json`` and
-``train.json``); the datalist loader (:func:`shared_transforms.datalist.pair_items`,
-:func:`~shared_transforms.datalist.inference_items`), the benchmark's pairing and the contract test follow the
+``train.json``); the datalist loader (:func:`shared_transforms.io.datalist.pair_items`,
+:func:`~shared_transforms.io.datalist.inference_items`), the benchmark's pairing and the contract test follow the
 declaration instead of assuming low/high volumes. A kind says:
 
 - ``datalist_keys``: datalist key -> MONAI engine key (``image`` = the network's input, ``label`` = the reference,
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import InputError
+from ..errors import InputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 

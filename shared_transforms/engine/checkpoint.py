@@ -21,9 +21,9 @@ from collections.abc import Mapping
 import torch
 from monai.handlers import CheckpointLoader as MonaiCheckpointLoader
 
-from .errors import InputError
-from .files import atomic_path, write_text_atomic
-from .io import BIDS_CONTRASTS, SAME_CONTRAST
+from ..errors import InputError
+from ..io.files import atomic_path, write_text_atomic
+from ..io.volumes import BIDS_CONTRASTS, SAME_CONTRAST
 
 ZOO_FILE_LIMIT_BYTES = 25 * 1024 * 1024
 
@@ -294,7 +294,7 @@ def claim_run(output_dir: str | os.PathLike, identity: Mapping, resume) -> str:
     Several processes of one ``torchrun`` job may call it together: each writes the same file atomically.
     Returns the path of ``run.json``.
     """
-    from .io import as_bool
+    from ..io.volumes import as_bool
 
     output_dir = os.fspath(output_dir)
     path = os.path.join(output_dir, RUN_FILE)

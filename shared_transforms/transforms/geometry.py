@@ -17,8 +17,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Randomizable, ResampleToMatchd, SpatialResample, Transform
 
+from ..errors import source_name
 from .checks import check_fov_overlap, check_same_grid
-from .errors import source_name
 
 #: Seed 002 (section 2.3.1): the grids its low- and high-field volumes were resampled to.
 SEED002_LOW_FIELD = {"spatial_shape": (112, 138, 40), "spacing_mm": (1.6, 1.6, 5.0)}
@@ -159,7 +159,7 @@ class ResampleToMatchKeepSourced(ResampleToMatchd):
     """MONAI's ``ResampleToMatchd`` that keeps what the source file was: after resampling, ``keys`` take the
     destination's meta (MONAI copies it wholesale), so ``original_affine`` and ``spatial_shape`` would describe the
     high-field file; here they are restored to the source's own (the low field as acquired), which the slice
-    inferer reads to slice along the acquisition (:func:`shared_transforms.inferers.thick_axis`)."""
+    inferer reads to slice along the acquisition (:func:`shared_transforms.inference.inferers.thick_axis`)."""
 
     KEPT = ("original_affine", "spatial_shape", "filename_or_obj")
 
@@ -178,7 +178,7 @@ class ResampleToMatchKeepSourced(ResampleToMatchd):
 class SliceAlongAcquisitiond(MapTransform):
     """Reorder channel-first volumes ``(C, X, Y, Z)`` so that slices ``V[:, i]`` along the first spatial axis follow
     the acquisition: the thick axis of ``ref_key``'s acquisition (its ``original_affine`` against its ``affine``)
-    lies in each slice, along the width (:func:`shared_transforms.inferers.slicing_plan`, the plan
+    lies in each slice, along the width (:func:`shared_transforms.inference.inferers.slicing_plan`, the plan
     ``SliceInferer2D(spatial_dim="auto")`` uses at inference).
 
     For training and evaluating 2D slice models on data acquired along any axis: run it after the pair is aligned and
@@ -193,7 +193,7 @@ class SliceAlongAcquisitiond(MapTransform):
 
     def plan(self, data: Mapping[Hashable, object]) -> tuple[int, bool]:
         """``(spatial_dim, transpose)`` from the reference's meta; ``(0, False)`` without it."""
-        from .inferers import acquisition_plan
+        from ..inference.inferers import acquisition_plan
 
         return acquisition_plan(data[self.ref_key])
 
@@ -214,7 +214,7 @@ class RandInPlaneSlicesd(Randomizable, MapTransform):
     spatial axis moves first, ``(C, X, Y, Z) -> (C, Z, X, Y)``.
 
     For training 2D slice models that must also enhance a single slice or a thin slab in its own plane (a real scan's
-    few slices, :func:`shared_transforms.inferers.thin_slab_axis`), where no slice holds the thick axis. One draw
+    few slices, :func:`shared_transforms.inference.inferers.thin_slab_axis`), where no slice holds the thick axis. One draw
     per call (per volume), from MONAI's seeded ``R``; ``prob`` 0 leaves every volume as it is.
     """
 

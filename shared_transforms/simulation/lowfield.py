@@ -18,10 +18,10 @@ simulation parameters are drawn once per call (= per subject) in ``randomize`` a
 the output's meta dict (keys ``lowfield_*``), so tools can record them in a datalist.
 
 The machinery both simulators (and :mod:`.degradation`) share, MetaTensor handling, resampling onto a grid, the
-parameter ranges and the seeding of the dictionary versions, is :mod:`.simulation`.
+parameter ranges and the seeding of the dictionary versions, is :mod:`.common`.
 
 Library use: resampling is MONAI ``SpatialResample`` (spline ``mode=3`` for images, ``mode=0`` nearest for masks)
-onto grids from :func:`.geometry.affine_for_grid` (same directions, same world centre);
+onto grids from :func:`shared_transforms.transforms.geometry.affine_for_grid` (same directions, same world centre);
 Gaussian smoothing is ``scipy.ndimage.gaussian_filter`` with ``mode="nearest"`` (the border handling of nibabel's
 ``smooth_image`` used by the reference code; MONAI's ``GaussianSmooth`` zero-pads and would darken volume faces);
 the intensity-based tissue fallback is scikit-image ``threshold_multiotsu``.
@@ -40,9 +40,9 @@ from monai.transforms import Randomizable, Transform
 from monai.utils import TransformBackends
 from scipy import ndimage
 
-from .errors import InputError, source_name
-from .geometry import SEED002_LOW_FIELD, affine_for_grid, voxel_spacing_mm
-from .simulation import (  # noqa: F401 (FWHM_TO_SIGMA, tissue_maps_from_intensity: re-exported, see __all__)
+from ..errors import InputError, source_name
+from ..transforms.geometry import SEED002_LOW_FIELD, affine_for_grid, voxel_spacing_mm
+from .common import (  # noqa: F401 (FWHM_TO_SIGMA, tissue_maps_from_intensity: re-exported, see __all__)
     FWHM_TO_SIGMA,
     SimulatorDict,
     affine_of,

@@ -6,7 +6,7 @@ dictionary per volume, so this handler computes it on each decollated item and w
 volume) and ``metrics_summary.json`` (mean and std per metric) when the run completes. Paper protocols
 (:data:`shared_transforms.metrics.protocols.PROTOCOLS`, e.g. the CFM paper's per-slice evaluation) can be added to
 each row, so a bundle's table can be compared with its paper. Both files are written atomically
-(:func:`shared_transforms.files.write_text_atomic`): a crash never leaves a half-written table.
+(:func:`shared_transforms.io.files.write_text_atomic`): a crash never leaves a half-written table.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError, source_name
-from .files import write_text_atomic
-from .metrics import evaluate_volume
-from .metrics.protocols import PROTOCOLS
+from ..errors import InputError, source_name
+from ..io.files import write_text_atomic
+from ..metrics import evaluate_volume
+from ..metrics.protocols import PROTOCOLS
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The contract's datalist: ``{"training": [...], "validation": [...], "testing": [...]}``.
 
 Each item is ``{"subject": ..., "low": ..., "high": ..., "mask": ...}`` (``mask`` optional) for the enhancement
-bundles; a bundle of another input kind (:mod:`shared_transforms.input_kinds`) has its own keys; relative paths are
+bundles; a bundle of another input kind (:mod:`shared_transforms.io.input_kinds`) has its own keys; relative paths are
 relative to the datalist file; splits are by subject, never by slice. Reading checks every item (missing keys,
 missing files, a subject in two splits) and raises one clear :class:`InputError`; paths come back absolute.
 MONAI's ``load_decathlon_datalist`` resolves paths the same way but knows nothing of subjects or splits, so the
@@ -16,10 +16,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .files import safe_name, write_text_atomic
 from .input_kinds import DEFAULT_KIND, InputKind, input_kind
-from .io import nifti_stem
+from .volumes import nifti_stem
 
 SPLITS = ("training", "validation", "testing")
 #: every file key of every input kind (resolved against the datalist's folder)

@@ -22,7 +22,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.morphology import ball
 
-from .errors import InputError, source_name
+from ..errors import InputError, source_name
 
 
 def _spacing_mm(img) -> tuple[float, float, float]:

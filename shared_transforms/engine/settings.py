@@ -2,7 +2,7 @@
 line naming the setting (``error: --slice_batch_size: must be a positive integer, got 0``), not with a traceback
 from deep inside the network or a silently ignored value.
 
-Every inference config calls :func:`check_settings` right after :func:`shared_transforms.bundle.setup_bundle` in
+Every inference config calls :func:`check_settings` right after :func:`shared_transforms.engine.bundle.setup_bundle` in
 its ``initialize`` list, with the settings it has.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .errors import InputError
-from .io import as_bool
+from ..errors import InputError
+from ..io.volumes import as_bool
 
 
 def _positive_int(name: str, value) -> None:

@@ -71,13 +71,13 @@ Swoop-like axial 5 mm T1w scan); :meth:`RandomLowFieldDegradation.fixed` builds 
 to :data:`TYPICAL` except those given, for stress tests that push one factor at a time.
 
 Library use: MONAI's ``Randomizable`` / ``MapTransform`` pattern, ``SpatialResample`` (through
-:func:`.simulation.resample_to_grid`, spline order 3) onto grids from :func:`.geometry.affine_for_grid`; ``torch.fft``
+:func:`.common.resample_to_grid`, spline order 3) onto grids from :func:`shared_transforms.transforms.geometry.affine_for_grid`; ``torch.fft``
 for the k-space truncation (masking the unshifted spectrum with ``fftfreq`` equals masking the centred one, so no
 shift is needed); ``scipy.ndimage`` Gaussian and box filters with ``mode="nearest"`` (as :mod:`.lowfield`). Written
 here: the parameter draws, the contrast formula, the cosine bias field, the fractional-width box slice profile and
 the Rician magnitude (MONAI's ``RandRicianNoise`` draws its std uniformly below a bound instead of taking the sigma
 of a stated SNR, and ``RandBiasField``'s polynomial coefficients do not set the field's peak, which is the drawn and
-recorded parameter here). The helpers of :mod:`.simulation` (MetaTensor conversion, ranges, output meta) and
+recorded parameter here). The helpers of :mod:`.common` (MetaTensor conversion, ranges, output meta) and
 :mod:`.lowfield` (tissue-map checks, the intensity-based tissue fallback) are imported, not repeated.
 """
 
@@ -95,10 +95,9 @@ from monai.transforms import Randomizable, Transform
 from monai.utils import TransformBackends
 from scipy import ndimage
 
-from .errors import InputError, source_name
-from .geometry import affine_for_grid, voxel_spacing_mm
-from .lowfield import SimulateLowFieldTissueContrast, tissue_maps_from_intensity
-from .simulation import (
+from ..errors import InputError, source_name
+from ..transforms.geometry import affine_for_grid, voxel_spacing_mm
+from .common import (
     SimulatorDict,
     affine_of,
     as_volume,
@@ -108,6 +107,7 @@ from .simulation import (
     resample_to_grid,
     simulated_output,
 )
+from .lowfield import SimulateLowFieldTissueContrast, tissue_maps_from_intensity
 
 __all__ = [
     "PSF_KINDS",

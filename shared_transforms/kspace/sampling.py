@@ -37,7 +37,7 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends, ensure_tuple
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "MASK_PATTERNS",

@@ -1,0 +1,12 @@
+"""A bundle's run: finding the bundle, checked settings, checkpoints, training helpers, processes, FLOP counting,
+evaluation handlers.
+
+Modules load on first use (:func:`shared_transforms.lazy_submodules`)."""
+
+from .. import lazy_submodules
+
+SUBMODULES = ("bundle", "checkpoint", "distributed", "evaluation", "flops", "settings", "training")
+
+__all__ = list(SUBMODULES)
+
+__getattr__ = lazy_submodules(__name__, SUBMODULES)
