@@ -180,7 +180,8 @@ def test_clear_errors(data, tmp_path):
 
 
 def test_stress_table_has_a_column_per_condition_and_the_conditions_take_effect(data, tmp_path):
-    """``--stress``: the split's high fields degraded one factor at a time; one table, rows bundles, columns conditions."""
+    """``--stress``: the split's high fields degraded one factor at a time; one table, rows bundles, columns
+    conditions."""
     out = tmp_path / "stress"
     benchmark.main(bundles="interpolation,unet", datalist=data["datalist"], out_dir=str(out), device="cpu",
                    weights={"unet": data["unet"]}, lpips_net="none", max_subjects=2, stress=True,
@@ -225,6 +226,7 @@ def test_sweep_runs_every_setting_and_tabulates_it(data, tmp_path):
 
 
 def test_a_saved_prediction_of_a_subject_id_without_a_usable_name_gets_its_index():
-    """Issue 29 (noticed then): ``--save_predictions`` named files by ``safe_name(subject)``, which raises for ``..``."""
+    """Issue 29 (noticed then): ``--save_predictions`` named files by ``safe_name(subject)``, which raises for
+    ``..``."""
     assert benchmark.prediction_stem("sub-01", 0) == "sub-01"
     assert benchmark.prediction_stem("..", 4) == "item-004"

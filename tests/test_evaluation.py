@@ -1,4 +1,5 @@
-"""Tests of shared_transforms.engine.evaluation.VolumeMetricsSaver: one CSV row per volume, paper protocols, atomic files."""
+"""Tests of shared_transforms.engine.evaluation.VolumeMetricsSaver: one CSV row per volume, paper protocols, atomic
+files."""
 
 from __future__ import annotations
 

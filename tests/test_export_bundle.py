@@ -84,7 +84,8 @@ def _zoo_steps(folder: Path, name: str, archive: Path, tmp_path: Path) -> list[d
     axes = [0] if name in FIXED_SIZE_ONNX else [0, *range(2, 2 + dims)]
     onnx_kwargs = {"dynamo": True, "optimize": False, "opset_version": 18, "input_names": ["image"],
                    "output_names": ["pred"], "dynamic_axes": {"image": axes, "pred": axes}}
-    # 2D: export at 64², compare at 96 x 64; 3D (a 3D network is costlier on the CPU): export at 24³, compare at 48 x 24²
+    # 2D: export at 64², compare at 96 x 64
+    # 3D (a 3D network is costlier on the CPU): export at 24³, compare at 48 x 24²
     export_size, other_size = ([64, 64], [96, 64]) if dims == 2 else ([24, 24, 24], [48, 24, 24])
     size = export_size if name in FIXED_SIZE_ONNX else other_size
     zoo = tmp_path / "zoo"

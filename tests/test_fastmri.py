@@ -1,4 +1,5 @@
-"""Tests for shared_transforms.kspace.fastmri: fastMRI single-coil HDF5 reading, writing, centre crop and LoadFastMRId."""
+"""Tests for shared_transforms.kspace.fastmri: fastMRI single-coil HDF5 reading, writing, centre crop and
+LoadFastMRId."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Tests of the flat bundle's network (FLATNet, its time grid and regulariser) and flow (target, loss).
 
 FLAT: arXiv 2512.03020 (no official code; bundles/flat/scripts/network.py states what is our reading). Checked here:
-the grid, that with Phi = 0 a cascade is gradient descent on the data term (against shared_transforms.kspace.sampling's FFTs
-and MONAI's VarNetBlock), what full sampling gives, the trajectory, target and loss, both modes, gradients, shapes
+the grid, that with Phi = 0 a cascade is gradient descent on the data term (against shared_transforms.kspace.sampling's
+FFTs and MONAI's VarNetBlock), what full sampling gives, the trajectory, target and loss, both modes, gradients, shapes
 and TorchScript tracing. Tiny sizes: H = W = 32, U-Net widths 4..16.
 """
 

@@ -1,4 +1,5 @@
-"""Tests for shared_transforms.kspace.sampling: FFT, k-space simulation, Cartesian masks and the MONAI-style transforms."""
+"""Tests for shared_transforms.kspace.sampling: FFT, k-space simulation, Cartesian masks and the MONAI-style
+transforms."""
 
 from __future__ import annotations
 

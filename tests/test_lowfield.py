@@ -1,4 +1,5 @@
-"""Tests of the two synthetic low-field simulators (shared_transforms.simulation.lowfield) on tiny nested-ellipsoid phantoms."""
+"""Tests of the two synthetic low-field simulators (shared_transforms.simulation.lowfield) on tiny nested-ellipsoid
+phantoms."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The shared ODE solvers and time grids (``shared_transforms.inference.ode``): order, exactness, grids, evaluation counts."""
+"""The shared ODE solvers and time grids (``shared_transforms.inference.ode``): order, exactness, grids, evaluation
+counts."""
 
 from __future__ import annotations
 

@@ -11,10 +11,11 @@ Every bundle is built from its own ``configs/inference.json`` by MONAI's ``Confi
 ``--overrides`` applied to its config ids (e.g. ``num_steps``), its ``network_def`` built and its weights loaded
 (``ckpt_path`` of the config, or ``--weights``; a bundle without a ``ckpt_path`` id, e.g. ``interpolation``, has none),
 then its ``inferer`` runs ``inferer(image, network)`` on every item of the split. All bundles see the same input: the
-pair aligned once per subject by :func:`shared_transforms.transforms.pipelines.pair_transforms` (low field onto the high-field
-grid, both normalised to [0, 1]) and kept in memory (about 50 MB per 1 mm subject: use ``--max_subjects`` for large
-splits). Each prediction (the mean when a sampler returns mean and std, :mod:`shared_transforms.inference.uncertainty`),
-clamped to [0, 1], is scored with :func:`shared_transforms.metrics.evaluate_volume`.
+pair aligned once per subject by :func:`shared_transforms.transforms.pipelines.pair_transforms` (low field onto the
+high-field grid, both normalised to [0, 1]) and kept in memory (about 50 MB per 1 mm subject: use ``--max_subjects`` for
+large splits). Each prediction (the mean when a sampler returns mean and std,
+:mod:`shared_transforms.inference.uncertainty`), clamped to [0, 1], is scored with
+:func:`shared_transforms.metrics.evaluate_volume`.
 
 Writes to ``--out_dir``:
 
@@ -24,10 +25,11 @@ Writes to ``--out_dir``:
   not the acquisition's thick one; 1 = as consistent across slices as the high field), plus
   ``seconds_per_volume`` (the inferer call only, CUDA synchronised; the table gives the first volume's time apart,
   warm-up included, and the mean ± std, min-max of the others), ``seconds_with_model_load`` (plus the bundle's
-  network build and weight load), ``unit``, ``evaluations_per_unit`` / ``evaluations_per_volume`` (network evaluations, as the bundle's
-  :class:`~shared_transforms.inference.inferers.VolumeInferer` declares them), ``gflop_per_evaluation`` /
-  ``gflop_per_volume`` (the network's floating-point operations, counted by :func:`count_gflop_per_evaluation`),
-  ``parameters`` and ``peak_memory_mb`` (what the bundle's load keeps plus its largest rise during one inference; see
+  network build and weight load), ``unit``, ``evaluations_per_unit`` / ``evaluations_per_volume`` (network evaluations,
+  as the bundle's :class:`~shared_transforms.inference.inferers.VolumeInferer` declares them),
+  ``gflop_per_evaluation`` / ``gflop_per_volume`` (the network's floating-point operations, counted by
+  :func:`count_gflop_per_evaluation`), ``parameters`` and ``peak_memory_mb`` (what the bundle's load keeps plus its
+  largest rise during one inference; see
   :class:`PeakMemory`).
 - ``results.md``: one row per method, mean ± std over subjects (population std), with a header naming the date,
   device, versions, datalist, split and the command line; printed at the end.
@@ -330,9 +332,9 @@ def load_bundle(bundle: Bundle, device: torch.device) -> None:
 
 def count_gflop_per_evaluation(network: torch.nn.Module, call: tuple[tuple, dict] | None) -> float | None:
     """GFLOP of one network evaluation: ``network(*args, **kwargs)`` of ``call`` run again under torch's
-    ``FlopCounterMode`` (:func:`shared_transforms.engine.flops.flop_counter`), divided by the batch size (the first dimension
-    of its first tensor argument: slices, patches or volumes): matrix products, convolutions and attention (2 FLOPs
-    per multiply-add), not element-wise operations. None without a call (a bundle without a network)."""
+    ``FlopCounterMode`` (:func:`shared_transforms.engine.flops.flop_counter`), divided by the batch size (the first
+    dimension of its first tensor argument: slices, patches or volumes): matrix products, convolutions and attention (2
+    FLOPs per multiply-add), not element-wise operations. None without a call (a bundle without a network)."""
     if call is None:
         return None
     args, kwargs = call

@@ -114,8 +114,8 @@ def _module_path(dotted: str) -> str | None:
 
 
 def _named_modules(dotted: str) -> set[str]:
-    """The module files a dotted name under the package reaches: each prefix that is a module or package (``io.SaveVolumed`` ->
-    ``io.py``; ``metrics.core.psnr`` -> ``metrics/__init__.py``, ``metrics/core.py``)."""
+    """The module files a dotted name under the package reaches: each prefix that is a module or package
+    (``io.SaveVolumed`` -> ``io.py``; ``metrics.core.psnr`` -> ``metrics/__init__.py``, ``metrics/core.py``)."""
     parts, out = dotted.split("."), set()
     for i in range(1, len(parts) + 1):
         found = _module_path(".".join(parts[:i]))

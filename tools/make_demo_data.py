@@ -4,10 +4,11 @@
 There is no HCP, IXI or fastMRI here, so the shipped bundles are trained and tested on this: each subject is the
 template (T1w, skull-stripped, 1 mm) under a random smooth deformation (MONAI ``Rand3DElasticd``: a random affine
 plus a smoothed displacement field, a few mm) and a random intensity variation (tissue contrast through the GM/WM
-maps, a bias field, a gamma), cropped to the brain. Its low-field partner comes from one of two degradations (``--degradation``):
+maps, a bias field, a gamma), cropped to the brain. Its low-field partner comes from one of two degradations
+(``--degradation``):
 
-- ``randomised`` (the default): :class:`shared_transforms.simulation.degradation.RandomLowFieldDegradationd`, one draw per
-  subject of the acquisition axis (axial, coronal or sagittal), slice thickness 2-7 mm and gap, in-plane spacing
+- ``randomised`` (the default): :class:`shared_transforms.simulation.degradation.RandomLowFieldDegradationd`, one draw
+  per subject of the acquisition axis (axial, coronal or sagittal), slice thickness 2-7 mm and gap, in-plane spacing
   1-2.5 mm, a truncated-k-space or Gaussian PSF, Rician noise at a WM SNR of 4-60, a grey/white contrast scale of
   0.3-1.2, a bias field and a gamma: the spread of scans a 64 mT user meets (domain randomisation, as SynthSR).
   24 subjects (16 / 4 / 4); the draws are recorded in each datalist item under ``degradation``.
@@ -16,8 +17,8 @@ maps, a bias field, a gamma), cropped to the brain. Its low-field partner comes 
   (slice thickness 4 mm + 1 mm gap, the geometry of a 64 mT portable T1w scan as in seed 002), with (SNR_WM, SNR_GM)
   drawn per subject from the T1w bivariate Gaussian of the reference code. 16 subjects (10 / 3 / 3). The shipped
   unet and cfm weights were trained on it, and their docs' tables are measured on it.
-- ``synth`` and ``synth_t1w`` (label-to-image, :mod:`shared_transforms.simulation.synthesis`): head shells around the brain
-  and random per-tissue intensities (T1-, T2-, FLAIR-, PD-like, arbitrary), the low field through the randomised
+- ``synth`` and ``synth_t1w`` (label-to-image, :mod:`shared_transforms.simulation.synthesis`): head shells around the
+  brain and random per-tissue intensities (T1-, T2-, FLAIR-, PD-like, arbitrary), the low field through the randomised
   degradation. ``synth``: the high field in the drawn contrast, the low field in the same contrast jittered
   (enhancement that keeps the contrast). ``synth_t1w``: the high field T1-weighted, the low field in any contrast
   (SynthSR's task: a T1-weighted image from any scan).
@@ -203,8 +204,9 @@ def nested_splits(subjects: list[str], n_val: int, n_test: int, seed: int) -> di
 
     Subject ``sub-XXX`` is the same anatomy (the same deformation seed) in every set, whatever its degradation. So
     that no set's test anatomy is another set's training anatomy (and sets can be trained on together, see
-    ``tools/merge_datalists.py``), the first 16 subjects keep the first demo set's split (:func:`split_subjects` of 16 with 3 / 3 and
-    the same seed) and only the subjects beyond are split, seeded, into the remaining validation and test places.
+    ``tools/merge_datalists.py``), the first 16 subjects keep the first demo set's split (:func:`split_subjects` of 16
+    with 3 / 3 and the same seed) and only the subjects beyond are split, seeded, into the remaining validation and test
+    places.
     """
     first_n, first_val, first_test = DEFAULT_COUNTS["tissue_contrast"]
     if len(subjects) <= first_n or n_val < first_val or n_test < first_test:

@@ -14,9 +14,9 @@ What it does:
 1. Each 0.055 T file (a 4-slice slab) goes through each bundle's bundle runner as a user would run it
    (``python -m monai.bundle run --config_file bundles/<b>/configs/inference.json --input_path <folder>
    --resample_to_input true``); 2D bundles enhance a slab in its own plane, 3D bundles refuse it (their row says so).
-2. Each 3 T slice is registered onto its 0.055 T slice in 2D (:func:`shared_transforms.metrics.registration.register_affine_2d`:
-   Mattes mutual information, similarity then affine, SimpleITK); ``registration.png`` shows every pair for a
-   reader to check.
+2. Each 3 T slice is registered onto its 0.055 T slice in 2D
+   (:func:`shared_transforms.metrics.registration.register_affine_2d`: Mattes mutual information, similarity then
+   affine, SimpleITK); ``registration.png`` shows every pair for a reader to check.
 3. Scores per slice, inside a brain mask: the head (half Otsu's threshold of the smoothed slice, holes filled; the
    union of the 0.055 T slice's and the registered 3 T slice's) eroded by ``--scalp_mm`` (12 mm, taking the
    unknown pixel as 1 mm: the scalp and skull of these slices) and restricted to the 3 T field of view. Each image

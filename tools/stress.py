@@ -5,12 +5,13 @@
 
 For every subject of the split, the high field (normalised to [0, 1] by its 1st-99th percentiles inside the mask,
 :class:`shared_transforms.transforms.intensity.PercentileNormalize`) is
-degraded by :meth:`shared_transforms.simulation.degradation.RandomLowFieldDegradationd.fixed`: every factor at its typical
-value (:data:`shared_transforms.simulation.degradation.TYPICAL`: an axial 5 mm, 1.5 mm in-plane, k-space-truncated scan at WM
-SNR 20 with contrast 0.75) except the one the condition names (:data:`CONDITIONS`). The seed is the same for a
-subject in every condition, so the noise and the bias field differ only by the factor studied. Each condition's
-pairs (the new low field, the original high field and mask) are written under ``<out_dir>/stress_data/<condition>/``
-with their own datalist, and :func:`benchmark.benchmark` runs on it into ``<out_dir>/<condition>/``. One table
+degraded by :meth:`shared_transforms.simulation.degradation.RandomLowFieldDegradationd.fixed`: every factor at its
+typical value (:data:`shared_transforms.simulation.degradation.TYPICAL`: an axial 5 mm, 1.5 mm in-plane,
+k-space-truncated scan at WM SNR 20 with contrast 0.75) except the one the condition names (:data:`CONDITIONS`). The
+seed is the same for a subject in every condition, so the noise and the bias field differ only by the factor studied.
+Each condition's pairs (the new low field, the original high field and mask) are written under
+``<out_dir>/stress_data/<condition>/`` with their own datalist, and :func:`benchmark.benchmark` runs on it into
+``<out_dir>/<condition>/``. One table
 follows: rows are bundles, columns are conditions, cells are PSNR / SSIM inside the mask (mean over subjects):
 ``stress.md`` and ``stress.csv``.
 

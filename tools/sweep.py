@@ -8,9 +8,9 @@ Every combination of the ``--grid`` values (config ids of the bundle's ``inferen
 --overrides`` takes them) is one run of :func:`benchmark.benchmark` on the split, into ``out_dir/<setting>/``
 (its ``results.csv``, ``results.md``, ``figure.png``); the same subjects and the same seeds for every setting. Then
 ``sweep.csv`` (one row per setting: the grid values, mean and std over subjects of PSNR and SSIM inside the mask,
-the striping index, seconds per volume, network evaluations per volume) and ``sweep.md`` (the table, with the date, device and command)
-in ``out_dir``. Options as the benchmark's: ``--split``, ``--device``, ``--weights``, ``--max_subjects``,
-``--lpips_net``.
+the striping index, seconds per volume, network evaluations per volume) and ``sweep.md`` (the table, with the date,
+device and command) in ``out_dir``. Options as the benchmark's: ``--split``, ``--device``, ``--weights``,
+``--max_subjects``, ``--lpips_net``.
 
 This is the step study of a sampler (steps x samplers), and works for any other config value (windows, overlap).
 """

@@ -17,7 +17,8 @@ def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
 
 
 def flop_counter() -> FlopCounterMode:
-    """A silent ``FlopCounterMode`` (``get_total_flops()`` after the block) that also counts the CPU attention kernel."""
+    """A silent ``FlopCounterMode`` (``get_total_flops()`` after the block) that also counts the CPU attention
+    kernel."""
     mapping = {}
     cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if cpu_sdpa is not None:

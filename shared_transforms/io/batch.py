@@ -1,17 +1,18 @@
 """Batch inference that goes on past a bad file: every good input is processed, every bad one is named.
 
 A folder or datalist of scans is one run of a bundle's evaluator. :class:`BatchInputs` is the run's dataset: it
-prepares the items one after another and, when an item is refused as bad input (:class:`~shared_transforms.errors.InputError`: an
-unreadable or empty file, a NaN, an output that would replace a user's file, ...), prints that item's one-line
-reason, records it and goes on with the next. Before an item is prepared, the output files the run's writers will
-write for it are checked (their ``check_outputs(item)``), so an output that may not be replaced is refused before
-anything is computed. An item whose preparation runs out of memory (a file within the voxel limit whose data
-does not fit this machine) is that item's failure too; other errors (a bug) still stop the run, and a fault of the
-machine (full disk, out of memory in the network) ends it with one ``error:`` line (:func:`~shared_transforms.errors.describe_fault`).
+prepares the items one after another and, when an item is refused as bad input
+(:class:`~shared_transforms.errors.InputError`: an unreadable or empty file, a NaN, an output that would replace a
+user's file, ...), prints that item's one-line reason, records it and goes on with the next. Before an item is prepared,
+the output files the run's writers will write for it are checked (their ``check_outputs(item)``), so an output that may
+not be replaced is refused before anything is computed. An item whose preparation runs out of memory (a file within the
+voxel limit whose data does not fit this machine) is that item's failure too; other errors (a bug) still stop the run,
+and a fault of the machine (full disk, out of memory in the network) ends it with one ``error:`` line
+(:func:`~shared_transforms.errors.describe_fault`).
 
 :class:`BatchSummary` is the Ignite handler that writes ``<output_dir>/<bundle>_summary.json`` when the run ends
-(which inputs were written, which failed and why) and then, if any failed, raises one :class:`~shared_transforms.errors.InputError`
-whose message is the run's last line, so the command exits non-zero.
+(which inputs were written, which failed and why) and then, if any failed, raises one
+:class:`~shared_transforms.errors.InputError` whose message is the run's last line, so the command exits non-zero.
 
 Under ``torchrun`` (a process group initialised before the run, as ``configs/multi_gpu_inference.json`` does), each
 process takes every ``world_size``-th input from its rank on - the role of a ``DistributedSampler``, which an

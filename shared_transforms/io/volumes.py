@@ -72,9 +72,9 @@ class LoadVolume(Transform):
     Checks, each raising :class:`InputError` naming the file: missing file, not NIfTI, not 3D (a 4D file with one
     volume is accepted; a 2D slice ``(H, W)`` is read as ``(H, W, 1)``), a singular or non-finite affine, NaN/Inf
     values, an empty or constant volume; with ``volume_only_for`` (a 3D bundle's name), a single slice or thin slab
-    (:func:`shared_transforms.transforms.checks.check_volume_not_slab`); with ``target_spacing``, a field of view whose grid at that spacing
-    would exceed the voxel limit (:func:`shared_transforms.transforms.checks.check_target_grid`). An identity affine (voxel size unknown) gets a
-    one-line warning.
+    (:func:`shared_transforms.transforms.checks.check_volume_not_slab`); with ``target_spacing``, a field of view whose
+    grid at that spacing would exceed the voxel limit (:func:`shared_transforms.transforms.checks.check_target_grid`).
+    An identity affine (voxel size unknown) gets a one-line warning.
     The MetaTensor carries MONAI's usual meta data (``affine``, ``original_affine``, ``spatial_shape``,
     ``filename_or_obj``), voxels as float32.
     """

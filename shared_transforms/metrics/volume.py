@@ -29,8 +29,8 @@ def evaluate_volume(
     Args:
         pred, ref: ``(X, Y, Z)`` volumes (numpy or torch; leading size-1 axes dropped) on the normalised [0, 1] scale.
         mask: optional ``(X, Y, Z)`` brain mask; without one,
-            :func:`shared_transforms.transforms.intensity.brain_mask_from_intensity` of the reference (closing radius 2 voxels,
-            26-connected) is used (``mask_source`` says which).
+            :func:`shared_transforms.transforms.intensity.brain_mask_from_intensity` of the reference (closing radius 2
+            voxels, 26-connected) is used (``mask_source`` says which).
         lpips_net: "alex", "vgg", "squeeze" or None (not computed).
         data_range: R for PSNR and SSIM (1 on the normalised scale).
         slice_axis: slices for the per-slice statistics (0 = sagittal).
@@ -43,8 +43,8 @@ def evaluate_volume(
         ``ssim_slice_<stat>`` over the 2D slices inside the mask (stat: mean/median/std/min/max), ``slices_used``,
         ``slices_skipped``; ``ulf_enc``; ``tissue_miou``, ``tissue_mdice``, ``tissue_iou_<csf|gm|wm>``,
         ``tissue_dice_<csf|gm|wm>``; ``air_mean``: the prediction's mean in the air, outside the reference's head
-        (:func:`shared_transforms.transforms.intensity.head_mask_from_intensity`, dilated by 3 voxels), where the reference is
-        black: background noise a method lets through (0 is clean; NaN when the volume has no air);
+        (:func:`shared_transforms.transforms.intensity.head_mask_from_intensity`, dilated by 3 voxels), where the
+        reference is black: background noise a method lets through (0 is clean; NaN when the volume has no air);
         ``lpips``, ``lpips_mask`` (None when not computed) and ``lpips_status``.
     """
     p, r = _as_pair(pred, ref, 3)

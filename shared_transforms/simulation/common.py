@@ -126,7 +126,8 @@ def tissue_maps_from_intensity(
 
     Args:
         image: ``(X, Y, Z)`` or ``(1, X, Y, Z)``.
-        mask: brain mask of the same spatial shape; default :func:`shared_transforms.transforms.intensity.brain_mask_from_intensity`
+        mask: brain mask of the same spatial shape; default
+        :func:`shared_transforms.transforms.intensity.brain_mask_from_intensity`
             (above ``threshold`` of the min-max range, largest 6-connected component, holes filled; no closing).
         threshold: relative intensity threshold of the default mask.
         pv_sigma_vox: smoothing of the hard labels in voxels (0: hard 0/1 maps).

@@ -71,9 +71,10 @@ Swoop-like axial 5 mm T1w scan); :meth:`RandomLowFieldDegradation.fixed` builds 
 to :data:`TYPICAL` except those given, for stress tests that push one factor at a time.
 
 Library use: MONAI's ``Randomizable`` / ``MapTransform`` pattern, ``SpatialResample`` (through
-:func:`.common.resample_to_grid`, spline order 3) onto grids from :func:`shared_transforms.transforms.geometry.affine_for_grid`; ``torch.fft``
-for the k-space truncation (masking the unshifted spectrum with ``fftfreq`` equals masking the centred one, so no
-shift is needed); ``scipy.ndimage`` Gaussian and box filters with ``mode="nearest"`` (as :mod:`.lowfield`). Written
+:func:`.common.resample_to_grid`, spline order 3) onto grids from
+:func:`shared_transforms.transforms.geometry.affine_for_grid`; ``torch.fft`` for the k-space truncation (masking the
+unshifted spectrum with ``fftfreq`` equals masking the centred one, so no shift is needed); ``scipy.ndimage`` Gaussian
+and box filters with ``mode="nearest"`` (as :mod:`.lowfield`). Written
 here: the parameter draws, the contrast formula, the cosine bias field, the fractional-width box slice profile and
 the Rician magnitude (MONAI's ``RandRicianNoise`` draws its std uniformly below a bound instead of taking the sigma
 of a stated SNR, and ``RandBiasField``'s polynomial coefficients do not set the field's peak, which is the drawn and
@@ -145,7 +146,8 @@ RANDOMISED: dict[str, object] = {
     "snr_wm": (4.0, 60.0),
 }
 
-#: One typical value per factor (a Swoop-like axial T1w scan): the fixed point of :meth:`RandomLowFieldDegradation.fixed`.
+#: One typical value per factor (a Swoop-like axial T1w scan): the fixed point of
+#: :meth:`RandomLowFieldDegradation.fixed`.
 TYPICAL: dict[str, object] = {
     "axis": 2,  # axial
     "slice_thickness_mm": 5.0,  # the Swoop clinical slice

@@ -4,7 +4,8 @@
    ``I_low = clip(N((G_sigma(resample(I_high)))^gamma), 0, 1)`` on an intensity-normalised input in [0, 1].
 2. :class:`SimulateLowFieldTissueContrast` (Figini et al. 2020, arXiv 2003.07216 -> Lin et al., Medical Image
    Analysis 87:102807, 2023, "Stochastic IQT", and its public code): slice-thickness blur and thick-slice
-   resampling, tissue-specific contrast set by a (SNR_WM, SNR_GM) pair drawn from a bivariate Gaussian, and additive Gaussian noise.
+   resampling, tissue-specific contrast set by a (SNR_WM, SNR_GM) pair drawn from a bivariate Gaussian, and additive
+   Gaussian noise.
 
 Both take channel-first volumes ``(C, X, Y, Z)`` (MONAI MetaTensors carrying an ``affine``, as from ``LoadImage`` +
 ``EnsureChannelFirst``; a plain numpy array / torch tensor is taken as 1 mm isotropic with an identity affine) and
@@ -272,8 +273,8 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
     4. Optional ``upsample``: cubic resampling of ``I''`` back onto the input grid (the reference's ``is_upsample``).
 
     (SNR_WM, SNR_GM) is one bivariate-Gaussian draw per call from ``snr_mean`` / ``snr_cov`` (default the T1w/HCP
-    values of Lin et al.'s config.py; :data:`SNR_MEAN_FLAIR_MBB` / :data:`SNR_COV_FLAIR_MBB` for the FLAIR config), or fixed
-    by ``snr``. The drawn values and sigma are written into the output's meta: ``lowfield_snr_wm``,
+    values of Lin et al.'s config.py; :data:`SNR_MEAN_FLAIR_MBB` / :data:`SNR_COV_FLAIR_MBB` for the FLAIR config), or
+    fixed by ``snr``. The drawn values and sigma are written into the output's meta: ``lowfield_snr_wm``,
     ``lowfield_snr_gm``, ``lowfield_noise_sigma``, ``lowfield_fixed_tissue``, ``lowfield_total_factor``.
     The output is not intensity-normalised (WM is rescaled to ``SNR_WM * sigma``): normalise afterwards.
 

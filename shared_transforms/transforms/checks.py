@@ -91,8 +91,8 @@ def check_shape(shape: Sequence[int], source: str | os.PathLike | None) -> tuple
 
 def check_volume_not_slab(shape: Sequence[int], source: str | os.PathLike | None, bundle: str) -> None:
     """Raise (one line naming the file) when a 3D bundle is given a single slice or a thin slab (1 voxel along an
-    axis, or :func:`shared_transforms.inference.inferers.thin_slab_axis`: at most 8 voxels along one axis and 8 times more
-    along the others); 2D bundles enhance those in their own plane."""
+    axis, or :func:`shared_transforms.inference.inferers.thin_slab_axis`: at most 8 voxels along one axis and 8 times
+    more along the others); 2D bundles enhance those in their own plane."""
     from ..inference.inferers import THIN_SLAB_MAX_SLICES, thin_slab_axis
 
     shape3 = [int(v) for v in shape][-3:]

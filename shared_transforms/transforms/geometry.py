@@ -214,8 +214,8 @@ class RandInPlaneSlicesd(Randomizable, MapTransform):
     spatial axis moves first, ``(C, X, Y, Z) -> (C, Z, X, Y)``.
 
     For training 2D slice models that must also enhance a single slice or a thin slab in its own plane (a real scan's
-    few slices, :func:`shared_transforms.inference.inferers.thin_slab_axis`), where no slice holds the thick axis. One draw
-    per call (per volume), from MONAI's seeded ``R``; ``prob`` 0 leaves every volume as it is.
+    few slices, :func:`shared_transforms.inference.inferers.thin_slab_axis`), where no slice holds the thick axis. One
+    draw per call (per volume), from MONAI's seeded ``R``; ``prob`` 0 leaves every volume as it is.
     """
 
     def __init__(self, keys: KeysCollection, prob: float = 0.25, allow_missing_keys: bool = False):

@@ -2,8 +2,8 @@
 same intensity scale (and the benchmark measures them all with one yardstick). All of it is MONAI's transforms
 plus this package's checks.
 
-- :func:`inference_transforms`: one volume ``image`` -> RAS, ``target_spacing`` (cubic), [0, 1] by percentiles (the bright end
-  inside the volume's own head mask, so the amount of air in the field of view does not move the scale).
+- :func:`inference_transforms`: one volume ``image`` -> RAS, ``target_spacing`` (cubic), [0, 1] by percentiles (the
+  bright end inside the volume's own head mask, so the amount of air in the field of view does not move the scale).
 - :func:`pair_transforms`: a low/high pair (``image``/``label``, optional ``mask``) -> both on the high-field grid
   at ``target_spacing``: the high field resampled to that spacing, the low field onto the high-field grid (cubic),
   the mask by nearest neighbour (or made from the high field when absent), both images normalised to [0, 1]

@@ -5,10 +5,11 @@
 
 ``--stress_dir`` is the ``stress_data`` folder that ``tools/benchmark.py --stress true`` writes (one folder per
 condition, each with its ``datalist.json``: the same test subjects degraded with one factor changed). For every
-condition and subject, ``num_slices`` slices across the brain (:class:`shared_transforms.transforms.geometry.SelectSlicesd`, the
-slices along the acquisition as inference cuts them) go through the network in eval mode, and the network's
-``last_routing`` is kept: the softmax weights of the Routing Instruction Network's atoms (which "task" the network
-reads from the input) and, per Spatial Routing Module, the fraction of pixels sent to each expert.
+condition and subject, ``num_slices`` slices across the brain
+(:class:`shared_transforms.transforms.geometry.SelectSlicesd`, the slices along the acquisition as inference cuts them)
+go through the network in eval mode, and the network's ``last_routing`` is kept: the softmax weights of the Routing
+Instruction Network's atoms (which "task" the network reads from the input) and, per Spatial Routing Module, the
+fraction of pixels sent to each expert.
 
 Writes ``routing.csv`` (one row per condition: the mean atom weights and expert loads over its slices),
 ``routing.png`` (atoms as a heat map, conditions x atoms; expert load per SRM, conditions x experts) and

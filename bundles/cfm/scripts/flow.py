@@ -16,8 +16,8 @@ Why MONAI's ``RFlowScheduler`` / ``DiffusionInferer`` (MONAI 1.6.1) are not used
   draws could not be seeded per run as the rest of this project is.
 - ``RFlowScheduler.set_timesteps`` stores the inference grid as float16 (``astype(np.float16)``): for step counts
   that do not divide N (e.g. 7 steps: T = 857.14 -> 857.0) the time fed to the network is off by up to ~2.5e-4.
-- ``RFlowScheduler.step`` is Euler only; the midpoint and Heun solvers of :mod:`shared_transforms.inference.ode` cannot be
-  expressed.
+- ``RFlowScheduler.step`` is Euler only; the midpoint and Heun solvers of
+  :mod:`shared_transforms.inference.ode` cannot be expressed.
 - ``DiffusionInferer`` calls ``diffusion_model(x=..., timesteps=..., context=...)`` (keyword names that CFMUNet's
   ``forward(x, t)`` does not take) and passes one timestep ``torch.Tensor((t,))`` for the batch.
 The source distribution itself is not a problem (``add_noise`` takes any ``noise`` tensor, uniform included); the

@@ -7,9 +7,9 @@ enhanced slice. With ``num_samples`` K > 1 the K samples (different x0) give the
 standard deviation (channel 1): an uncertainty map, which the paper names as future work
 (:mod:`shared_transforms.inference.uncertainty` splits them).
 
-Slicing, empty-slice skipping, cropping to the head and batching are :class:`shared_transforms.inference.inferers.SliceInferer2D`'s;
-this class adds only the sampler, so MONAI's evaluators and MONAI Label (which call ``inferer(inputs, network)``) get
-the enhanced image.
+Slicing, empty-slice skipping, cropping to the head and batching are
+:class:`shared_transforms.inference.inferers.SliceInferer2D`'s; this class adds only the sampler, so MONAI's evaluators
+and MONAI Label (which call ``inferer(inputs, network)``) get the enhanced image.
 """
 
 from __future__ import annotations

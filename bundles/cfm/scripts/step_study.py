@@ -1,6 +1,7 @@
 """Step study: quality and time of the CFM sampler per number of steps and solver, and the CPU/GPU speed report.
 
-    cd bundles/cfm && python -m scripts.step_study --datalist ../../demo_data/datalist.json --out_dir ../../outputs/cfm/step_study
+    cd bundles/cfm && python -m scripts.step_study --datalist ../../demo_data/datalist.json \\
+        --out_dir ../../outputs/cfm/step_study
 
 ``--precision`` as the bundle's ("auto": bfloat16 where native, else float32); ``--steps 1,2,4 --solvers euler``
 for a subset; ``--slice_stride`` for fewer slices; ``--ckpt_path`` for other weights (default: models/model.pt).

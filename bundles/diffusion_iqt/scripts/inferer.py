@@ -2,8 +2,9 @@
 once as one cross-batch.
 
 ``inferer(inputs, network)``: ``inputs`` ``(B, 1, X, Y, Z)``, the low field on the target grid in [0, 1]; returns
-``(B, 1, X, Y, Z)`` in [0, 1], or ``(B, 2, X, Y, Z)`` (mean, per-voxel std; :mod:`shared_transforms.inference.uncertainty`)
-with ``num_samples`` > 1. The network works in [-1, 1] (:func:`to_model_range`).
+``(B, 1, X, Y, Z)`` in [0, 1], or ``(B, 2, X, Y, Z)`` (mean, per-voxel std;
+:mod:`shared_transforms.inference.uncertainty`) with ``num_samples`` > 1. The network works in [-1, 1]
+(:func:`to_model_range`).
 
 - ``mode="windows"`` (the paper): MONAI's ``SlidingWindowInferer`` over ``window_size``³ windows with ``overlap``;
   each window is cut into ``factor³`` sub-patches (:func:`scripts.cross_batch.split`) that the sampler denoises

@@ -1,7 +1,7 @@
 """flat's inference over volumes: MONAI-style slice inference of the magnitude, optionally of every cascade.
 
-:class:`FLATSliceInferer` is :class:`shared_transforms.inference.inferers.SliceInferer2D` set up for k-space inputs (every
-slice computed, whole slices: a crop or a zero padding of packed k-space would not be the k-space of the cropped
+:class:`FLATSliceInferer` is :class:`shared_transforms.inference.inferers.SliceInferer2D` set up for k-space inputs
+(every slice computed, whole slices: a crop or a zero padding of packed k-space would not be the k-space of the cropped
 image; the U-Net pads internally) and, with ``return_trajectory``, returning the magnitudes of all ``N + 1``
 images of the trajectory (zero-filled first, the reconstruction last) as channels, for ``--save_trajectory true``.
 :class:`SplitTrajectoryd` then puts the reconstruction (the last channel) in ``pred`` and the series in

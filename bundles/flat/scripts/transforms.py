@@ -15,8 +15,8 @@ convention), and writes
 
 Randomness: in training every call draws a new setting and mask (``fixed_per_volume=False``: with 2D crops, one
 draw per slice). For validation, evaluation and inference (``fixed_per_volume=True``) the draw is seeded by
-:func:`shared_transforms.kspace.sampling.seed_from_name` of the source file's name, so each volume always gets the same mask
-(fastMRI's per-file seed) and every slice of a volume shares it.
+:func:`shared_transforms.kspace.sampling.seed_from_name` of the source file's name, so each volume always gets the same
+mask (fastMRI's per-file seed) and every slice of a volume shares it.
 """
 
 from __future__ import annotations
