@@ -29,8 +29,7 @@ Writes to ``--out_dir``:
   as the bundle's :class:`~shared_transforms.inference.inferers.VolumeInferer` declares them),
   ``gflop_per_evaluation`` / ``gflop_per_volume`` (the network's floating-point operations, counted by
   :func:`count_gflop_per_evaluation`), ``parameters`` and ``peak_memory_mb`` (what the bundle's load keeps plus its
-  largest rise during one inference; see
-  :class:`PeakMemory`).
+  largest rise during one inference; see :class:`PeakMemory`).
 - ``results.md``: one row per method, mean ± std over subjects (population std), with a header naming the date,
   device, versions, datalist, split and the command line; printed at the end.
 - ``figure.png``: per subject (up to ``--max_figure_subjects``) the mid-sagittal slice of the aligned low field, each
