@@ -9,14 +9,14 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
+from shared_transforms.errors import InputError
 from shared_transforms.simulation.degradation import (
     RANDOMISED,
     TYPICAL,
     RandomLowFieldDegradation,
-    RandomLowFieldDegradationd,
-    truncate_kspace,
 )
-from shared_transforms.errors import InputError
+from shared_transforms.simulation.dictionary import RandomLowFieldDegradationd
+from shared_transforms.simulation.psf import truncate_kspace
 from shared_transforms.transforms.geometry import voxel_spacing_mm
 
 T1W = {"csf": 0.25, "gm": 0.6, "wm": 0.9}

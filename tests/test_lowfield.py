@@ -11,15 +11,14 @@ from monai.data import MetaTensor
 from shared_transforms.errors import InputError
 from shared_transforms.transforms.geometry import voxel_spacing_mm
 from shared_transforms.transforms.intensity import brain_mask_from_intensity
+from shared_transforms.simulation.common import tissue_maps_from_intensity
+from shared_transforms.simulation.dictionary import SimulateLowFieldBlurGammad, SimulateLowFieldTissueContrastd
 from shared_transforms.simulation.lowfield import (
     SNR_COV_T1W,
     SNR_MEAN_T1W,
     SimulateLowFieldBlurGamma,
-    SimulateLowFieldBlurGammad,
     SimulateLowFieldTissueContrast,
-    SimulateLowFieldTissueContrastd,
     draw_snr_pair,
-    tissue_maps_from_intensity,
 )
 from shared_transforms.metrics import tissue_segmentation
 

@@ -7,7 +7,7 @@ plus a smoothed displacement field, a few mm) and a random intensity variation (
 maps, a bias field, a gamma), cropped to the brain. Its low-field partner comes from one of two degradations
 (``--degradation``):
 
-- ``randomised`` (the default): :class:`shared_transforms.simulation.degradation.RandomLowFieldDegradationd`, one draw
+- ``randomised`` (the default): :class:`shared_transforms.simulation.dictionary.RandomLowFieldDegradationd`, one draw
   per subject of the acquisition axis (axial, coronal or sagittal), slice thickness 2-7 mm and gap, in-plane spacing
   1-2.5 mm, a truncated-k-space or Gaussian PSF, Rician noise at a WM SNR of 4-60, a grey/white contrast scale of
   0.3-1.2, a bias field and a gamma: the spread of scans a 64 mT user meets (domain randomisation, as SynthSR).
@@ -48,9 +48,9 @@ from tqdm.auto import tqdm
 
 from shared_transforms.io.datalist import split_subjects, write_datalist
 from shared_transforms.io.files import atomic_path, write_text_atomic
-from shared_transforms.io.volumes import write_nifti_atomic
 from shared_transforms.io.preview import save_figure_atomic
 from shared_transforms.io.sample import SAMPLE_DIR, SAMPLE_FILES
+from shared_transforms.io.volumes import write_nifti_atomic
 
 #: brain bounding box of the 1 mm template (x 26-170, y 27-207, z 0-154) with a margin, each side a multiple of 8.
 CROP = (slice(18, 178), slice(22, 214), slice(0, 168))  # -> (160, 192, 168) voxels
@@ -88,10 +88,9 @@ def make_subject(template: dict, seed: int, degradation: str = "randomised") -> 
     """One synthetic subject: deformed, intensity-varied high field (+ maps, mask) and its simulated low field
     (``degradation``: "randomised" or "tissue_contrast", see the module docstring)."""
     from monai.data import MetaTensor
-    from monai.transforms import RandAdjustContrast, Rand3DElasticd, RandBiasField
+    from monai.transforms import Rand3DElasticd, RandAdjustContrast, RandBiasField
 
-    from shared_transforms.simulation.degradation import RandomLowFieldDegradationd
-    from shared_transforms.simulation.lowfield import SimulateLowFieldTissueContrastd
+    from shared_transforms.simulation.dictionary import RandomLowFieldDegradationd, SimulateLowFieldTissueContrastd
 
     rng = np.random.default_rng(seed)
     affine = template["affine"]
@@ -153,7 +152,7 @@ def _synth_subject(image, gm, wm, csf, mask, seed: int, high_family: str | None 
     from monai.data import MetaTensor
     from monai.transforms import BorderPad
 
-    from shared_transforms.simulation.degradation import RandomLowFieldDegradationd
+    from shared_transforms.simulation.dictionary import RandomLowFieldDegradationd
     from shared_transforms.simulation.synthesis import as_metatensor, synth_pair
 
     pad = BorderPad(SYNTH_PAD)  # MONAI moves the MetaTensor's affine with the padding

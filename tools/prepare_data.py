@@ -240,7 +240,7 @@ def simulate(
 
     from shared_transforms.transforms.intensity import PercentileNormalize
     from shared_transforms.io.volumes import LoadVolume
-    from shared_transforms.simulation.lowfield import SimulateLowFieldBlurGammad, SimulateLowFieldTissueContrastd
+    from shared_transforms.simulation.dictionary import SimulateLowFieldBlurGammad, SimulateLowFieldTissueContrastd
 
     highs = _by_subject(high_dir, subject_regex, None)
     extra = {k: _by_subject(d, subject_regex, None) for k, d in (("mask", mask_dir), ("gm", gm_dir), ("wm", wm_dir),

@@ -5,7 +5,7 @@
 
 For every subject of the split, the high field (normalised to [0, 1] by its 1st-99th percentiles inside the mask,
 :class:`shared_transforms.transforms.intensity.PercentileNormalize`) is
-degraded by :meth:`shared_transforms.simulation.degradation.RandomLowFieldDegradationd.fixed`: every factor at its
+degraded by :meth:`shared_transforms.simulation.dictionary.RandomLowFieldDegradationd.fixed`: every factor at its
 typical value (:data:`shared_transforms.simulation.degradation.TYPICAL`: an axial 5 mm, 1.5 mm in-plane,
 k-space-truncated scan at WM SNR 20 with contrast 0.75) except the one the condition names (:data:`CONDITIONS`). The
 seed is the same for a subject in every condition, so the noise and the bias field differ only by the factor studied.
@@ -30,12 +30,13 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from shared_transforms.io.datalist import pair_items
-from shared_transforms.simulation.degradation import TYPICAL, RandomLowFieldDegradationd
 from shared_transforms.errors import InputError
+from shared_transforms.io.datalist import pair_items
 from shared_transforms.io.files import safe_name, write_text_atomic
-from shared_transforms.transforms.intensity import PercentileNormalize
 from shared_transforms.io.volumes import LoadVolumed, write_nifti_atomic
+from shared_transforms.simulation.degradation import TYPICAL
+from shared_transforms.simulation.dictionary import RandomLowFieldDegradationd
+from shared_transforms.transforms.intensity import PercentileNormalize
 
 #: condition -> the factors that differ from ``TYPICAL`` (one factor at a time). Training ranges (RANDOMISED): SNR
 #: 4-60, thickness 2-7 mm, every axis, contrast 0.3-1.2, both PSFs.

@@ -3,7 +3,7 @@
 The mask used when none is given is :func:`shared_transforms.transforms.intensity.brain_mask_from_intensity` of the
 reference (closing radius 2 voxels, 26-connected largest component). :func:`tissue_segmentation` is the project's one
 intensity-based tissue split: the tissue check here and the low-field simulator's fallback tissue maps
-(:func:`shared_transforms.simulation.lowfield.tissue_maps_from_intensity`) both use it.
+(:func:`shared_transforms.simulation.common.tissue_maps_from_intensity`) both use it.
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 
 MetaTensor handling (a plain array is taken as 1 mm isotropic with an identity affine), resampling onto a grid
 (MONAI ``SpatialResample``: spline order 3 for images, nearest neighbour for masks), the float32 output that keeps
-the input's meta plus the drawn parameters, FWHM/sigma conversion, (min, max) parameter ranges, the base of the
-dictionary versions (which seeds the array simulator with them and lets it draw the parameters), and the fallback
-GM/WM/CSF maps from intensities (:func:`tissue_maps_from_intensity`).
+the input's meta plus the drawn parameters, FWHM/sigma conversion, (min, max) parameter ranges, range and tissue-mean
+checks, and the fallback GM/WM/CSF maps from intensities (:func:`tissue_maps_from_intensity`).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, Randomizable, SpatialResample
+from monai.transforms import SpatialResample
 from scipy import ndimage
 
 from ..errors import InputError, source_name
@@ -87,19 +86,27 @@ def check_range(value: float | Sequence[float], name: str, low: float = 0.0) -> 
     return lo, hi
 
 
-class SimulatorDict(Randomizable, MapTransform):
-    """Base of the simulators' dictionary versions: their array simulator ``self.sim`` is seeded with them and draws
-    the parameters (MONAI's dictionary transforms delegate the same way)."""
+def check_unit_range(arr: np.ndarray | torch.Tensor, source: str, what: str, tol: float = 0.05) -> None:
+    """InputError unless ``arr`` is finite and within [-tol, 1 + tol]."""
+    t = torch.as_tensor(arr)
+    if not bool(torch.isfinite(t).all()):
+        raise InputError(source, f"{what} contains NaN or infinite values")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < -tol or hi > 1 + tol:
+        raise InputError(
+            source, f"{what} must lie in [0, 1], got range [{lo:.3g}, {hi:.3g}]; normalise it first (percentiles)"
+        )
 
-    sim: Randomizable
 
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
-        super().set_random_state(seed, state)
-        self.sim.set_random_state(seed, state)
-        return self
-
-    def randomize(self, data: object = None) -> None:
-        self.sim.randomize(data)
+def tissue_mean(img: np.ndarray, prob: np.ndarray, threshold: float, source: str, name: str) -> float:
+    """Mean of ``img`` where ``prob > threshold`` (pure tissue), else the probability-weighted mean."""
+    inside = prob > threshold
+    if inside.any():
+        return float(img[inside].mean())
+    weight = np.clip(prob, 0.0, None)
+    if not weight.sum() > 0:
+        raise InputError(source, f"the {name} map is empty: no {name} voxel to measure the {name} intensity in")
+    return float((weight * img).sum() / weight.sum())
 
 
 def resample_mask(mask: object, name: str, dst_affine: np.ndarray, shape: Sequence[int]) -> MetaTensor:

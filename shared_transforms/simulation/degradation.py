@@ -70,57 +70,45 @@ Presets: :data:`RANDOMISED` (the default distribution above) and :data:`TYPICAL`
 Swoop-like axial 5 mm T1w scan); :meth:`RandomLowFieldDegradation.fixed` builds a transform with every factor fixed
 to :data:`TYPICAL` except those given, for stress tests that push one factor at a time.
 
-Library use: MONAI's ``Randomizable`` / ``MapTransform`` pattern, ``SpatialResample`` (through
-:func:`.common.resample_to_grid`, spline order 3) onto grids from
-:func:`shared_transforms.transforms.geometry.affine_for_grid`; ``torch.fft`` for the k-space truncation (masking the
-unshifted spectrum with ``fftfreq`` equals masking the centred one, so no shift is needed); ``scipy.ndimage`` Gaussian
-and box filters with ``mode="nearest"`` (as :mod:`.lowfield`). Written
-here: the parameter draws, the contrast formula, the cosine bias field, the fractional-width box slice profile and
-the Rician magnitude (MONAI's ``RandRicianNoise`` draws its std uniformly below a bound instead of taking the sigma
-of a stated SNR, and ``RandBiasField``'s polynomial coefficients do not set the field's peak, which is the drawn and
-recorded parameter here). The helpers of :mod:`.common` (MetaTensor conversion, ranges, output meta) and
-:mod:`.lowfield` (tissue-map checks, the intensity-based tissue fallback) are imported, not repeated.
+Library use: MONAI's ``Randomizable`` / ``MapTransform`` pattern (the dictionary version is in :mod:`.dictionary`),
+``SpatialResample`` (through :func:`.common.resample_to_grid`, spline order 3) onto grids from
+:func:`shared_transforms.transforms.geometry.affine_for_grid`; the PSF is :mod:`.psf`'s (``torch.fft`` k-space
+truncation, ``scipy.ndimage`` filters, a fractional-width box slice profile). Written here: the parameter draws, the
+contrast formula, the cosine bias field and the Rician magnitude (MONAI's ``RandRicianNoise`` draws its std uniformly
+below a bound instead of taking the sigma of a stated SNR, and ``RandBiasField``'s polynomial coefficients do not set
+the field's peak, which is the drawn and recorded parameter here). The helpers of :mod:`.common` (MetaTensor
+conversion, ranges, output meta, the intensity-based tissue fallback) and :mod:`.lowfield` (tissue-map checks) are
+imported, not repeated.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 import torch
-from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import Randomizable, Transform
 from monai.utils import TransformBackends
-from scipy import ndimage
 
 from ..errors import InputError, source_name
 from ..transforms.geometry import affine_for_grid, voxel_spacing_mm
 from .common import (
-    SimulatorDict,
     affine_of,
     as_volume,
     check_range,
-    fwhm_mm_to_sigma_vox,
-    resample_mask,
+    check_unit_range,
     resample_to_grid,
     simulated_output,
+    tissue_maps_from_intensity,
+    tissue_mean,
 )
-from .lowfield import SimulateLowFieldTissueContrast, tissue_maps_from_intensity
+from .lowfield import SimulateLowFieldTissueContrast
+from .psf import PSF_KINDS, apply_psf
 
-__all__ = [
-    "PSF_KINDS",
-    "RANDOMISED",
-    "TYPICAL",
-    "RandomLowFieldDegradation",
-    "RandomLowFieldDegradationd",
-    "truncate_kspace",
-]
-
-#: The in-plane PSF models.
-PSF_KINDS = ("kspace", "gaussian")
+__all__ = ["RANDOMISED", "TYPICAL", "FixedPreset", "RandomLowFieldDegradation"]
 
 #: The randomised default distribution (each entry is a constructor argument; see the module docstring).
 RANDOMISED: dict[str, object] = {
@@ -169,69 +157,17 @@ def _draw(u: float, bounds: tuple[float, float]) -> float:
     return float(lo if lo == hi else lo + u * (hi - lo))
 
 
-def _check_unit_range(arr: np.ndarray | torch.Tensor, source: str, what: str, tol: float = 0.05) -> None:
-    """InputError unless ``arr`` is finite and within [-tol, 1 + tol]."""
-    t = torch.as_tensor(arr)
-    if not bool(torch.isfinite(t).all()):
-        raise InputError(source, f"{what} contains NaN or infinite values")
-    lo, hi = float(t.min()), float(t.max())
-    if lo < -tol or hi > 1 + tol:
-        raise InputError(
-            source, f"{what} must lie in [0, 1], got range [{lo:.3g}, {hi:.3g}]; normalise it first (percentiles)"
-        )
-
-
 def _checked_image(img: np.ndarray | torch.Tensor) -> tuple[MetaTensor, str]:
     """The input as a one-channel ``(1, X, Y, Z)`` MetaTensor with values in [0, 1] (else InputError), and its name."""
     img = as_volume(img)
     source = source_name(img, "image")
     if img.shape[0] != 1:
         raise InputError(source, f"expected one channel (1, X, Y, Z), got shape {tuple(img.shape)}")
-    _check_unit_range(img, source, "the high-field image")
+    check_unit_range(img, source, "the high-field image")
     return img, source
 
 
-def _tissue_mean(img: np.ndarray, prob: np.ndarray, threshold: float, source: str, name: str) -> float:
-    """Mean of ``img`` where ``prob > threshold`` (pure tissue), else the probability-weighted mean."""
-    inside = prob > threshold
-    if inside.any():
-        return float(img[inside].mean())
-    weight = np.clip(prob, 0.0, None)
-    if not weight.sum() > 0:
-        raise InputError(source, f"the {name} map is empty: no {name} voxel to measure the {name} intensity in")
-    return float((weight * img).sum() / weight.sum())
-
-
-def _box_kernel(width_vox: float) -> np.ndarray:
-    """Normalised box of ``width_vox`` voxels centred on a voxel: each tap weighs its overlap with the box."""
-    half = 0.5 * max(float(width_vox), 1e-6)
-    taps = np.arange(-math.ceil(half), math.ceil(half) + 1, dtype=float)
-    weights = np.clip(np.minimum(taps + 0.5, half) - np.maximum(taps - 0.5, -half), 0.0, None)
-    return weights / weights.sum()
-
-
-def truncate_kspace(arr: np.ndarray, axes: Sequence[int], spacing_in: Sequence[float], spacing_mm: float) -> np.ndarray:
-    """Keep the k-space band ``|k| <= 1 / (2 spacing_mm)`` cycles/mm along each of ``axes``, zero the rest.
-
-    Args:
-        arr: real array; ``axes`` index it.
-        spacing_in: its voxel size (mm) along each of ``axes``.
-        spacing_mm: the acquired voxel size whose band is kept.
-    Returns:
-        the real part of the band-limited array (float32; the imaginary part is 0 up to rounding, the mask being
-        symmetric in k).
-    """
-    cutoff = 1.0 / (2.0 * spacing_mm) + 1e-9
-    spec = torch.fft.fftn(torch.as_tensor(arr, dtype=torch.float32), dim=tuple(axes))
-    for ax, d in zip(axes, spacing_in, strict=False):
-        keep = torch.as_tensor(np.abs(np.fft.fftfreq(arr.shape[ax], d=float(d))) <= cutoff)
-        view = [1] * arr.ndim
-        view[ax] = -1
-        spec = spec * keep.reshape(view)
-    return torch.fft.ifftn(spec, dim=tuple(axes)).real.numpy()
-
-
-class _FixedPreset:
+class FixedPreset:
     """``fixed(...)``: the transform with every factor at :data:`TYPICAL` except those given (single values)."""
 
     @classmethod
@@ -247,7 +183,7 @@ class _FixedPreset:
         return cls(*args, **{**TYPICAL, **values})
 
 
-class RandomLowFieldDegradation(_FixedPreset, Randomizable, Transform):
+class RandomLowFieldDegradation(FixedPreset, Randomizable, Transform):
     """A randomised 64 mT-like degradation of a high-field image (see the module docstring for the model).
 
     Args:
@@ -266,7 +202,7 @@ class RandomLowFieldDegradation(_FixedPreset, Randomizable, Transform):
 
     Call: ``t(img, gm=None, wm=None, mask=None)`` with ``img`` ``(1, X, Y, Z)`` in [0, 1] and optional GM / WM
     probability maps ``(X, Y, Z)`` or ``(1, X, Y, Z)`` on its grid; without maps, and when the contrast step or the
-    noise needs them, they come from :func:`.lowfield.tissue_maps_from_intensity` (inside ``mask`` if given). Returns
+    noise needs them, they come from :func:`.common.tissue_maps_from_intensity` (inside ``mask`` if given). Returns
     a float32 MetaTensor ``(1, X', Y', Z')`` on the low-field grid with the draws in its meta.
     """
 
@@ -369,18 +305,16 @@ class RandomLowFieldDegradation(_FixedPreset, Randomizable, Transform):
         return affine_for_grid(affine, in_shape, shape, spacing), shape
 
     def _psf(self, stack: np.ndarray, spacing_in: np.ndarray) -> np.ndarray:
-        """Step 4's PSF on a channel-first stack ``(C, X, Y, Z)`` on the high-field grid."""
+        """Step 4's PSF (:func:`.psf.apply_psf`) with the drawn kind and sizes, on a ``(C, X, Y, Z)`` stack."""
         p = self.params
-        axis = int(p["lowfield_axis"])
-        inplane = [a for a in range(3) if a != axis]
-        thickness, s_ip = float(p["lowfield_slice_thickness_mm"]), float(p["lowfield_inplane_spacing_mm"])
-        if p["lowfield_psf"] == "kspace":
-            stack = truncate_kspace(stack, [a + 1 for a in inplane], spacing_in[inplane], s_ip)
-            kernel = _box_kernel(thickness / spacing_in[axis])
-            return ndimage.convolve1d(stack, kernel.astype(np.float32), axis=axis + 1, mode="nearest")
-        fwhm = np.full(3, s_ip)
-        fwhm[axis] = thickness
-        return ndimage.gaussian_filter(stack, sigma=(0.0, *fwhm_mm_to_sigma_vox(fwhm, spacing_in)), mode="nearest")
+        return apply_psf(
+            stack,
+            spacing_in,
+            int(p["lowfield_axis"]),
+            str(p["lowfield_psf"]),
+            float(p["lowfield_slice_thickness_mm"]),
+            float(p["lowfield_inplane_spacing_mm"]),
+        )
 
     # ------------------------------------------------------------------------------------------------------ call
     def __call__(
@@ -408,8 +342,8 @@ class RandomLowFieldDegradation(_FixedPreset, Randomizable, Transform):
                 gm, wm, _ = tissue_maps_from_intensity(img, mask)
             p_gm, p_wm = (self._map(m, name, img, source) for m, name in ((gm, "gm"), (wm, "wm")))
         if c != 1.0:  # 1. contrast: GM / WM means move towards / away from their midpoint by the factor c
-            m_gm = _tissue_mean(x, p_gm, self.mask_threshold, source, "GM")
-            m_wm = _tissue_mean(x, p_wm, self.mask_threshold, source, "WM")
+            m_gm = tissue_mean(x, p_gm, self.mask_threshold, source, "GM")
+            m_wm = tissue_mean(x, p_wm, self.mask_threshold, source, "WM")
             mid = 0.5 * (m_gm + m_wm)
             shift = np.float32(c - 1.0) * (p_gm * np.float32(m_gm - mid) + p_wm * np.float32(m_wm - mid))
             x = np.clip(x + shift, 0.0, None)
@@ -428,7 +362,7 @@ class RandomLowFieldDegradation(_FixedPreset, Randomizable, Transform):
         ]
         out, sigma = low[0][0].numpy(), 0.0
         if math.isfinite(snr):  # 5. Rician noise: the magnitude of complex Gaussian noise added to the signal
-            m_wm_low = _tissue_mean(out, low[1][0].numpy(), self.mask_threshold, source, "WM")
+            m_wm_low = tissue_mean(out, low[1][0].numpy(), self.mask_threshold, source, "WM")
             if not m_wm_low > 0:
                 raise InputError(source, f"mean WM intensity on the low-field grid is {m_wm_low:.3g}, not positive")
             sigma = m_wm_low / snr
@@ -452,60 +386,5 @@ class RandomLowFieldDegradation(_FixedPreset, Randomizable, Transform):
             t = SimulateLowFieldTissueContrast._map(m, name, img)
         except InputError as err:  # a plain array has no file name: name the image's
             raise InputError(source if err.source == name else err.source, err.problem) from None
-        _check_unit_range(t, source_name(m, source), f"the {name} probability map")
+        check_unit_range(t, source_name(m, source), f"the {name} probability map")
         return t[0].numpy()
-
-
-class RandomLowFieldDegradationd(_FixedPreset, SimulatorDict):
-    """Dictionary version of :class:`RandomLowFieldDegradation`.
-
-    Each key in ``keys`` is replaced by its degraded low-field volume; the factors are drawn once per call and
-    shared by all keys (each key gets its own noise). GM / WM maps come from ``tissue_keys`` (default
-    ``{"gm": "gm", "wm": "wm"}``; a ``"csf"`` entry is accepted, so a mapping shared with
-    :class:`.lowfield.SimulateLowFieldTissueContrastd` works, and ignored: CSF keeps its intensity); when both are
-    absent they are estimated by :func:`.lowfield.tissue_maps_from_intensity` (inside ``mask_key`` if given) and the
-    meta says ``lowfield_tissue_maps = "intensity_multiotsu"``. The map keys stay unchanged (high-field grid). Keys in
-    ``mask_keys`` (e.g. a brain mask) are resampled with nearest neighbour onto the low-field grid of the first image
-    key. Keep the high-field target by copying it first (``CopyItemsd``).
-
-    Args:
-        keys: image keys.
-        tissue_keys: maps "gm", "wm" (and optionally "csf") to data keys.
-        mask_key: brain mask for the intensity-based tissue estimate.
-        mask_keys: keys resampled (nearest neighbour) onto the output grid.
-        degradation: the keyword arguments of :class:`RandomLowFieldDegradation` (ranges, axis, psf, ...).
-    """
-
-    backend = RandomLowFieldDegradation.backend
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        tissue_keys: Mapping[str, str] | None = None,
-        mask_key: str | None = None,
-        mask_keys: KeysCollection = (),
-        allow_missing_keys: bool = False,
-        **degradation,
-    ):
-        super().__init__(keys, allow_missing_keys)
-        self.tissue_keys = {"gm": "gm", "wm": "wm"} | dict(tissue_keys or {})
-        if not set(self.tissue_keys) <= {"gm", "wm", "csf"}:
-            raise ValueError(f"tissue_keys may map only 'gm', 'wm' and 'csf' to data keys, got {tissue_keys}")
-        self.sim = RandomLowFieldDegradation(**degradation)
-        self.mask_key = mask_key
-        self.mask_keys = [mask_keys] if isinstance(mask_keys, str) else list(mask_keys)
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        self.randomize()
-        mask = d.get(self.mask_key) if self.mask_key else None
-        gm, wm = d.get(self.tissue_keys["gm"]), d.get(self.tissue_keys["wm"])
-        outputs = {
-            key: self.sim(as_volume(d[key], str(key)), gm, wm, mask, randomize=False) for key in self.key_iterator(d)
-        }
-        if outputs:
-            first = next(iter(outputs.values()))
-            grid = (affine_of(first), tuple(first.shape[1:]))
-            outputs |= {key: resample_mask(d[key], str(key), *grid) for key in self.mask_keys if key in d}
-        d.update(outputs)
-        return d

@@ -18,8 +18,8 @@ Randomness: everything random goes through MONAI's ``Randomizable.R`` (seed it w
 simulation parameters are drawn once per call (= per subject) in ``randomize`` and the drawn values are written into
 the output's meta dict (keys ``lowfield_*``), so tools can record them in a datalist.
 
-The machinery both simulators (and :mod:`.degradation`) share, MetaTensor handling, resampling onto a grid, the
-parameter ranges and the seeding of the dictionary versions, is :mod:`.common`.
+The machinery both simulators (and :mod:`.degradation`) share, MetaTensor handling, resampling onto a grid and the
+parameter ranges, is :mod:`.common`; their dictionary versions are in :mod:`.dictionary`.
 
 Library use: resampling is MONAI ``SpatialResample`` (spline ``mode=3`` for images, ``mode=0`` nearest for masks)
 onto grids from :func:`shared_transforms.transforms.geometry.affine_for_grid` (same directions, same world centre);
@@ -31,11 +31,10 @@ the intensity-based tissue fallback is scikit-image ``threshold_multiotsu``.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import Randomizable, Transform
 from monai.utils import TransformBackends
@@ -43,33 +42,17 @@ from scipy import ndimage
 
 from ..errors import InputError, source_name
 from ..transforms.geometry import SEED002_LOW_FIELD, affine_for_grid, voxel_spacing_mm
-from .common import (  # noqa: F401 (FWHM_TO_SIGMA, tissue_maps_from_intensity: re-exported, see __all__)
-    FWHM_TO_SIGMA,
-    SimulatorDict,
-    affine_of,
-    as_volume,
-    check_range,
-    fwhm_mm_to_sigma_vox,
-    resample_mask,
-    resample_to_grid,
-    simulated_output,
-    tissue_maps_from_intensity,
-)
+from .common import affine_of, as_volume, check_range, fwhm_mm_to_sigma_vox, resample_to_grid, simulated_output
 
 __all__ = [
-    "FWHM_TO_SIGMA",
     "SNR_MEAN_T1W",
     "SNR_COV_T1W",
     "SNR_MEAN_FLAIR_MBB",
     "SNR_COV_FLAIR_MBB",
-    "resample_to_grid",
-    "fwhm_mm_to_sigma_vox",
+    "TISSUES",
     "draw_snr_pair",
-    "tissue_maps_from_intensity",
     "SimulateLowFieldBlurGamma",
-    "SimulateLowFieldBlurGammad",
     "SimulateLowFieldTissueContrast",
-    "SimulateLowFieldTissueContrastd",
 ]
 
 #: (SNR_WM, SNR_GM) mean and covariance of the Stochastic-IQT T1w/HCP setting (Lin et al. 2023: the commented block
@@ -80,7 +63,7 @@ SNR_COV_T1W = ((78.47, 71.50), (71.50, 73.91))
 SNR_MEAN_FLAIR_MBB = (35.031, 42.329)
 SNR_COV_FLAIR_MBB = ((34.048, 39.850), (39.850, 50.293))
 
-_TISSUES = ("gm", "wm", "csf")
+TISSUES = ("gm", "wm", "csf")
 
 
 # ------------------------------------------------------------------------------------------------- seed 002's recipe
@@ -182,49 +165,6 @@ class SimulateLowFieldBlurGamma(Randomizable, Transform):
             local_std = p["lowfield_noise_std"] * (1.0 + self.background_weight * (1.0 - low))
             low = low + local_std * self.R.standard_normal(low.shape).astype(np.float32)
         return simulated_output(np.clip(low, 0.0, 1.0), img, dst_affine, p)
-
-
-class SimulateLowFieldBlurGammad(SimulatorDict):
-    """Dictionary version of :class:`SimulateLowFieldBlurGamma`.
-
-    Each key in ``keys`` is replaced by its simulated low-field volume; the parameters are drawn once per call and
-    shared by all keys (each key gets its own noise field). Keys in ``mask_keys`` (e.g. a brain mask) are resampled
-    with nearest neighbour onto the same low-field grid (no blur, no noise), taking the grid of the first image key.
-    Keep the high-field target by copying it first (``CopyItemsd(keys="image", names="lowfield")``).
-    """
-
-    backend = SimulateLowFieldBlurGamma.backend
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        spacing_mm: Sequence[float] = SEED002_LOW_FIELD["spacing_mm"],
-        spatial_shape: Sequence[int] | None = None,
-        blur_sigma_vox: float | Sequence[float] = (0.5, 1.5),
-        gamma: float | Sequence[float] = (1.1, 1.6),
-        noise_std: float | Sequence[float] = (0.01, 0.05),
-        background_weight: float = 1.0,
-        mask_keys: KeysCollection = (),
-        allow_missing_keys: bool = False,
-    ):
-        super().__init__(keys, allow_missing_keys)
-        self.sim = SimulateLowFieldBlurGamma(
-            spacing_mm, spatial_shape, blur_sigma_vox, gamma, noise_std, background_weight
-        )
-        self.mask_keys = [mask_keys] if isinstance(mask_keys, str) else list(mask_keys)
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        self.randomize()
-        grid = None
-        for key in self.key_iterator(d):
-            src = as_volume(d[key], str(key))
-            grid = grid or self.sim.output_grid(affine_of(src), src.shape[1:])
-            d[key] = self.sim(src, randomize=False)
-        for key in self.mask_keys:
-            if key in d and grid is not None:
-                d[key] = resample_mask(d[key], str(key), *grid)
-        return d
 
 
 # ---------------------------------------------------------------------------- Lin et al. / Figini et al. simulator
@@ -375,7 +315,7 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
         source = source_name(img, "image")
         if img.shape[0] != 1:
             raise InputError(source, f"expected one channel (1, X, Y, Z), got shape {tuple(img.shape)}")
-        maps = [self._map(m, name, img) for m, name in zip((gm, wm, csf), _TISSUES, strict=False)]
+        maps = [self._map(m, name, img) for m, name in zip((gm, wm, csf), TISSUES, strict=False)]
         if randomize:
             self.randomize()
         if not (self.snr_wm > 0 and self.snr_gm > 0):
@@ -432,79 +372,3 @@ class SimulateLowFieldTissueContrast(Randomizable, Transform):
         if isinstance(m, MetaTensor) and not np.allclose(affine_of(m), affine_of(img), atol=1e-3):
             raise InputError(source_name(m, name), f"{name} map is not on the image's grid (affines differ)")
         return t.as_tensor() if isinstance(t, MetaTensor) else t
-
-
-class SimulateLowFieldTissueContrastd(SimulatorDict):
-    """Dictionary version of :class:`SimulateLowFieldTissueContrast`.
-
-    Each key in ``keys`` (image) is replaced by its simulated low-field volume, with the tissue maps read from
-    ``tissue_keys`` (default ``{"gm": "gm", "wm": "wm", "csf": "csf"}``). The SNR pair is drawn once per call. When a
-    map key is absent and ``allow_missing_keys`` is True, the maps come from :func:`tissue_maps_from_intensity` on
-    the image (multi-Otsu inside ``mask_key`` if present, else inside an intensity mask) and the meta records
-    ``lowfield_tissue_maps = "intensity_multiotsu"`` (``"given"`` otherwise); with ``allow_missing_keys`` False an
-    absent map raises :class:`InputError`. The map keys themselves are left unchanged (on the high-field grid). Keys in
-    ``mask_keys`` are resampled with nearest neighbour onto the output grid (the low-field grid unless ``upsample``).
-    """
-
-    backend = SimulateLowFieldTissueContrast.backend
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        tissue_keys: Mapping[str, str] | None = None,
-        snr_mean: Sequence[float] = SNR_MEAN_T1W,
-        snr_cov: Sequence[Sequence[float]] = SNR_COV_T1W,
-        snr: Sequence[float] | None = None,
-        slice_thickness_factor: Sequence[float] = (1, 1, 6),
-        gap_factor: Sequence[float] = (0, 0, 2),
-        fixed_tissue: str = "gm",
-        upsample: bool = False,
-        add_noise: bool = True,
-        mask_threshold: float = 0.9,
-        mask_key: str | None = None,
-        mask_keys: KeysCollection = (),
-        allow_missing_keys: bool = False,
-    ):
-        super().__init__(keys, allow_missing_keys)
-        self.tissue_keys = {t: t for t in _TISSUES} | dict(tissue_keys or {})
-        if set(self.tissue_keys) != set(_TISSUES):
-            raise ValueError(f"tissue_keys must map exactly {_TISSUES} to data keys, got {tissue_keys}")
-        self.sim = SimulateLowFieldTissueContrast(
-            snr_mean,
-            snr_cov,
-            snr,
-            slice_thickness_factor,
-            gap_factor,
-            fixed_tissue,
-            upsample,
-            add_noise,
-            mask_threshold,
-        )
-        self.mask_key = mask_key
-        self.mask_keys = [mask_keys] if isinstance(mask_keys, str) else list(mask_keys)
-
-    def __call__(self, data: Mapping[Hashable, object]) -> dict:
-        d = dict(data)
-        self.randomize()
-        grid = None
-        for key in self.key_iterator(d):
-            img = as_volume(d[key], str(key))
-            missing = [k for k in self.tissue_keys.values() if k not in d]
-            if missing and not self.allow_missing_keys:
-                raise InputError(
-                    source_name(img, str(key)),
-                    f"tissue map key(s) {missing} not in the data; give GM/WM/CSF maps or set allow_missing_keys=True "
-                    "to estimate them from intensity",
-                )
-            if missing:
-                gm, wm, csf = tissue_maps_from_intensity(img, d.get(self.mask_key) if self.mask_key else None)
-            else:
-                gm, wm, csf = (d[self.tissue_keys[t]] for t in _TISSUES)
-            out = self.sim(img, gm, wm, csf, randomize=False)
-            out.meta["lowfield_tissue_maps"] = "intensity_multiotsu" if missing else "given"
-            grid = grid or (affine_of(out), tuple(out.shape[1:]))
-            d[key] = out
-        for key in self.mask_keys:
-            if key in d and grid is not None:
-                d[key] = resample_mask(d[key], str(key), *grid)
-        return d
