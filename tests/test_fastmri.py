@@ -15,6 +15,7 @@ from monai.data import list_data_collate
 from monai.transforms import Compose
 
 from shared_transforms.errors import InputError, find_input_error
+from shared_transforms.io.ownership import written_by
 from shared_transforms.kspace.fastmri import (
     FASTMRI_CROP,
     OWNER_ATTR,
@@ -22,10 +23,10 @@ from shared_transforms.kspace.fastmri import (
     center_crop,
     count_slices,
     read_singlecoil_h5,
-    write_singlecoil_h5,
 )
-from shared_transforms.kspace.sampling import CartesianUndersampled, ifft2c, kspace_from_magnitude
-from shared_transforms.io.ownership import written_by
+from shared_transforms.kspace.fastmri_writer import write_singlecoil_h5
+from shared_transforms.kspace.fourier import ifft2c, kspace_from_magnitude
+from shared_transforms.kspace.sampling import CartesianUndersampled
 
 CROP = (16, 16)  # a small stand-in for fastMRI's 320 x 320 in the tiny files
 

@@ -18,7 +18,8 @@ from monai.apps.reconstruction.networks.blocks.varnetblock import VarNetBlock
 from monai.apps.reconstruction.networks.nets.complex_unet import ComplexUnet
 from torch import nn
 
-from shared_transforms.kspace.sampling import apply_mask, cartesian_mask, fft2c, ifft2c
+from shared_transforms.kspace.fourier import apply_mask, fft2c, ifft2c
+from shared_transforms.kspace.masks import cartesian_mask
 
 
 def _load_scripts():

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from conftest import load_bundle_scripts
 from monai.data import MetaTensor
 
-from shared_transforms.kspace.sampling import apply_mask, cartesian_mask, fft2c
+from shared_transforms.kspace.fourier import apply_mask, fft2c
+from shared_transforms.kspace.masks import cartesian_mask
 
 load_bundle_scripts("flat")
 from flat_bundle_scripts.flow import velocity_alignment_loss
@@ -125,7 +126,7 @@ def test_prepare_batch_gives_the_complex_target():
 def _write_kspace_file(path, shape_hws=(32, 24, 3), scale=1e-3):
     from conftest import phantom
 
-    from shared_transforms.kspace.fastmri import write_singlecoil_h5
+    from shared_transforms.kspace.fastmri_writer import write_singlecoil_h5
 
     img = torch.as_tensor(phantom(shape_hws)).movedim(-1, 0)  # (S, H, W)
     k = fft2c(torch.stack([img, torch.zeros_like(img)], -1)) * scale  # measured k-space on its own scale
@@ -136,7 +137,7 @@ def test_measured_kspace_is_packed_on_the_training_scale(tmp_path):
     from flat_bundle_scripts.transforms import UndersampleKspaced
 
     from shared_transforms.kspace.fastmri import LoadFastMRId
-    from shared_transforms.kspace.sampling import zero_filled
+    from shared_transforms.kspace.fourier import zero_filled
 
     path, k = _write_kspace_file(tmp_path / "file1.h5")
     load = LoadFastMRId("image", target_keys="reference")

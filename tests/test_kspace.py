@@ -10,19 +10,13 @@ from monai.data import MetaTensor, list_data_collate
 from monai.transforms import Compose
 
 from shared_transforms.errors import InputError
+from shared_transforms.kspace.fourier import apply_mask, fft2c, ifft2c, kspace_from_magnitude, smooth_phase, zero_filled
+from shared_transforms.kspace.masks import cartesian_mask, seed_from_name
 from shared_transforms.kspace.sampling import (
     CartesianUndersample,
     CartesianUndersampled,
     SimulateKspace,
     SimulateKspaced,
-    apply_mask,
-    cartesian_mask,
-    fft2c,
-    ifft2c,
-    kspace_from_magnitude,
-    seed_from_name,
-    smooth_phase,
-    zero_filled,
 )
 
 

@@ -7,10 +7,10 @@ Data: the raw single-channel k-space (after the authors' interference removal) o
 ``../shared/realdata/ulf_0p055T_hku`` (Liu et al., Nat Commun 12:7238, 2021; CC0): T1w 128 x 196 x 4 slices, T2w and
 FLAIR 128 x 126 x 4. When the folder is absent the tool says so and stops.
 
-1. Each file becomes a fastMRI-layout single-coil HDF5 (:func:`shared_transforms.kspace.fastmri.write_singlecoil_h5`):
-   ``kspace`` ``(4, H, W)`` with the 128-sample axis as the phase-encoding columns ``W`` (the axis the masks
-   under-sample; the other axis is taken as the readout), the magnitude of its inverse FFT as
-   ``reconstruction_esc`` (the fully sampled reference).
+1. Each file becomes a fastMRI-layout single-coil HDF5
+   (:func:`shared_transforms.kspace.fastmri_writer.write_singlecoil_h5`): ``kspace`` ``(4, H, W)`` with the 128-sample
+   axis as the phase-encoding columns ``W`` (the axis the masks under-sample; the other axis is taken as the readout),
+   the magnitude of its inverse FFT as ``reconstruction_esc`` (the fully sampled reference).
 2. flat's bundle runner reads them (``--input_kind kspace_hdf5``) at 2x and 4x, equispaced and random masks with a
    fixed centre (``--center_fraction 0.08``: 10 of the 128 lines), once with the shipped FLAT weights and once with
    the unrolled baseline (``--mode learned_steps --ckpt_path models/model_unrolled.pt``), each with
@@ -44,7 +44,7 @@ def image_of(kspace: np.ndarray) -> np.ndarray:
 
 def write_inputs(realdata_dir: Path, folder: Path) -> list[dict]:
     """One fastMRI-layout HDF5 per patient and contrast; returns ``[{name, path, reference (S, H, W)}]``."""
-    from shared_transforms.kspace.fastmri import write_singlecoil_h5
+    from shared_transforms.kspace.fastmri_writer import write_singlecoil_h5
 
     if not realdata_dir.is_dir():
         raise SystemExit(

@@ -4,7 +4,7 @@ Modules load on first use (:func:`shared_transforms.lazy_submodules`)."""
 
 from .. import lazy_submodules
 
-SUBMODULES = ("fastmri", "sampling")
+SUBMODULES = ("fastmri", "fastmri_writer", "fourier", "masks", "sampling")
 
 __all__ = list(SUBMODULES)
 

@@ -1,5 +1,5 @@
 """fastMRI single-coil HDF5 files: a checked reader, fastMRI's 320 x 320 centre crop, a MONAI loading transform
-and an atomic writer for tests and demos (the ``kspace_hdf5`` input kind of the reconstruction bundle ``flat``).
+(the ``kspace_hdf5`` input kind of the reconstruction bundle ``flat``).
 
 fastMRI single-coil layout (Zbontar et al., arXiv 1811.08839; files ``singlecoil_*/*.h5``):
 
@@ -20,9 +20,9 @@ What MONAI has and what is added here:
   data, reads one slice when asked, and raises one :class:`~shared_transforms.errors.InputError` naming the file.
 - The centre crop is MONAI's :class:`monai.transforms.CenterSpatialCrop`; :func:`center_crop` only adds fastMRI's
   refusal of an image smaller than the crop (MONAI silently leaves such an axis uncropped) and the complex flag.
-- :class:`LoadFastMRId` (dictionary transform) and :func:`write_singlecoil_h5` (atomic, ownership-marked) are new.
+- :class:`LoadFastMRId` (dictionary transform) is new; so is the writer, :mod:`.fastmri_writer`.
 
-Complex convention as in :mod:`shared_transforms.kspace.sampling`: a trailing dimension of 2 (real, imaginary).
+Complex convention as in :mod:`shared_transforms.kspace.fourier`: a trailing dimension of 2 (real, imaginary).
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ from monai.utils import ensure_tuple
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
 from ..errors import InputError
-from ..io.files import atomic_path
-from ..io.ownership import H5_MARK_ATTR, check_replaceable, ownership_mark
+from ..io.ownership import H5_MARK_ATTR
 from ..transforms.checks import MAX_VOXELS_ENV, check_input_file, max_voxels
 
 __all__ = [
@@ -56,7 +55,7 @@ __all__ = [
     "center_crop",
     "count_slices",
     "read_singlecoil_h5",
-    "write_singlecoil_h5",
+    "h5py_module",
 ]
 
 #: fastMRI's crop of the reference reconstruction (``reconstruction_esc`` and ``reconstruction_rss``).
@@ -66,11 +65,9 @@ KSPACE, RECONSTRUCTION, HEADER = "kspace", "reconstruction_esc", "ismrmrd_header
 #: File attribute that holds this project's ownership mark ``lfmri:<owner>`` in an HDF5 file.
 OWNER_ATTR = H5_MARK_ATTR
 HDF5_SUFFIXES = (".h5", ".hdf5")
-#: Default owner of the files :func:`write_singlecoil_h5` writes.
-DEFAULT_OWNER = "write_singlecoil_h5"
 
 
-def _h5py():
+def h5py_module():
     try:
         import h5py
     except ImportError as err:  # not yet in the project's dependencies everywhere
@@ -105,7 +102,7 @@ class FastMRISingleCoil(NamedTuple):
 @contextmanager
 def _open(path: str) -> Iterator[Any]:
     """Open ``path`` read-only as HDF5, or raise an :class:`InputError` naming it."""
-    h5py = _h5py()
+    h5py = h5py_module()
     path = check_input_file(path, "a fastMRI HDF5 file (.h5)")
     try:
         is_hdf5 = h5py.is_hdf5(path)
@@ -125,7 +122,7 @@ def _open(path: str) -> Iterator[Any]:
 
 def _kspace_dataset(f: Any, path: str) -> Any:
     """The checked ``kspace`` dataset (from its header only: nothing is read)."""
-    h5py = _h5py()
+    h5py = h5py_module()
     if KSPACE not in f:
         found = ", ".join(sorted(f.keys())) or "nothing"
         raise InputError(path, f"has no {KSPACE!r} dataset (found: {found}); expected fastMRI's single-coil layout")
@@ -159,7 +156,7 @@ def _reference_dataset(f: Any, path: str, num_slices: int) -> Any | None:
     """The checked ``reconstruction_esc`` dataset, or None when the file has none."""
     if RECONSTRUCTION not in f:
         return None
-    h5py = _h5py()
+    h5py = h5py_module()
     ds = f[RECONSTRUCTION]
     shape = tuple(int(s) for s in getattr(ds, "shape", ()))
     if not isinstance(ds, h5py.Dataset) or len(shape) != 3:
@@ -239,7 +236,7 @@ def read_singlecoil_h5(path: str | os.PathLike, slice_index: int | None = None) 
             ref = ref.astype(np.float32)
         attrs = {str(key): _plain(value) for key, value in f.attrs.items()}
         header = None
-        if HEADER in f and isinstance(f[HEADER], _h5py().Dataset):
+        if HEADER in f and isinstance(f[HEADER], h5py_module().Dataset):
             header = _plain(f[HEADER][()])
             header = header if isinstance(header, str) else None
     return FastMRISingleCoil(_complex_to_pairs(k), ref, attrs, header, num_slices)
@@ -377,97 +374,3 @@ class LoadFastMRId(MapTransform):
 # ----------------------------------------------------------------------------------------------------------------
 # Writing (tests and demos)
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _ismrmrd_header(shape_hw: Sequence[int], recon_hw: Sequence[int]) -> str:
-    """A minimal ISMRMRD XML header with the fields fastMRI's ``SliceDataset`` reads (encoded and recon matrix
-    sizes, phase-encode limits), for files simulated here."""
-    (h, w), (rh, rw) = shape_hw, recon_hw
-
-    def matrix(x: int, y: int) -> str:
-        return f"<matrixSize><x>{x}</x><y>{y}</y><z>1</z></matrixSize>"
-
-    return (
-        '<?xml version="1.0" encoding="utf-8"?>\n<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>'
-        f"<encodedSpace>{matrix(h, w)}</encodedSpace><reconSpace>{matrix(rh, rw)}</reconSpace>"
-        f"<encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{w - 1}</maximum>"
-        f"<center>{w // 2}</center></kspace_encoding_step_1></encodingLimits></encoding></ismrmrdHeader>"
-    )
-
-
-def _as_complex_kspace(kspace: NdarrayOrTensor) -> np.ndarray:
-    """complex ``(S, H, W)`` or real ``(S, H, W, 2)`` -> complex64 ``(S, H, W)``."""
-    k = kspace.detach().cpu().numpy() if isinstance(kspace, torch.Tensor) else np.asarray(kspace)
-    if np.iscomplexobj(k):
-        if k.ndim != 3:
-            raise ValueError(f"complex kspace must have shape (slices, H, W), got {k.shape}")
-        out = k.astype(np.complex64)
-    else:
-        if k.ndim != 4 or k.shape[-1] != 2:
-            raise ValueError(f"real kspace must have shape (slices, H, W, 2) (real, imaginary last), got {k.shape}")
-        out = (k[..., 0] + 1j * k[..., 1]).astype(np.complex64)
-    if not np.isfinite(out).all():
-        raise ValueError("kspace contains NaN or Inf values")
-    return out
-
-
-def write_singlecoil_h5(
-    path: str | os.PathLike,
-    kspace: NdarrayOrTensor,
-    reconstruction: NdarrayOrTensor | None = None,
-    attrs: Mapping[str, Any] | None = None,
-    *,
-    header: str | None = None,
-    owner: str = DEFAULT_OWNER,
-) -> str:
-    """Write a fastMRI single-coil file (for tests and demos), atomically, marked as ``owner``'s.
-
-    Layout: ``kspace`` complex64 ``(S, H, W)``; ``reconstruction_esc`` float32 ``(S, h, w)`` when given (fastMRI's is
-    ``(S, 320, 320)``, e.g. ``complex_abs(center_crop(ifft2c(k), is_complex=True))``; any size is written);
-    ``ismrmrd_header`` (``header``, or a minimal one from the shapes); the attributes ``attrs``, plus ``max`` and
-    ``norm`` of the reconstruction when it is given and they are not (fastMRI stores the reference's maximum and L2
-    norm: our reading of the released files), plus the ownership mark ``lfmri_owner = "lfmri:<owner>"``.
-
-    Goes through :func:`shared_transforms.io.files.atomic_path`; an existing file is replaced only when it carries
-    ``owner``'s mark (:func:`shared_transforms.io.ownership.check_replaceable`), else an :class:`InputError` naming it.
-
-    Args:
-        path: the destination ``.h5``.
-        kspace: complex ``(S, H, W)`` or real ``(S, H, W, 2)`` (numpy or torch).
-        reconstruction: real ``(S, h, w)`` or None (then no ``reconstruction_esc``, as fastMRI test files).
-        attrs: file attributes (str, numbers).
-        header: the ISMRMRD XML text, or None for a minimal one.
-        owner: the writer's name in the ownership mark (one word).
-
-    Returns:
-        the absolute path written.
-    """
-    h5py = _h5py()
-    mark = ownership_mark(owner)
-    k = _as_complex_kspace(kspace)  # (S, H, W) complex64
-    recon = None
-    if reconstruction is not None:
-        r = reconstruction
-        recon = (r.detach().cpu().numpy() if isinstance(r, torch.Tensor) else np.asarray(r)).astype(np.float32)
-        if recon.ndim != 3 or recon.shape[0] != k.shape[0]:
-            raise ValueError(
-                f"reconstruction must have shape ({k.shape[0]}, h, w) to match kspace {k.shape}, got {recon.shape}"
-            )
-        if not np.isfinite(recon).all():
-            raise ValueError("reconstruction contains NaN or Inf values")
-    file_attrs = dict(attrs or {})
-    if recon is not None:
-        file_attrs.setdefault("max", float(recon.max()))
-        file_attrs.setdefault("norm", float(np.linalg.norm(recon)))
-    file_attrs[OWNER_ATTR] = mark
-    if header is None:
-        header = _ismrmrd_header(k.shape[1:], recon.shape[1:] if recon is not None else FASTMRI_CROP)
-    path = check_replaceable(path, owner)
-    with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset(KSPACE, data=k)
-        if recon is not None:
-            f.create_dataset(RECONSTRUCTION, data=recon)
-        f.create_dataset(HEADER, data=header, dtype=h5py.string_dtype("utf-8"))
-        for key, value in file_attrs.items():
-            f.attrs[key] = value
-    return path

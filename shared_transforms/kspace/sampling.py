@@ -9,313 +9,28 @@ from them (our reading of FLAT's setup), optionally with a smooth random phase; 
 Complex convention (MONAI's ``monai.data.fft_utils`` and ``monai.apps.reconstruction``): a complex array is a real
 array with a trailing dimension of 2 (real, imaginary), e.g. single-coil k-space ``(C=1, H, W, 2)``.
 
-Functions (one per equation, style of fastMRI ``data/transforms.py`` / ``data/subsample.py``):
-
-- :func:`fft2c` / :func:`ifft2c`: ``k = F x`` and ``x = F^H k``.
-- :func:`smooth_phase`, :func:`kspace_from_magnitude`: ``k = F (|x| e^{i phi})``.
-- :func:`cartesian_mask`: the column mask ``M`` for acceleration R and a fully sampled centre.
-- :func:`apply_mask`: ``y = M k``; :func:`zero_filled`: ``|F^H y|`` (root-sum-of-squares over coils if any).
-
-Transforms (MONAI array + dictionary pairs, seeded through ``set_random_state``): :class:`SimulateKspace` /
+The equations are :mod:`.fourier`'s (``F``, the phase, ``y = M k``, zero filling) and :mod:`.masks`' (``M``). Here:
+the transforms (MONAI array + dictionary pairs, seeded through ``set_random_state``): :class:`SimulateKspace` /
 :class:`SimulateKspaced` and :class:`CartesianUndersample` / :class:`CartesianUndersampled`.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-from monai.apps.reconstruction.complex_utils import complex_abs
-from monai.apps.reconstruction.mri_utils import root_sum_of_squares
-from monai.apps.reconstruction.transforms.array import EquispacedKspaceMask
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.data.fft_utils import fftn_centered, ifftn_centered
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends, ensure_tuple
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
 
 from ..errors import InputError
+from .fourier import apply_mask, check_complex, kspace_from_magnitude, smooth_phase, zero_filled
+from .masks import cartesian_mask, check_mask_params
 
-__all__ = [
-    "MASK_PATTERNS",
-    "fft2c",
-    "ifft2c",
-    "smooth_phase",
-    "kspace_from_magnitude",
-    "cartesian_mask",
-    "apply_mask",
-    "zero_filled",
-    "seed_from_name",
-    "SimulateKspace",
-    "SimulateKspaced",
-    "CartesianUndersample",
-    "CartesianUndersampled",
-]
-
-MASK_PATTERNS = ("random", "equispaced")
-
-SeedLike = int | np.integer | np.random.RandomState | np.random.Generator
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Fourier transforms
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _check_complex(x: NdarrayOrTensor, name: str, min_ndim: int = 3) -> None:
-    if x.ndim < min_ndim or x.shape[-1] != 2:
-        raise InputError(None, f"{name} must have shape (..., H, W, 2) (real, imaginary last), got {tuple(x.shape)}")
-
-
-def fft2c(image: NdarrayOrTensor) -> NdarrayOrTensor:
-    """Centred orthonormal 2D FFT ``k = F x`` over the two spatial dims before the trailing 2.
-
-    Delegates to :func:`monai.data.fft_utils.fftn_centered` (``norm="ortho"``, so Parseval holds:
-    ``sum |x|^2 == sum |k|^2``; the DC sample sits at index ``(H // 2, W // 2)``).
-
-    Args:
-        image: complex image ``(..., H, W, 2)``, numpy or torch.
-
-    Returns:
-        k-space ``(..., H, W, 2)``, same array type as ``image``.
-    """
-    _check_complex(image, "image")
-    return fftn_centered(image, spatial_dims=2, is_complex=True)
-
-
-def ifft2c(kspace: NdarrayOrTensor) -> NdarrayOrTensor:
-    """Centred orthonormal inverse 2D FFT ``x = F^H k`` (the exact inverse of :func:`fft2c`).
-
-    Args:
-        kspace: complex k-space ``(..., H, W, 2)``, numpy or torch.
-
-    Returns:
-        complex image ``(..., H, W, 2)``, same array type as ``kspace``.
-    """
-    _check_complex(kspace, "kspace")
-    return ifftn_centered(kspace, spatial_dims=2, is_complex=True)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# k-space from a magnitude image
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _as_random_state(seed: SeedLike) -> np.random.RandomState:
-    """A ``RandomState`` from an int seed, a ``RandomState`` (used as is, so it advances) or a ``Generator``.
-
-    ``RandomState`` because MONAI's ``Randomizable.R`` (and so ``EquispacedKspaceMask``) uses it.
-    """
-    if isinstance(seed, np.random.RandomState):
-        return seed
-    if isinstance(seed, np.random.Generator):
-        return np.random.RandomState(int(seed.integers(0, 2**32)))
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return np.random.RandomState(int(seed) % 2**32)
-    raise TypeError(f"seed must be an int, np.random.RandomState or np.random.Generator, got {type(seed).__name__}")
-
-
-def smooth_phase(
-    shape_hw: Sequence[int], max_phase_rad: float, *, seed: SeedLike, order: int = 2, dtype=torch.float32
-) -> torch.Tensor:
-    """A smooth random phase map: a random 2D polynomial of total degree ``order``, scaled to ``max_phase_rad``.
-
-    ``phi(u, v) = s * sum_{i + j <= order} c_ij u^i v^j`` on ``u, v in [-1, 1]``, ``c_ij ~ N(0, 1)``, with ``s`` such
-    that ``max |phi| = max_phase_rad``. A low-order polynomial stands in for the slowly varying B0/receive phase of
-    real single-coil data (our reading: FLAT simulates k-space from magnitude images). By Markov's
-    inequality for polynomials, neighbouring pixels differ by at most ``order^2 * max_phase_rad * 2 / (N - 1)``.
-
-    Args:
-        shape_hw: ``(H, W)``.
-        max_phase_rad: largest absolute phase in radians (>= 0; 0 gives zeros).
-        seed: int seed, ``np.random.RandomState`` (e.g. a transform's ``self.R``) or ``np.random.Generator``.
-        order: polynomial degree (>= 0; 0 is a constant global phase).
-
-    Returns:
-        phase ``(H, W)`` in radians, torch ``dtype``.
-    """
-    h, w = (int(s) for s in shape_hw)
-    if h < 1 or w < 1:
-        raise ValueError(f"shape_hw must be two positive sizes, got {tuple(shape_hw)}")
-    if not (np.isfinite(max_phase_rad) and max_phase_rad >= 0):
-        raise ValueError(f"max_phase_rad must be a finite number >= 0, got {max_phase_rad}")
-    if int(order) != order or order < 0:
-        raise ValueError(f"order must be an integer >= 0, got {order}")
-    rs = _as_random_state(seed)
-    exponents = [(i, j) for i in range(order + 1) for j in range(order + 1 - i)]
-    coef = rs.standard_normal(len(exponents))  # drawn even for max_phase_rad == 0, so the RNG stream is the same
-    u = np.linspace(-1.0, 1.0, h)[:, None]  # (H, 1)
-    v = np.linspace(-1.0, 1.0, w)[None, :]  # (1, W)
-    phase = sum(c * u**i * v**j for c, (i, j) in zip(coef, exponents, strict=False)) * np.ones((h, w))  # (H, W)
-    peak = np.abs(phase).max()
-    phase = phase * (max_phase_rad / peak) if peak > 0 else np.zeros((h, w))
-    return torch.as_tensor(phase, dtype=dtype)
-
-
-def kspace_from_magnitude(magnitude: NdarrayOrTensor, phase: NdarrayOrTensor | None = None) -> NdarrayOrTensor:
-    """Single-coil k-space of a magnitude image: ``k = F (|x| e^{i phi})``.
-
-    Args:
-        magnitude: real image ``(..., H, W)``.
-        phase: phase in radians broadcastable to ``(..., H, W)`` (e.g. :func:`smooth_phase`), or None for a real image.
-
-    Returns:
-        k-space ``(..., H, W, 2)``, same array type as ``magnitude`` (float32 unless the input is float64).
-    """
-    mag = convert_to_tensor(magnitude, track_meta=False)
-    if mag.is_complex():
-        raise InputError(None, "magnitude must be a real array (..., H, W), got a complex one")
-    if mag.ndim < 2:
-        raise InputError(None, f"magnitude must have shape (..., H, W), got {tuple(mag.shape)}")
-    mag = mag.to(torch.float64 if mag.dtype == torch.float64 else torch.float32)
-    if phase is None:
-        image = torch.stack([mag, torch.zeros_like(mag)], dim=-1)  # (..., H, W, 2)
-    else:
-        phi = torch.as_tensor(convert_to_tensor(phase, track_meta=False), dtype=mag.dtype, device=mag.device)
-        image = torch.stack([mag * torch.cos(phi), mag * torch.sin(phi)], dim=-1)  # (..., H, W, 2)
-    kspace = fft2c(image)
-    return convert_to_dst_type(kspace, magnitude, dtype=kspace.dtype)[0]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Cartesian under-sampling masks
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _check_mask_params(acceleration: float, center_fraction: float, pattern: str) -> None:
-    if not (np.isfinite(acceleration) and acceleration >= 1):
-        raise ValueError(f"acceleration must be a finite number >= 1 (R, e.g. 4 or 8), got {acceleration}")
-    if not (0 < center_fraction < 1):
-        raise ValueError(f"center_fraction must be in (0, 1) (e.g. 0.08 for R=4, 0.04 for R=8), got {center_fraction}")
-    if acceleration > 1 and center_fraction * acceleration >= 1:
-        raise ValueError(
-            f"center_fraction={center_fraction} with acceleration={acceleration} leaves no room for outer columns: "
-            f"center_fraction must be below 1/acceleration={1 / acceleration:.4g}"
-        )
-    if pattern not in MASK_PATTERNS:
-        raise ValueError(f"pattern must be one of {MASK_PATTERNS}, got {pattern!r}")
-
-
-def _center_columns(num_cols: int, center_fraction: float) -> slice:
-    """The fully sampled centre (fastMRI / MONAI placement: it contains the DC column ``num_cols // 2``)."""
-    num_low = int(round(num_cols * center_fraction))
-    pad = (num_cols - num_low + 1) // 2
-    return slice(pad, pad + num_low)
-
-
-def cartesian_mask(
-    shape_hw: Sequence[int], acceleration: float, center_fraction: float, pattern: str = "random", *, seed: SeedLike
-) -> torch.Tensor:
-    """Cartesian column mask ``M`` along the last spatial axis (phase encode, fastMRI convention).
-
-    ``round(W * center_fraction)`` centre columns are always sampled; the other columns are
-
-    - ``"random"``: drawn uniformly without replacement so that exactly ``round(W / acceleration)`` columns are
-      sampled in total. Written here rather than taken from MONAI's ``RandomKspaceMask`` / fastMRI's
-      ``RandomMaskFunc``: those draw each column independently, so R is met only on average (about +-30 % in the
-      number of columns at W = 256, R = 8).
-    - ``"equispaced"``: MONAI's ``EquispacedKspaceMask`` (fastMRI's ``EquispacedMaskFunc``): every
-      ``R (W - n_c) / (W - n_c R)``-th column from a random offset; the count is within a column or two of W / R.
-
-    ``acceleration == 1`` gives a full mask.
-
-    Args:
-        shape_hw: ``(H, W)`` of the k-space (only W is used).
-        acceleration: R >= 1, the ratio W / (number of sampled columns).
-        center_fraction: fraction of W in the fully sampled centre, in (0, 1) and below 1 / R.
-        pattern: ``"random"`` or ``"equispaced"``.
-        seed: int seed (e.g. :func:`seed_from_name` of the volume, for a fixed mask per volume), a
-            ``np.random.RandomState`` (a transform's ``self.R``; it advances) or a ``np.random.Generator``.
-
-    Returns:
-        bool mask ``(1, W, 1)``, broadcastable to k-space ``(..., H, W, 2)``; ``mask.flatten()`` is the column mask.
-    """
-    _check_mask_params(acceleration, center_fraction, pattern)
-    num_cols = int(shape_hw[-1])
-    if num_cols < 2:
-        raise ValueError(f"k-space needs at least 2 columns, got shape {tuple(shape_hw)}")
-    rs = _as_random_state(seed)
-    if acceleration == 1:
-        mask = np.ones(num_cols, dtype=bool)
-    elif pattern == "random":
-        mask = np.zeros(num_cols, dtype=bool)  # (W,)
-        mask[_center_columns(num_cols, center_fraction)] = True
-        num_outer = max(int(round(num_cols / acceleration)) - int(mask.sum()), 0)
-        mask[rs.choice(np.flatnonzero(~mask), size=num_outer, replace=False)] = True
-    else:
-        # MONAI's EquispacedKspaceMask makes its mask only while masking a k-space; masking a dummy 1-row k-space is
-        # cheap and gives the mask in `.mask`. Its RNG is `rs` itself, so a transform's self.R advances as usual.
-        masker = EquispacedKspaceMask([center_fraction], [acceleration], spatial_dims=2, is_complex=True)
-        masker.set_random_state(state=rs)
-        masker(torch.zeros(1, 1, num_cols, 2))  # (C, H=1, W, 2)
-        mask = masker.mask.reshape(-1).numpy() > 0.5  # (W,)
-    return torch.as_tensor(mask).reshape(1, num_cols, 1)
-
-
-def seed_from_name(name: str) -> int:
-    """A stable int seed from a volume's file name (fixed validation masks per volume, like fastMRI's per-file seed).
-
-    CRC-32 rather than ``hash``, which Python salts per process.
-    """
-    return zlib.crc32(str(name).encode("utf-8"))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Masking and zero-filled reconstruction
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def apply_mask(kspace: NdarrayOrTensor, mask: NdarrayOrTensor) -> NdarrayOrTensor:
-    """Under-sampled measurement ``y = M k``: unsampled entries set to exactly 0.
-
-    Args:
-        kspace: ``(..., H, W, 2)``.
-        mask: bool or 0/1 mask broadcastable to ``kspace``, e.g. ``(1, W, 1)`` from :func:`cartesian_mask`.
-
-    Returns:
-        masked k-space ``(..., H, W, 2)``, same array type as ``kspace`` (MetaTensor meta kept).
-    """
-    _check_complex(kspace, "kspace")
-    k = convert_to_tensor(kspace, track_meta=False)
-    m = torch.as_tensor(convert_to_tensor(mask, track_meta=False), device=k.device).bool()
-    masked = torch.where(m, k, torch.zeros((), dtype=k.dtype, device=k.device))  # (..., H, W, 2)
-    return convert_to_dst_type(masked, kspace)[0]
-
-
-def zero_filled(masked_kspace: NdarrayOrTensor, coil_dim: int | None = None, keepdim: bool = True) -> NdarrayOrTensor:
-    """Zero-filled reconstruction ``|F^H y|`` (root-sum-of-squares over ``coil_dim`` for multi-coil data).
-
-    Args:
-        masked_kspace: ``(..., H, W, 2)``.
-        coil_dim: index of the coil dim in ``masked_kspace`` (e.g. 0 for ``(coils, H, W, 2)``), or None for single-coil
-            (no combination).
-        keepdim: keep the coil dim with size 1, so channel-first ``(coils, H, W, 2)`` gives ``(1, H, W)``.
-
-    Returns:
-        magnitude image ``(..., H, W)``, same array type as ``masked_kspace``.
-    """
-    image = ifft2c(masked_kspace)  # (..., H, W, 2)
-    magnitude = complex_abs(image)  # (..., H, W)
-    if coil_dim is None:
-        return magnitude
-    ndim = masked_kspace.ndim
-    dim = coil_dim + ndim if coil_dim < 0 else coil_dim
-    if not 0 <= dim < ndim - 3:
-        raise ValueError(
-            f"coil_dim={coil_dim} is not a dim before (H, W, 2) of k-space shape {tuple(masked_kspace.shape)}"
-        )
-    rss = root_sum_of_squares(magnitude, spatial_dim=dim)  # MONAI's `spatial_dim` is the dim that is combined
-    if not keepdim:
-        return rss
-    return rss.unsqueeze(dim) if isinstance(rss, torch.Tensor) else np.expand_dims(rss, dim)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Transforms
-# ----------------------------------------------------------------------------------------------------------------
+__all__ = ["SimulateKspace", "SimulateKspaced", "CartesianUndersample", "CartesianUndersampled"]
 
 
 def _permuted_affine(affine: torch.Tensor, spatial_order: Sequence[int]) -> torch.Tensor:
@@ -454,7 +169,7 @@ class CartesianUndersample(RandomizableTransform):
         self, acceleration: float, center_fraction: float, pattern: str = "random", coil_dim: int | None = None
     ) -> None:
         RandomizableTransform.__init__(self, prob=1.0)
-        _check_mask_params(acceleration, center_fraction, pattern)
+        check_mask_params(acceleration, center_fraction, pattern)
         self.acceleration = float(acceleration)
         self.center_fraction = float(center_fraction)
         self.pattern = pattern
@@ -475,7 +190,7 @@ class CartesianUndersample(RandomizableTransform):
             masked k-space ``(..., H, W, 2)``; bool mask with k-space's ndim, ``(1, ..., 1, W, 1)`` (batched by a
             DataLoader into MONAI VarNet's ``(B, 1, 1, W, 1)``); zero-filled magnitude ``(..., H, W)``.
         """
-        _check_complex(kspace, "kspace")
+        check_complex(kspace, "kspace")
         num_cols = kspace.shape[-2]
         if randomize:
             self.randomize(num_cols)

@@ -5,7 +5,7 @@ Modules load on first use (:func:`shared_transforms.lazy_submodules`)."""
 
 from .. import lazy_submodules
 
-SUBMODULES = ("common", "degradation", "lowfield", "synthesis")
+SUBMODULES = ("common", "degradation", "dictionary", "lowfield", "psf", "synthesis")
 
 __all__ = list(SUBMODULES)
 

@@ -51,7 +51,7 @@ What is MONAI's and what is written here (MONAI 1.6.1)
 - The sinusoidal embedding is MONAI's ``get_timestep_embedding`` (DDPM), fed 1000 t so that the grid's small times
   near 0 are told apart (with t itself the fastest sinusoid would change by 6e-4 between the last two grid times).
 - The FFTs are MONAI's TorchScript-friendly ``fftn_centered_t`` / ``ifftn_centered_t`` (the same transforms as
-  ``shared_transforms.kspace.sampling.fft2c`` / ``ifft2c``).
+  ``shared_transforms.kspace.fourier.fft2c`` / ``ifft2c``).
 - The unrolled loop is written here (3 lines per step) rather than built from ``VarNetBlock``: that block works in
   k-space, needs a sensitivity-map tensor, takes a refinement model without t and learns its step (``dc_weight``),
   while the flow's steps are fixed by the grid.

@@ -31,7 +31,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from shared_transforms.engine.checkpoint import load_weights
-from shared_transforms.kspace.sampling import cartesian_mask, kspace_from_magnitude
+from shared_transforms.kspace.fourier import kspace_from_magnitude
+from shared_transforms.kspace.masks import cartesian_mask
 
 BUNDLE = Path(__file__).resolve().parents[1]
 

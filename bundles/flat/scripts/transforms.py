@@ -15,7 +15,7 @@ convention), and writes
 
 Randomness: in training every call draws a new setting and mask (``fixed_per_volume=False``: with 2D crops, one
 draw per slice). For validation, evaluation and inference (``fixed_per_volume=True``) the draw is seeded by
-:func:`shared_transforms.kspace.sampling.seed_from_name` of the source file's name, so each volume always gets the same
+:func:`shared_transforms.kspace.masks.seed_from_name` of the source file's name, so each volume always gets the same
 mask (fastMRI's per-file seed) and every slice of a volume shares it.
 """
 
@@ -31,13 +31,9 @@ from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import ensure_tuple
 
 from shared_transforms.errors import InputError, source_name
-from shared_transforms.kspace.sampling import (
-    MASK_PATTERNS,
-    CartesianUndersample,
-    SimulateKspace,
-    ifft2c,
-    seed_from_name,
-)
+from shared_transforms.kspace.fourier import ifft2c
+from shared_transforms.kspace.masks import MASK_PATTERNS, seed_from_name
+from shared_transforms.kspace.sampling import CartesianUndersample, SimulateKspace
 
 from .network import pack_inputs
 
@@ -187,7 +183,7 @@ class UndersampleKspaced(UndersampleVolumed):
         self.spacing_mm = [float(s) for s in spacing_mm]
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
-        from shared_transforms.kspace.sampling import apply_mask, zero_filled
+        from shared_transforms.kspace.fourier import apply_mask, zero_filled
         from shared_transforms.transforms.intensity import PercentileNormalize, head_mask_from_intensity
 
         d = dict(data)
