@@ -10,12 +10,14 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import phantom
+from conftest import load_bundle_scripts, phantom
 from ignite.engine import Engine
 
 from shared_transforms import metrics as M
-from shared_transforms.errors import InputError
 from shared_transforms.engine.evaluation import VolumeMetricsSaver
+from shared_transforms.errors import InputError
+
+CFM = __import__(f"{load_bundle_scripts('cfm').__name__}.protocol", fromlist=['protocol'])  # cfm's paper protocol
 
 
 def _run(saver: VolumeMetricsSaver, items: list[dict]) -> Engine:
@@ -40,7 +42,7 @@ def test_rows_protocol_columns_and_atomic_files(tmp_path):
             }
         )
     out_dir = tmp_path / "eval"
-    saver = VolumeMetricsSaver(str(out_dir), lpips_net=None, extra_columns={"method": "test"}, protocols=["cfm"])
+    saver = VolumeMetricsSaver(str(out_dir), lpips_net=None, extra_columns={"method": "test"}, protocols={"cfm": CFM.protocol_cfm})
     engine = _run(saver, items)
 
     assert sorted(os.listdir(out_dir)) == ["metrics.csv", "metrics_summary.json"]  # no temporary left behind
@@ -51,7 +53,7 @@ def test_rows_protocol_columns_and_atomic_files(tmp_path):
         pred, ref = item["pred"][0].numpy(), item["label"][0].numpy()
         expected = M.evaluate_volume(pred, ref, item["mask"][0].numpy() > 0.5, lpips_net=None)
         assert float(row["psnr_mask"]) == pytest.approx(expected["psnr_mask"], rel=1e-12)
-        cfm = M.protocol_cfm(pred, ref, lpips_net=None)
+        cfm = CFM.protocol_cfm(pred, ref, lpips_net=None)
         assert {f"cfm_{k}" for k in cfm} <= set(row)
         assert float(row["cfm_psnr"]) == pytest.approx(cfm["psnr"], rel=1e-12)
         assert float(row["cfm_ssim"]) == pytest.approx(cfm["ssim"], rel=1e-12)
@@ -62,6 +64,6 @@ def test_rows_protocol_columns_and_atomic_files(tmp_path):
     assert engine.state.metrics["test_cfm_ssim"] == summary["cfm_ssim"]["mean"]
 
 
-def test_unknown_protocol_is_refused(tmp_path):
-    with pytest.raises(InputError, match="unknown"):
-        VolumeMetricsSaver(str(tmp_path), protocols=["no_such_paper"])
+def test_a_protocol_that_is_not_a_function_is_refused(tmp_path):
+    with pytest.raises(InputError, match="not callable: \\['cfm'\\]"):
+        VolumeMetricsSaver(str(tmp_path), protocols={"cfm": "scripts.protocol.protocol_cfm"})

@@ -8,6 +8,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from conftest import load_bundle_scripts  # noqa: E402
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator
 from monai.handlers import IgniteMetricHandler
@@ -17,8 +18,18 @@ from scipy import ndimage
 
 from shared_transforms import metrics as M
 from shared_transforms.errors import InputError
-from shared_transforms.transforms.intensity import brain_mask_from_intensity
 from shared_transforms.metrics.structural import _ms_ssim_fits
+from shared_transforms.transforms.intensity import brain_mask_from_intensity
+
+
+def _protocol(bundle: str):
+    """``bundles/<bundle>/scripts/protocol.py``: each paper's evaluation protocol lives in its bundle."""
+    import importlib
+
+    return importlib.import_module(f"{load_bundle_scripts(bundle).__name__}.protocol")
+
+
+CFM, AMIR, FLAT, DIQT = (_protocol(b) for b in ("cfm", "amir", "flat", "diffusion_iqt"))
 
 
 def phantom(shape=(40, 48, 44), seed=0):
@@ -282,30 +293,28 @@ def test_cfm_slice_mask():
     img[20, 10:26] = 0.0  # a 1-pixel dark crack: closing fills it
     img[2:4, 36:38] = 1.0  # a small separate blob: not the largest component
     img[30:40, 0:4] = 0.5  # a bright region touching the border, joined to nothing
-    m = M.cfm_slice_mask(img)
+    m = CFM.cfm_slice_mask(img)
     assert m[20, 12:24].all() and not m[2:4, 36:38].any() and not m[35, 1]
     edge = np.zeros((20, 20))
     edge[:, :8] = 1.0
-    assert M.cfm_slice_mask(edge)[:, :8].all()  # OpenCV border semantics: nothing eroded at the image border
+    assert CFM.cfm_slice_mask(edge)[:, :8].all()  # OpenCV border semantics: nothing eroded at the image border
 
 
 def test_protocol_cfm(vol):
     ref, _ = vol
     ref = 0.8 * ref + 0.1  # away from 0 and 1: the [0, 1] clipping leaves the noise untouched
-    same = M.protocol_cfm(ref, ref, lpips_net=None)
+    same = CFM.protocol_cfm(ref, ref, lpips_net=None)
     assert same["psnr"] == M.PSNR_CAP_DB and same["ssim"] == pytest.approx(1.0)
     pred = ref + 0.02 * np.random.default_rng(8).standard_normal(ref.shape)
-    res = M.protocol_cfm(pred, ref, lpips_net=None)
+    res = CFM.protocol_cfm(pred, ref, lpips_net=None)
     assert res["psnr"] == pytest.approx(20 * math.log10(1 / 0.02), abs=0.3)
     constant = int(np.sum(ref.max(axis=(1, 2)) == ref.min(axis=(1, 2))))  # the empty edge slices of the phantom
     assert constant > 0 and res["slices_skipped"] == constant and res["slices_used"] == ref.shape[0] - constant
     assert 0 < res["ssim"] < 1
     ref2, mask2 = phantom()
     pred2 = ref2 + 0.1 * (~mask2) * (ref2 == 0)  # error only in the background: removed by the authors' mask
-    assert M.protocol_cfm(pred2, ref2, use_mask=True, lpips_net=None)["psnr"] == M.PSNR_CAP_DB
-    assert M.protocol_cfm(pred2, ref2, use_mask=False, lpips_net=None)["psnr"] < 40
-    assert M.PROTOCOLS == {"cfm": M.protocol_cfm, "amir": M.protocol_amir, "fastmri": M.protocol_fastmri,
-                           "diffusion_iqt": M.protocol_diffusion_iqt}
+    assert CFM.protocol_cfm(pred2, ref2, use_mask=True, lpips_net=None)["psnr"] == M.PSNR_CAP_DB
+    assert CFM.protocol_cfm(pred2, ref2, use_mask=False, lpips_net=None)["psnr"] < 40
 
 
 def test_amir_ssim_is_gaussian_ssim_with_zero_padding(vol):
@@ -315,11 +324,11 @@ def test_amir_ssim_is_gaussian_ssim_with_zero_padding(vol):
     a = ref[20]
     b = np.clip(a + 0.05 * np.random.default_rng(3).standard_normal(a.shape), 0, 1)
     dr = torch.tensor([float(a.max() - a.min())])
-    smap = M.amir_ssim_map(torch.from_numpy(b)[None], torch.from_numpy(a)[None], dr)[0].numpy()
+    smap = AMIR.amir_ssim_map(torch.from_numpy(b)[None], torch.from_numpy(a)[None], dr)[0].numpy()
     want = manual_ssim_map(b, a, data_range=float(dr))
     assert np.allclose(smap[5:-5, 5:-5], want[5:-5, 5:-5], atol=1e-10)
     assert not np.allclose(smap[:5], want[:5], atol=1e-3)
-    same = M.amir_ssim(torch.from_numpy(a)[None], torch.from_numpy(a)[None], dr)
+    same = AMIR.amir_ssim(torch.from_numpy(a)[None], torch.from_numpy(a)[None], dr)
     assert float(same) == pytest.approx(1.0)
 
 
@@ -329,7 +338,7 @@ def test_protocol_amir_per_slice_statistics(vol):
     ref, _ = vol
     ref = 0.8 * ref + 0.1
     pred = ref + 0.02 * np.random.default_rng(9).standard_normal(ref.shape)
-    res = M.protocol_amir(pred, ref)
+    res = AMIR.protocol_amir(pred, ref)
     used = [i for i in range(ref.shape[0]) if ref[i].max() > ref[i].min()]
     psnrs = [10 * math.log10(float(ref[i].max() - ref[i].min()) ** 2 / float(np.mean((ref[i] - pred[i]) ** 2)))
              for i in used]
@@ -338,7 +347,7 @@ def test_protocol_amir_per_slice_statistics(vol):
     assert res["psnr_std"] == pytest.approx(np.std(psnrs)) and res["psnr_min"] == pytest.approx(min(psnrs))
     assert res["psnr_max"] == pytest.approx(max(psnrs)) and 0 < res["ssim_mean"] < 1
     assert res["rmse_mean"] == pytest.approx(0.02, rel=0.05)
-    same = M.protocol_amir(ref, ref)
+    same = AMIR.protocol_amir(ref, ref)
     assert same["psnr_min"] == M.PSNR_CAP_DB and same["ssim_mean"] == pytest.approx(1.0)
 
 
@@ -363,7 +372,7 @@ def test_lpips_skipped_without_backbone_weights(vol, tmp_path, monkeypatch):
     out = M.evaluate_volume(ref, ref, mask)
     assert out["lpips"] is None and out["lpips_mask"] is None
     assert out["lpips_status"] == f"skipped: no backbone weights ({path})"
-    assert M.protocol_cfm(ref, ref)["lpips_status"].startswith("skipped: no backbone weights")
+    assert CFM.protocol_cfm(ref, ref)["lpips_status"].startswith("skipped: no backbone weights")
     with pytest.raises(InputError):
         M.lpips_checkpoint_path("resnet")
 
@@ -436,30 +445,30 @@ def test_protocol_fastmri_matches_its_definition():
     rng = np.random.default_rng(3)
     ref = 2.5 * rng.random((20, 24, 6))  # not on [0, 1]: fastMRI scores on the data's own scale
     pred = ref + 0.1 * rng.standard_normal(ref.shape)
-    res = M.protocol_fastmri(pred, ref)
+    res = FLAT.protocol_fastmri(pred, ref)
     maxval = ref.max()
     assert res["psnr"] == pytest.approx(peak_signal_noise_ratio(ref, pred, data_range=maxval))
     ssim = np.mean([structural_similarity(ref[..., i], pred[..., i], data_range=maxval) for i in range(6)])
     assert res["ssim"] == pytest.approx(ssim)
     assert res["nmse"] == pytest.approx(np.sum((ref - pred) ** 2) / np.sum(ref**2))
-    assert M.protocol_fastmri(ref, ref)["nmse"] == 0 and M.protocol_fastmri(ref, ref)["ssim"] == pytest.approx(1)
-    assert np.isnan(M.protocol_fastmri(pred, np.zeros_like(ref))["psnr"])
+    assert FLAT.protocol_fastmri(ref, ref)["nmse"] == 0 and FLAT.protocol_fastmri(ref, ref)["ssim"] == pytest.approx(1)
+    assert np.isnan(FLAT.protocol_fastmri(pred, np.zeros_like(ref))["psnr"])
 
 
 def test_protocol_diffusion_iqt_min_max_normalises_crops_and_scores_in_3d():
     rng = np.random.default_rng(0)
     ref = ndimage.gaussian_filter(rng.random((48, 40, 44)), 2)
-    same = M.protocol_diffusion_iqt(3.0 * ref + 1.0, ref)  # min-max normalised: an affine change of scale is no error
+    same = DIQT.protocol_diffusion_iqt(3.0 * ref + 1.0, ref)  # min-max normalised: an affine change of scale is no error
     assert same["psnr"] == M.PSNR_CAP_DB and abs(same["ms_ssim"] - 1.0) < 1e-6
     assert same["crop"] == "36x30x32" and same["ms_ssim_scales"] == 2  # 0.75 of each axis; two 11-voxel scales fit
     noisy = ref + rng.normal(0, 0.05 * float(np.ptp(ref)), ref.shape)
-    scored = M.protocol_diffusion_iqt(noisy, ref)
+    scored = DIQT.protocol_diffusion_iqt(noisy, ref)
     lo, hi = noisy.min(), noisy.max()
     crop = (slice(6, 42), slice(5, 35), slice(6, 38))  # round(5.5) = 6
     by_hand = ((noisy - lo) / (hi - lo))[crop] - ((ref - ref.min()) / np.ptp(ref))[crop]
     assert abs(scored["psnr"] - 10 * np.log10(1.0 / np.mean(by_hand**2))) < 1e-9
     assert 0 < scored["ms_ssim"] < same["ms_ssim"]
-    big = M.protocol_diffusion_iqt(np.pad(noisy, 100), np.pad(ref, 100))  # 176+ voxels a side: all five scales
+    big = DIQT.protocol_diffusion_iqt(np.pad(noisy, 100), np.pad(ref, 100))  # 176+ voxels a side: all five scales
     assert big["ms_ssim_scales"] == 5
 
 

@@ -3,9 +3,9 @@
 MONAI's ``MetricsSaver`` writes what MONAI metric handlers computed; the project's standard set (masked and whole
 PSNR/SSIM/MS-SSIM/MAE/NMSE, per-slice statistics, the ULF-EnC score, tissue overlap, LPIPS or its skip reason) is a
 dictionary per volume, so this handler computes it on each decollated item and writes ``metrics.csv`` (one row per
-volume) and ``metrics_summary.json`` (mean and std per metric) when the run completes. Paper protocols
-(:data:`shared_transforms.metrics.protocols.PROTOCOLS`, e.g. the CFM paper's per-slice evaluation) can be added to
-each row, so a bundle's table can be compared with its paper. Both files are written atomically
+volume) and ``metrics_summary.json`` (mean and std per metric) when the run completes. A bundle's paper
+protocol (``bundles/<name>/scripts/protocol.py``, e.g. the CFM paper's per-slice evaluation) can be added to each
+row, so a bundle's table can be compared with its paper. Both files are written atomically
 (:func:`shared_transforms.io.files.write_text_atomic`): a crash never leaves a half-written table.
 """
 
@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,6 @@ import torch
 from ..errors import InputError, source_name
 from ..io.files import write_text_atomic
 from ..metrics import evaluate_volume
-from ..metrics.protocols import PROTOCOLS
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +54,10 @@ class VolumeMetricsSaver:
             passed to the protocols); None: no LPIPS.
         summary_prefix: the means also go into ``engine.state.metrics`` under this prefix.
         extra_columns: constant columns added to every row (e.g. the method's name).
-        protocols: names in :data:`shared_transforms.metrics.protocols.PROTOCOLS`; each one's values for a volume
-            are added to its row with the name as a prefix (``cfm`` adds ``cfm_psnr``, ``cfm_ssim``,
-            ``cfm_slices_used``, ...), and so to the summary.
+        protocols: name -> function ``fn(pred, ref, lpips_net=...)`` returning a flat dict (a bundle's paper
+            protocol, in its ``scripts/protocol.py``; in a config ``{"_target_": "scripts.protocol.protocol_cfm",
+            "_mode_": "callable"}``); each one's values for a volume are added to its row with the name as a prefix
+            (``cfm`` adds ``cfm_psnr``, ``cfm_ssim``, ``cfm_slices_used``, ...), and so to the summary.
     """
 
     def __init__(
@@ -69,12 +69,13 @@ class VolumeMetricsSaver:
         lpips_net: str | None = "alex",
         summary_prefix: str = "test_",
         extra_columns: dict | None = None,
-        protocols: Sequence[str] = (),
+        protocols: Mapping[str, Callable[..., dict[str, Any]]] | None = None,
     ):
-        unknown = [name for name in protocols if name not in PROTOCOLS]
-        if unknown:
-            raise InputError("protocols", f"has unknown name(s) {unknown}, expected names in {sorted(PROTOCOLS)}")
-        self.protocols = tuple(protocols)
+        protocols = dict(protocols or {})
+        not_callable = sorted(name for name, fn in protocols.items() if not callable(fn))
+        if not_callable:
+            raise InputError("protocols", f"must map names to functions; not callable: {not_callable}")
+        self.protocols = protocols
         self.output_dir = output_dir
         self.pred_key, self.label_key, self.mask_key = pred_key, label_key, mask_key
         self.lpips_net = lpips_net
@@ -105,8 +106,8 @@ class VolumeMetricsSaver:
                 pred, label, None if mask is None else _first_channel(mask) > 0.5, lpips_net=self.lpips_net
             )
             row = {"subject": _subject(item, len(self.rows)), **self.extra_columns, **scores}
-            for name in self.protocols:
-                values = PROTOCOLS[name](pred, label, lpips_net=self.lpips_net)
+            for name, protocol in self.protocols.items():
+                values = protocol(pred, label, lpips_net=self.lpips_net)
                 row.update({f"{name}_{key}": value for key, value in values.items()})
             self.rows.append(row)
             logger.info(

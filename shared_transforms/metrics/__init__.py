@@ -26,7 +26,7 @@ Modules, one job each:
 - :mod:`.consistency`: the striping index (slice consistency of a volume made slice by slice);
 - :mod:`.tissue`: the default mask and the tissue-segmentation check;
 - :mod:`.perceptual`: LPIPS;
-- :mod:`.protocols`: paper protocols (:data:`~.protocols.PROTOCOLS`: the CFM and AMIR papers' evaluations);
+- each paper's own evaluation protocol lives in its bundle (``bundles/<name>/scripts/protocol.py``);
 - :mod:`.volume`: :func:`evaluate_volume`, the project's standard set with flat CSV-friendly keys;
 - :mod:`.ignite_adapter`: :class:`MaskedMetric` and :func:`pred_and_masked_label` for MONAI/Ignite evaluators.
 """
@@ -37,16 +37,6 @@ from .consistency import striping_index, striping_ratio
 from .core import PSNR_CAP_DB, mae, nmse, per_slice_metrics, psnr, psnr_from_mse, slice_stats, ulf_enc_score
 from .ignite_adapter import EVAL_MASK_KEY, MaskedMetric, pred_and_masked_label
 from .perceptual import LPIPS_BACKBONE_FILES, lpips_checkpoint_path, lpips_distance
-from .protocols import (
-    PROTOCOLS,
-    amir_ssim,
-    amir_ssim_map,
-    cfm_slice_mask,
-    protocol_amir,
-    protocol_cfm,
-    protocol_diffusion_iqt,
-    protocol_fastmri,
-)
 from .structural import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_setup, ssim, ssim_map
 from .tissue import TISSUE_CLASSES, tissue_overlap, tissue_segmentation
 from .volume import evaluate_volume
@@ -55,13 +45,9 @@ __all__ = [
     "EVAL_MASK_KEY",
     "LPIPS_BACKBONE_FILES",
     "MS_SSIM_WEIGHTS",
-    "PROTOCOLS",
     "PSNR_CAP_DB",
     "TISSUE_CLASSES",
     "MaskedMetric",
-    "amir_ssim",
-    "amir_ssim_map",
-    "cfm_slice_mask",
     "evaluate_volume",
     "lpips_checkpoint_path",
     "lpips_distance",
@@ -71,10 +57,6 @@ __all__ = [
     "nmse",
     "per_slice_metrics",
     "pred_and_masked_label",
-    "protocol_amir",
-    "protocol_cfm",
-    "protocol_diffusion_iqt",
-    "protocol_fastmri",
     "psnr",
     "psnr_from_mse",
     "slice_stats",

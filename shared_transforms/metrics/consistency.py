@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .inputs import _as_array, _as_mask
+from .inputs import as_array, as_mask
 
 
 def _second_difference_energy(vol: np.ndarray, axis: int, mask: np.ndarray | None) -> float:
@@ -40,8 +40,8 @@ def striping_ratio(volume: Any, axis: int, mask: Any = None, within: int | None 
     For a volume made from a thick-slice acquisition, pass as ``within`` the slice's axis that is *not* the
     acquisition's thick one: along the thick axis every method (cubic interpolation too) has little detail, which
     would make any volume look striped."""
-    vol = _as_array(volume, "volume")
-    m = _as_mask(mask, vol.shape)
+    vol = as_array(volume, "volume")
+    m = as_mask(mask, vol.shape)
     across = _second_difference_energy(vol, axis, m)
     axes = [a for a in range(3) if a != axis] if within is None else [int(within)]
     if axis in axes:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from monai.metrics import MAEMetric, PSNRMetric
 
-from .inputs import _as_mask, _as_pair
+from .inputs import as_mask, as_pair
 from .structural import _interior, _skimage_ssim_map
 
 PSNR_CAP_DB = 100.0
@@ -64,20 +64,20 @@ def psnr(pred: Any, ref: Any, mask: Any = None, data_range: float = 1.0) -> floa
         pred, ref: 2D ``(H, W)`` or 3D ``(X, Y, Z)`` images of the same shape. mask: optional, same shape.
         data_range: the peak value R of 10 log10(R^2 / MSE); 1 on the normalised scale.
     """
-    p, r = _as_pair(pred, ref, None)
-    return _psnr(p, r, _as_mask(mask, p.shape), data_range)
+    p, r = as_pair(pred, ref, None)
+    return _psnr(p, r, as_mask(mask, p.shape), data_range)
 
 
 def mae(pred: Any, ref: Any, mask: Any = None) -> float:
     """Mean absolute error over the whole image or the mask voxels (``monai.metrics.MAEMetric``)."""
-    p, r = _as_pair(pred, ref, None)
-    return _mae(p, r, _as_mask(mask, p.shape))
+    p, r = as_pair(pred, ref, None)
+    return _mae(p, r, as_mask(mask, p.shape))
 
 
 def nmse(pred: Any, ref: Any, mask: Any = None) -> float:
     """Normalised MSE ||ref - pred||^2 / ||ref||^2 over the whole image or the mask voxels (NaN if ref is 0 there)."""
-    p, r = _as_pair(pred, ref, None)
-    return _nmse(p, r, _as_mask(mask, p.shape))
+    p, r = as_pair(pred, ref, None)
+    return _nmse(p, r, as_mask(mask, p.shape))
 
 
 def ulf_enc_score(ssim_value: float, psnr_db: float, mae_value: float, nmse_value: float) -> float:
@@ -122,8 +122,8 @@ def per_slice_metrics(
         ``{"index": used slice indices, "psnr", "ssim", "mae", "nmse": arrays over the used slices,
         "skipped": number of skipped slices}``.
     """
-    p, r = _as_pair(pred, ref, 3)
-    return _per_slice(p, r, _as_mask(mask, p.shape), axis, data_range, win_size, sigma)
+    p, r = as_pair(pred, ref, 3)
+    return _per_slice(p, r, as_mask(mask, p.shape), axis, data_range, win_size, sigma)
 
 
 def _per_slice(

@@ -14,7 +14,7 @@ import torch
 from ..errors import InputError
 
 
-def _as_array(x: Any, name: str, ndim: int | None = 3, dtype: type | None = np.float64) -> np.ndarray:
+def as_array(x: Any, name: str, ndim: int | None = 3, dtype: type | None = np.float64) -> np.ndarray:
     """``x`` as a finite float numpy array; leading size-1 axes dropped down to ``ndim`` (or to 3 when None).
 
     Args:
@@ -43,23 +43,23 @@ def _as_array(x: Any, name: str, ndim: int | None = 3, dtype: type | None = np.f
     return a
 
 
-def _as_pair(pred: Any, ref: Any, ndim: int | None = 3) -> tuple[np.ndarray, np.ndarray]:
-    """``pred`` and ``ref`` as float64 arrays of the same shape (see :func:`_as_array`)."""
-    p = _as_array(pred, "pred", ndim)
-    r = _as_array(ref, "ref", ndim)
+def as_pair(pred: Any, ref: Any, ndim: int | None = 3) -> tuple[np.ndarray, np.ndarray]:
+    """``pred`` and ``ref`` as float64 arrays of the same shape (see :func:`as_array`)."""
+    p = as_array(pred, "pred", ndim)
+    r = as_array(ref, "ref", ndim)
     if p.shape != r.shape:
         raise InputError("pred", f"has shape {p.shape}, but the reference has shape {r.shape}")
     return p, r
 
 
-def _as_mask(mask: Any, shape: tuple[int, ...], name: str = "mask", allow_empty: bool = False) -> np.ndarray | None:
+def as_mask(mask: Any, shape: tuple[int, ...], name: str = "mask", allow_empty: bool = False) -> np.ndarray | None:
     """``mask`` as a boolean array of ``shape`` (values > 0.5 are inside), or None."""
     if mask is None:
         return None
     if isinstance(mask, np.ndarray) and mask.dtype == bool and mask.ndim == len(shape):
         m = mask  # already boolean: skip the float conversion
     else:
-        m = _as_array(mask, name, len(shape)) > 0.5
+        m = as_array(mask, name, len(shape)) > 0.5
     if m.shape != shape:
         raise InputError(name, f"has shape {m.shape}, but the images have shape {shape}")
     if not allow_empty and not m.any():

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .inputs import _as_mask, _as_pair
+from .inputs import as_mask, as_pair
 
 LPIPS_BACKBONE_FILES = {
     "alex": "alexnet-owt-7be5be79.pth",
@@ -65,8 +65,8 @@ def lpips_distance(
     path = lpips_checkpoint_path(net)
     if not path.is_file():
         return None, f"skipped: no backbone weights ({path})"
-    p, r = _as_pair(pred, ref, 3)
-    m = _as_mask(mask, p.shape)
+    p, r = as_pair(pred, ref, 3)
+    m = as_mask(mask, p.shape)
     if m is not None:
         p, r = p * m, r * m
     p, r = np.moveaxis(p, axis, 0), np.moveaxis(r, axis, 0)

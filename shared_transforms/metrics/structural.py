@@ -25,7 +25,7 @@ from scipy import ndimage
 from skimage.metrics import structural_similarity
 
 from ..errors import InputError
-from .inputs import _as_mask, _as_pair, _bbox
+from .inputs import _bbox, as_mask, as_pair
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 """The five scale weights of Wang et al. 2003 (MONAI's ``MultiScaleSSIMMetric`` default)."""
@@ -103,7 +103,7 @@ def ssim_map(
     ``win_size = 2 round(3.5 sigma) + 1`` taps (11 for sigma 1.5), a uniform one ``win_size``. Every side must be at
     least ``win_size``. The interior (``win_size // 2`` voxels from each border) equals MONAI's SSIM map.
     """
-    p, r = _as_pair(pred, ref, None)
+    p, r = as_pair(pred, ref, None)
     return _skimage_ssim_map(p, r, data_range, win_size, sigma, kernel_type, k1, k2)
 
 
@@ -118,8 +118,8 @@ def ssim(
 ) -> float:
     """SSIM of 2D/3D images: whole image = mean of the valid map (equals ``monai.metrics.SSIMMetric``); inside the
     mask = mean of the same-sized map over the mask voxels (see :func:`ssim_map`)."""
-    p, r = _as_pair(pred, ref, None)
-    m = _as_mask(mask, p.shape)
+    p, r = as_pair(pred, ref, None)
+    m = as_mask(mask, p.shape)
     smap = _skimage_ssim_map(p, r, data_range, win_size, sigma, kernel_type)
     return float(_interior(smap, win_size).mean() if m is None else smap[m].mean())
 
@@ -221,8 +221,8 @@ def ms_ssim(
     Same formula as ``monai.metrics.MultiScaleSSIMMetric`` (see the module docstring). ``kernel_size`` and
     ``weights`` default to :func:`ms_ssim_setup` for the (cropped) image shape.
     """
-    p, r = _as_pair(pred, ref, None)
-    m = _as_mask(mask, p.shape)
+    p, r = as_pair(pred, ref, None)
+    m = as_mask(mask, p.shape)
     if m is not None:
         box = _bbox(m)
         p, r = p[box], r[box]

@@ -16,7 +16,7 @@ from skimage.filters import threshold_multiotsu
 
 from ..errors import InputError
 from ..transforms.intensity import brain_mask_from_intensity
-from .inputs import _as_array, _as_mask, _as_pair
+from .inputs import as_array, as_mask, as_pair
 
 TISSUE_CLASSES = ("csf", "gm", "wm")
 
@@ -47,8 +47,8 @@ def tissue_segmentation(image: Any, mask: Any) -> np.ndarray:
     Raises:
         InputError: fewer than 3 distinct intensities inside the mask.
     """
-    x = _as_array(image, "image", 3, dtype=None)
-    m = _as_mask(mask, x.shape)
+    x = as_array(image, "image", 3, dtype=None)
+    m = as_mask(mask, x.shape)
     values = x[m]
     try:
         thresholds = threshold_multiotsu(values, classes=3, nbins=_OTSU_BINS)
@@ -70,8 +70,8 @@ def tissue_overlap(pred: Any, ref: Any, mask: Any = None) -> dict[str, float]:
     for c in csf, gm, wm. A class empty in both images gives NaN for that class (left out of the means). When an
     image has fewer than 3 distinct values inside the mask, every value is NaN.
     """
-    p, r = _as_pair(pred, ref, 3)
-    return _tissue_overlap(p, r, _default_mask(r) if mask is None else _as_mask(mask, p.shape))
+    p, r = as_pair(pred, ref, 3)
+    return _tissue_overlap(p, r, _default_mask(r) if mask is None else as_mask(mask, p.shape))
 
 
 def _tissue_overlap(p: np.ndarray, r: np.ndarray, m: np.ndarray) -> dict[str, float]:

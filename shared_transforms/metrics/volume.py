@@ -9,7 +9,7 @@ from scipy import ndimage
 from ..errors import InputError
 from ..transforms.intensity import head_mask_from_intensity
 from .core import _mae, _nmse, _per_slice, _psnr, slice_stats, ulf_enc_score
-from .inputs import _as_mask, _as_pair, _bbox
+from .inputs import _bbox, as_mask, as_pair
 from .perceptual import lpips_distance
 from .structural import _interior, _local_moments, _ms_ssim, _skimage_ssim_map, ms_ssim_setup
 from .tissue import _default_mask, _tissue_overlap
@@ -47,11 +47,11 @@ def evaluate_volume(
         reference is black: background noise a method lets through (0 is clean; NaN when the volume has no air);
         ``lpips``, ``lpips_mask`` (None when not computed) and ``lpips_status``.
     """
-    p, r = _as_pair(pred, ref, 3)
+    p, r = as_pair(pred, ref, 3)
     if mask is None:
         m, source = _default_mask(r), "reference_threshold"
     else:
-        m, source = _as_mask(mask, p.shape), "given"
+        m, source = as_mask(mask, p.shape), "given"
     out: dict[str, Any] = {"mask_source": source, "mask_voxels": int(m.sum())}
 
     for suffix, sel in (("", None), ("_mask", m)):

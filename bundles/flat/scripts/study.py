@@ -3,7 +3,7 @@
 FLAT's claim (arXiv 2512.03020) is that fixing the cascades to the flow's time grid and aligning every intermediate
 image with the straight path makes the trajectory monotone and interpretable, where the unrolled baseline's
 intermediate images need not be images at all. This measures it on the bundle's own evaluation data: for every
-model given, the fastMRI PSNR and SSIM (:func:`shared_transforms.metrics.protocols.protocol_fastmri`) of the
+model given, the fastMRI PSNR and SSIM (:func:`.protocol.protocol_fastmri`) of the
 magnitude of the zero-filled image and of each cascade's output, averaged over the test volumes, written as a JSON
 table and a PNG plot.
 
@@ -34,7 +34,8 @@ from monai.bundle import ConfigParser
 from shared_transforms.engine.checkpoint import load_weights
 from shared_transforms.io.files import write_text_atomic
 from shared_transforms.io.preview import save_figure_atomic
-from shared_transforms.metrics.protocols import protocol_fastmri
+
+from .protocol import protocol_fastmri
 
 BUNDLE = Path(__file__).resolve().parents[1]
 OWNER = "flat"
