@@ -12,10 +12,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO
-from monai.bundle import ConfigParser
 
-from shared_transforms.engine.bundle import setup_bundle
-from shared_transforms.engine.checkpoint import load_weights
+from shared_transforms.engine.loader import build_network, bundle_parser, bundle_weights
 
 SIZE = 96
 #: the largest grid peak allowed (see :func:`grid_peak`)
@@ -71,11 +69,10 @@ STILL_GRIDDED = {
 )
 def test_no_bundle_prints_a_grid_on_a_smooth_input(bundle):
     root = REPO / "bundles" / bundle
-    setup_bundle(root)
-    parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "inference.json"))
-    parser.update({"device": "cpu", "precision": "float32", "inferer#progress": False})  # else its defaults
-    network = load_weights(parser.get_parsed_content("network_def"), root / "models" / "model.pt").eval()
+    parser = bundle_parser(root, device="cpu")
+    exact = {"precision": "float32", "inferer#progress": False}  # else its defaults
+    parser.update({key: value for key, value in exact.items() if key.split("#")[0] in parser})
+    network = build_network(parser, bundle_weights(parser), "network_def")
     inferer = parser.get_parsed_content("inferer")
     torch.manual_seed(0)
     with torch.inference_mode():

@@ -69,17 +69,17 @@ import torch
 from tqdm.auto import tqdm
 
 from shared_transforms.engine.bundle import REPO_ROOT, activate_bundle
-from shared_transforms.engine.checkpoint import load_weights
-from shared_transforms.io.datalist import pair_items
-from shared_transforms.errors import InputError
-from shared_transforms.io.files import safe_name, write_text_atomic
 from shared_transforms.engine.flops import flop_counter
+from shared_transforms.engine.loader import build_network, bundle_parser, bundle_weights
+from shared_transforms.errors import InputError
 from shared_transforms.inference.inferers import VolumeInferer, acquisition_plan
+from shared_transforms.inference.uncertainty import split_mean_std
+from shared_transforms.io.datalist import pair_items
+from shared_transforms.io.files import safe_name, write_text_atomic
+from shared_transforms.io.preview import save_figure_atomic
 from shared_transforms.io.volumes import NORMALISED_NOTE, as_bool, write_nifti_atomic
 from shared_transforms.metrics import LPIPS_BACKBONE_FILES, evaluate_volume, striping_index
 from shared_transforms.transforms.pipelines import pair_transforms
-from shared_transforms.io.preview import save_figure_atomic
-from shared_transforms.inference.uncertainty import split_mean_std
 
 #: the Markdown table: (CSV column, header, number format); mean ± std over subjects unless the format is "const".
 TABLE_COLUMNS = (
@@ -280,30 +280,13 @@ class Bundle:
 
 
 def configure_bundle(name: str, root: Path, overrides: dict, weights: str | None, device: torch.device) -> Bundle:
-    """Parse ``<root>/configs/inference.json``, apply ``overrides`` (config id -> value), set the device, and find
-    the weights file (``weights``, else the config's ``ckpt_path``; None when the config has no ``ckpt_path``).
-
-    Raises :class:`InputError` for an unknown config id and for a missing weights file (before anything runs).
-    """
-    from monai.bundle import ConfigParser
-
-    activate_bundle(root)
-    parser = ConfigParser()
-    parser.read_config(str(root / "configs" / "inference.json"))
-    parser["bundle_root"] = str(root)  # the benchmark found it; no search from the current folder
-    for key, value in overrides.items():
-        if key not in parser:
-            raise InputError("--overrides", f"bundle '{name}' has no config id '{key}' (top-level ids: "
-                             f"{', '.join(k for k in parser.get() if k != 'imports')})")
-        parser[key] = value
-    parser["device"] = str(device)
-    if weights is None and "ckpt_path" in parser:
-        weights = str(parser.get_parsed_content("ckpt_path"))
-    elif weights is not None and "ckpt_path" not in parser:
-        raise InputError("--weights", f"bundle '{name}' has no weights (its config has no 'ckpt_path')")
-    if weights is not None and not os.path.isfile(weights):
-        raise InputError(weights, f"checkpoint not found (weights of bundle '{name}'; train it or pass --weights)")
-    return Bundle(name=name, root=root, parser=parser, weights=weights)
+    """Parse ``<root>/configs/inference.json`` with ``overrides`` (config id -> value) and the device, and find the
+    weights file (``weights``, else the config's ``ckpt_path``; None when the config has no ``ckpt_path``): the
+    engine's :func:`~shared_transforms.engine.loader.bundle_parser` and
+    :func:`~shared_transforms.engine.loader.bundle_weights`, which refuse an unknown config id and a missing weights
+    file in one line (before anything runs)."""
+    parser = bundle_parser(root, "inference.json", overrides, device)
+    return Bundle(name=name, root=root, parser=parser, weights=bundle_weights(parser, weights))
 
 
 def load_bundle(bundle: Bundle, device: torch.device) -> None:
@@ -313,10 +296,7 @@ def load_bundle(bundle: Bundle, device: torch.device) -> None:
     bundle.memory = PeakMemory(device)
     with bundle.memory.window(load=True):
         start = time.perf_counter()
-        network = bundle.parser.get_parsed_content("network")
-        if bundle.weights is not None:
-            load_weights(network, bundle.weights)
-        network.eval()
+        network = build_network(bundle.parser, bundle.weights, "network")
         synchronize(device)
         bundle.load_seconds = time.perf_counter() - start
     inferer = bundle.parser.get_parsed_content("inferer")

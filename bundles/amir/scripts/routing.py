@@ -29,10 +29,9 @@ import os
 import fire
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
 from monai.transforms import Compose, DivisiblePad
 
-from shared_transforms.engine.checkpoint import load_weights
+from shared_transforms.engine import loader
 from shared_transforms.errors import InputError
 from shared_transforms.io.datalist import pair_items
 from shared_transforms.io.files import write_text_atomic
@@ -47,11 +46,8 @@ REFERENCE_CONDITION = "thick_5_mm"
 
 def build_network(ckpt_path: str | None = None) -> torch.nn.Module:
     """inference.json's network with the shipped (checksummed) or the given weights, in eval mode on the CPU."""
-    parser = ConfigParser()
-    parser.read_config(os.path.join(BUNDLE_ROOT, "configs", "inference.json"))
-    network = parser.get_parsed_content("network_def")
-    load_weights(network, ckpt_path or os.path.join(BUNDLE_ROOT, "models", "model.pt"))
-    return network.eval()
+    parser = loader.bundle_parser(BUNDLE_ROOT, device="cpu")
+    return loader.build_network(parser, loader.bundle_weights(parser, ckpt_path, "--ckpt_path"), "network_def")
 
 
 def conditions_in(stress_dir: str) -> list[str]:

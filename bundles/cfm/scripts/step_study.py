@@ -33,7 +33,7 @@ import torch
 from monai.transforms import Compose
 from tqdm.auto import tqdm
 
-from shared_transforms.engine.checkpoint import load_weights
+from shared_transforms.engine import loader
 from shared_transforms.inference.inferers import autocast, resolve_precision
 from shared_transforms.inference.ode import evaluations, solve
 from shared_transforms.io.datalist import pair_items
@@ -46,16 +46,6 @@ from .inferer import FlowMatchingInferer
 from .network import count_flops
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def bundle_network(config_file: str | os.PathLike = ROOT / "configs" / "inference.json") -> torch.nn.Module:
-    """The network exactly as the bundle's inference config defines it (``network_def``: its widths, not defaults)."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(os.fspath(config_file))
-    parser["bundle_root"] = str(ROOT)
-    return parser.get_parsed_content("network_def")
 
 
 def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
@@ -108,9 +98,9 @@ def main(
     solvers = list(solvers.split(",") if isinstance(solvers, str) else solvers)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     os.makedirs(out_dir, exist_ok=True)
-    net = bundle_network()
-    load_weights(net, ckpt_path or ROOT / "models" / "model.pt")
-    net = net.to(dev).eval().to(memory_format=torch.channels_last)
+    parser = loader.bundle_parser(ROOT, device="cpu")  # the network as inference.json defines it (its widths)
+    net = loader.build_network(parser, loader.bundle_weights(parser, ckpt_path, "--ckpt_path"), "network_def")
+    net = net.to(dev).to(memory_format=torch.channels_last)
     prep = Compose(pair_transforms())
     items = pair_items(datalist, split)
     data = [prep(it) for it in tqdm(items, desc="loading test pairs", unit="subject")]

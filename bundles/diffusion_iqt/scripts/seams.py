@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from monai.transforms import Compose
 
-from shared_transforms.engine.checkpoint import load_weights
+from shared_transforms.engine import loader
 from shared_transforms.io.datalist import pair_items
 from shared_transforms.io.files import write_text_atomic
 from shared_transforms.metrics import psnr
@@ -95,15 +95,12 @@ def run(
     seed: int = 0,
 ) -> list[dict]:
     """Score the three ways on the split's subjects (see the module docstring); returns the rows."""
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(ROOT / "configs" / "inference.json"))
+    parser = loader.bundle_parser(ROOT, device="cpu")
     kwargs = network_kwargs or {k: v for k, v in parser["network_def"].items() if k != "_target_"}
     factor = int(kwargs.get("cross_batch_factor", 3))
-    network = DiffusionIQTUNet(**kwargs)
-    load_weights(network, ckpt_path or str(ROOT / "models" / "model.pt"))
-    network.eval()
+    if network_kwargs:
+        parser["network_def"] = {"_target_": parser["network_def"]["_target_"], **network_kwargs}
+    network = loader.build_network(parser, loader.bundle_weights(parser, ckpt_path, "--ckpt_path"), "network_def")
     # the mechanism has no weights of its own: the same state loads into the network without it
     plain = DiffusionIQTUNet(**{**kwargs, "cross_batch_factor": 1, "boundary": False})
     plain.load_state_dict(network.state_dict())

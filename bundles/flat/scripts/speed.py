@@ -21,16 +21,14 @@ Prints one JSON line.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
 
-from shared_transforms.engine.checkpoint import load_weights
+from shared_transforms.engine import loader
 from shared_transforms.kspace.fourier import kspace_from_magnitude
 from shared_transforms.kspace.masks import cartesian_mask
 
@@ -65,18 +63,15 @@ def run(
     num_cascades: int | None = None,
 ) -> dict:
     """The measurement (module docstring); returns and prints the result."""
-    parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
     overrides = {"mode": mode}
     if device:
         overrides["device"] = f"$torch.device({str(device)!r})"
     if num_cascades:
         overrides["num_cascades"] = int(num_cascades)
-    parser.update(overrides)
+    parser = loader.bundle_parser(BUNDLE, "inference.json", overrides)
     dev = parser.get_parsed_content("device")
-    network = parser.get_parsed_content("network").eval()
-    ckpt = os.path.expanduser(ckpt_path) if ckpt_path else str(parser.get_parsed_content("ckpt_path"))
-    load_weights(network, ckpt)
+    ckpt = loader.bundle_weights(parser, ckpt_path, "--ckpt_path")
+    network = loader.build_network(parser, ckpt, "network")
     inferer = parser.get_parsed_content("inferer")
     inferer.progress = False
 

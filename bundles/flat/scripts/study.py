@@ -29,9 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.apps.reconstruction.complex_utils import complex_abs_t
-from monai.bundle import ConfigParser
 
-from shared_transforms.engine.checkpoint import load_weights
+from shared_transforms.engine import loader
 from shared_transforms.io.files import write_text_atomic
 from shared_transforms.io.preview import save_figure_atomic
 
@@ -39,13 +38,6 @@ from .protocol import protocol_fastmri
 
 BUNDLE = Path(__file__).resolve().parents[1]
 OWNER = "flat"
-
-
-def _parser(overrides: dict) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config([str(BUNDLE / "configs" / "train.json"), str(BUNDLE / "configs" / "evaluate.json")])
-    parser.update(overrides)
-    return parser
 
 
 @torch.no_grad()
@@ -86,7 +78,9 @@ def run(
     )
     table: dict = {"command": command, "models": {}}
     for name, (ckpt, mode) in models.items():
-        parser = _parser(
+        parser = loader.bundle_parser(
+            BUNDLE,
+            ["train.json", "evaluate.json"],
             {
                 "datalist": os.path.abspath(os.path.expanduser(datalist)),
                 "eval_split": split,
@@ -96,11 +90,11 @@ def run(
                 "mask_pattern": mask_pattern,
                 "mode": mode,
                 "device": device,
-            }
+            },
         )
         dataset = parser.get_parsed_content("validate#dataset")
-        network = parser.get_parsed_content("network_def").to(device).eval()
-        load_weights(network, os.path.expanduser(ckpt))
+        network = loader.build_network(parser, loader.bundle_weights(parser, ckpt, "--models"), "network_def")
+        network = network.to(device)
         axis = int(parser.get_parsed_content("slice_axis"))
         psnr, ssim = [], []
         for item in dataset:

@@ -3,10 +3,10 @@
 MONAI Label's own ``BundleInferTask`` expects a segmentation bundle (a network called on the image, its own writer of
 label maps); these bundles are image-to-image, some generative (cfm integrates a flow over several network calls,
 flat unrolls a reconstruction), and each writes its output on the grid its contract promises. So this task builds
-the bundle's own objects from its ``configs/inference.json`` with MONAI's ``ConfigParser`` and runs them as the
-bundle runner's evaluator does: ``preprocessing`` on the item, ``inferer(inputs, network)``, ``postprocessing``
-(which writes the NIfTI). The network is built and its weights are loaded (and checked against the bundle's
-``large_files.yml``) once, when the server starts; the rest is rebuilt for every request, so that a request may
+the bundle's own objects from its ``configs/inference.json`` with the engine's loader (MONAI's ``ConfigParser``) and
+runs them as the bundle runner's evaluator does: ``preprocessing`` on the item, ``inferer(inputs, network)``,
+``postprocessing`` (which writes the NIfTI). The network is built and its weights are loaded (and checked against the
+bundle's ``large_files.yml``) once, when the server starts; the rest is rebuilt for every request, so that a request may
 change the bundle's run settings (``params``: e.g. ``{"num_steps": 4, "num_samples": 1}`` for cfm).
 
 What MONAI Label does around it: the upload, the datastore, the HTTP response; this module is the part it has not.
@@ -14,7 +14,6 @@ What MONAI Label does around it: the upload, the datastore, the HTTP response; t
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -26,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.bundle import ConfigParser
 from monai.utils import CommonKeys
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 
 from shared_transforms.io.batch import output_writers
 from shared_transforms.engine.bundle import activate_bundle
-from shared_transforms.engine.checkpoint import load_weights
+from shared_transforms.engine.loader import build_network, bundle_parser, bundle_weights
 from shared_transforms.io.datalist import inference_items
 
 logger = logging.getLogger(__name__)
@@ -90,22 +88,17 @@ class BundleInferTask(InferTask):
         self._lock = threading.Lock()  # one request at a time per bundle (the network and sys.path are shared)
         parser = self._parser({}, output_dir=tempfile.gettempdir())
         activate_bundle(self.bundle_root)
-        self.network = parser.get_parsed_content("network")
-        self.weights = str(parser.get_parsed_content("ckpt_path")) if "ckpt_path" in parser else None
-        if self.weights is not None:
-            load_weights(self.network, self.weights)
-        self.network.eval()
+        self.weights = bundle_weights(parser)
+        self.network = build_network(parser, self.weights, "network")
         logger.info(f"{self.name}: network on {self.device}, weights {self.weights}")
 
-    def _parser(self, params: dict, output_dir: str) -> ConfigParser:
-        parser = ConfigParser(copy.deepcopy(self.base_config))
-        parser["bundle_root"] = str(self.bundle_root)
-        parser["device"] = str(self.device)
+    def _parser(self, params: dict, output_dir: str):
+        """The bundle's inference config through the engine (:func:`shared_transforms.engine.loader.bundle_parser`),
+        with this server's device, a temporary output folder, no preview and the request's settings."""
+        parser = bundle_parser(self.bundle_root, "inference.json", {**self.defaults, **params}, self.device)
         parser["output_dir"] = output_dir
         if "preview" in parser:
             parser["preview"] = False  # the server returns the volume; a PNG beside it would be left behind
-        for key, value in {**self.defaults, **params}.items():
-            parser[key] = value
         return parser
 
     def is_valid(self) -> bool:
