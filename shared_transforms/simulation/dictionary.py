@@ -167,7 +167,7 @@ class RandomLowFieldDegradationd(FixedPreset, SimulatorDict):
     shared by all keys (each key gets its own noise). GM / WM maps come from ``tissue_keys`` (default
     ``{"gm": "gm", "wm": "wm"}``; a ``"csf"`` entry is accepted, so a mapping shared with
     :class:`SimulateLowFieldTissueContrastd` works, and ignored: CSF keeps its intensity); when both are
-    absent they are estimated by :func:`.lowfield.tissue_maps_from_intensity` (inside ``mask_key`` if given) and the
+    absent they are estimated by :func:`.common.tissue_maps_from_intensity` (inside ``mask_key`` if given) and the
     meta says ``lowfield_tissue_maps = "intensity_multiotsu"``. The map keys stay unchanged (high-field grid). Keys in
     ``mask_keys`` (e.g. a brain mask) are resampled with nearest neighbour onto the low-field grid of the first image
     key. Keep the high-field target by copying it first (``CopyItemsd``).
