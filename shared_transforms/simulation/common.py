@@ -124,10 +124,10 @@ def tissue_maps_from_intensity(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fallback GM, WM, CSF probability maps from a T1w image when no SPM/FAST/SynthSeg maps exist.
 
-    The project's 3-class multi-Otsu segmentation (:func:`shared_transforms.metrics.tissue.tissue_segmentation`, scikit-image
-    ``threshold_multiotsu``) of the voxels inside ``mask``, the classes named by T1w intensity order CSF < GM < WM.
-    The hard labels (with background as a 4th class) are smoothed by a Gaussian of ``pv_sigma_vox`` voxels to mimic
-    partial volume: the three maps then lie in [0, 1] and sum to at most 1. Meant for skull-stripped T1w images
+    The project's 3-class multi-Otsu segmentation (:func:`shared_transforms.metrics.tissue.tissue_segmentation`,
+    scikit-image ``threshold_multiotsu``) of the voxels inside ``mask``, the classes named by T1w intensity order CSF <
+    GM < WM. The hard labels (with background as a 4th class) are smoothed by a Gaussian of ``pv_sigma_vox`` voxels to
+    mimic partial volume: the three maps then lie in [0, 1] and sum to at most 1. Meant for skull-stripped T1w images
     (scalp and skull would be mixed into the classes: pass a brain mask otherwise). Otsu is deterministic, so there
     is no seed.
 
