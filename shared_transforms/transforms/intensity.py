@@ -23,15 +23,7 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import ball
 
 from ..errors import InputError, source_name
-
-
-def _spacing_mm(img) -> tuple[float, float, float]:
-    """Voxel size from a MetaTensor's affine; 1 mm for plain arrays."""
-    affine = getattr(img, "affine", None)
-    if affine is None:
-        return (1.0, 1.0, 1.0)
-    a = np.asarray(affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64)
-    return tuple(float(v) for v in np.linalg.norm(a[:3, :3], axis=0))
+from .geometry import voxel_spacing_mm
 
 
 def head_mask_from_intensity(
@@ -146,7 +138,8 @@ class PercentileNormalize(Transform):
 
     def __call__(self, img, mask=None):
         if mask is None and self.head_mask:
-            spacing = _spacing_mm(img)
+            affine = getattr(img, "affine", None)  # a plain array: 1 mm
+            spacing = (1.0, 1.0, 1.0) if affine is None else voxel_spacing_mm(torch.as_tensor(affine).cpu())
             head = head_mask_from_intensity(img, spacing)
             if head.any() and self.scalp_mm > 0:
                 interior = head_interior(head, spacing, self.scalp_mm)
