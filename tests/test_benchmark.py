@@ -20,6 +20,7 @@ from conftest import tiny_subjects
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))
 import benchmark  # noqa: E402
+from benchmarking import measure, report  # noqa: E402
 
 from shared_transforms.errors import InputError  # noqa: E402
 from shared_transforms.metrics import lpips_checkpoint_path, psnr  # noqa: E402
@@ -111,8 +112,8 @@ def test_flop_count_is_per_evaluation_of_the_first_call():
     convolution, 2 x C_in x C_out x 9 FLOPs per output pixel."""
     conv = torch.nn.Conv2d(2, 4, 3, padding=1, bias=False)
     x = torch.zeros(5, 2, 8, 6)
-    assert benchmark.count_gflop_per_evaluation(conv, ((x,), {})) == pytest.approx(2 * 2 * 4 * 9 * 8 * 6 / 1e9)
-    assert benchmark.count_gflop_per_evaluation(conv, None) is None
+    assert measure.count_gflop_per_evaluation(conv, ((x,), {})) == pytest.approx(2 * 2 * 4 * 9 * 8 * 6 / 1e9)
+    assert measure.count_gflop_per_evaluation(conv, None) is None
 
 
 def test_interpolation_scores_the_aligned_low_field(run, data):
@@ -228,5 +229,5 @@ def test_sweep_runs_every_setting_and_tabulates_it(data, tmp_path):
 def test_a_saved_prediction_of_a_subject_id_without_a_usable_name_gets_its_index():
     """Issue 29 (noticed then): ``--save_predictions`` named files by ``safe_name(subject)``, which raises for
     ``..``."""
-    assert benchmark.prediction_stem("sub-01", 0) == "sub-01"
-    assert benchmark.prediction_stem("..", 4) == "item-004"
+    assert report.prediction_stem("sub-01", 0) == "sub-01"
+    assert report.prediction_stem("..", 4) == "item-004"

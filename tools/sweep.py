@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-import benchmark  # tools/benchmark.py, beside this file (Python puts a script's folder first on its path)
-
 from shared_transforms.errors import InputError
 from shared_transforms.io.files import write_text_atomic
+
+import benchmark  # tools/benchmark.py and its package, beside this file (a script's folder is first on its path)
+from benchmarking import report
 
 COLUMNS = ("psnr_mask", "ssim_mask", "striping_index", "seconds_per_volume")
 
@@ -98,12 +99,12 @@ def sweep(
         summary.append(summarise(setting, result["rows"]))
         print(markdown(summary[-1:], list(grid)).splitlines()[-1], flush=True)
     os.makedirs(out_dir, exist_ok=True)
-    csv_path = benchmark.write_csv(summary, os.path.join(out_dir, "sweep.csv"))
+    csv_path = report.write_csv(summary, os.path.join(out_dir, "sweep.csv"))
     dev = benchmark.resolve_device(device)
     n = summary[0]["subjects"]
     table = markdown(summary, list(grid))
     md_path = os.path.join(out_dir, "sweep.md")
-    write_text_atomic(md_path, benchmark.report_header(dev, datalist, split, n, command) + "\n\n" + table + "\n")
+    write_text_atomic(md_path, report.report_header(dev, datalist, split, n, command) + "\n\n" + table + "\n")
     return {"summary": summary, "csv": csv_path, "markdown": md_path, "table": table}
 
 
