@@ -114,7 +114,8 @@ def _zoo_steps(folder: Path, name: str, archive: Path, tmp_path: Path) -> list[d
 
 def test_an_archive_vendors_only_the_modules_its_bundle_uses():
     """Issue 31.2: the modules the configs and scripts name, closed over their imports; flat's k-space modules go
-    only with flat, the real-data registration (SimpleITK) with none."""
+    only with flat, the real-data registration (SimpleITK) with none. Issue 31.1: of a bundle's own scripts, only
+    those its configs call (and what they import) go; the research scripts stay in the repository."""
     used = {name: set(export_bundle.used_modules(REPO / "bundles" / name)) for name in BUNDLES}
     for name, mods in used.items():
         assert {"__init__.py", "errors.py", "io/__init__.py", "io/volumes.py", "io/sample.py"} <= mods, name
@@ -124,6 +125,12 @@ def test_an_archive_vendors_only_the_modules_its_bundle_uses():
     assert {"kspace/sampling.py", "kspace/fastmri.py"} <= used["flat"]
     assert "kspace/sampling.py" not in used["interpolation"] and "inference/ode.py" in used["cfm"]
     assert "metrics/__init__.py" in used["unet"] and "metrics/core.py" in used["unet"]
+    scripts = {name: set(export_bundle.used_scripts(REPO / "bundles" / name)) for name in BUNDLES}
+    assert scripts["cfm"] >= {"__init__.py", "network.py", "inferer.py", "flow.py", "protocol.py"}
+    research = {"cfm": "step_study.py", "amir": "routing.py", "diffusion_iqt": "seams.py", "flat": "study.py"}
+    for name, study in research.items():  # what no config calls stays in the repository
+        assert (REPO / "bundles" / name / "scripts" / study).is_file() and study not in scripts[name], name
+    assert "speed.py" not in scripts["flat"] and scripts["interpolation"] == set()
 
 
 def test_config_and_script_rewriting():

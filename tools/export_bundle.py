@@ -10,7 +10,9 @@ The archive unpacks into ``cfm/`` and runs from there alone::
 What the export does (the repository itself keeps one copy of everything; the vendored copy exists only in the
 archive):
 
-- copies ``bundles/<name>`` (configs, docs, models, scripts, LICENSE, large_files.yml), without caches;
+- copies ``bundles/<name>`` (configs, docs, models, LICENSE, large_files.yml), without caches, and of its
+  ``scripts/`` only the modules its configs call and what those import (:func:`used_scripts`): the research
+  scripts (step study, seams, routing, speed, cascade study) stay in the repository;
 - vendors the modules of the project's ``shared_transforms`` package that the bundle uses (:func:`used_modules`:
   those its configs and scripts name, and what those import in turn; with the shipped sample) into
   ``<name>/scripts/shared_transforms`` and points the bundle at it: config imports become
@@ -150,16 +152,38 @@ def _imports_of(source: str, package_of_file: str | None) -> set[str]:
     return out
 
 
+def used_scripts(bundle_dir: str | os.PathLike) -> list[str]:
+    """The file names of the bundle's ``scripts/`` modules its configs call (``scripts.<module>`` in a ``_target_``
+    or an expression), closed over their relative imports (``from .network import ...``), with ``__init__.py``."""
+    folder = Path(bundle_dir) / "scripts"
+    if not folder.is_dir():
+        return []
+    todo = {"__init__"}
+    for cfg in (Path(bundle_dir) / "configs").glob("*.json"):
+        todo |= set(re.findall(r"\bscripts\.([A-Za-z_]\w*)", cfg.read_text()))
+    done: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in done or not (folder / f"{name}.py").is_file():
+            continue
+        done.add(name)
+        for node in ast.walk(ast.parse((folder / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                todo |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
+    return sorted(f"{name}.py" for name in done)
+
+
 def used_modules(bundle_dir: str | os.PathLike) -> list[str]:
     """The package's module files (relative paths) a bundle uses: named in its configs (``shared_transforms.x``) or
-    imported by its scripts, plus :data:`ALWAYS`, closed over the modules' own imports."""
+    imported by the scripts it carries (:func:`used_scripts`), plus :data:`ALWAYS`, closed over the modules' own
+    imports."""
     bundle_dir = Path(bundle_dir)
     todo = set(ALWAYS)
     for cfg in (bundle_dir / "configs").glob("*.json"):
         for dotted in re.findall(rf"\b{PACKAGE}\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)", cfg.read_text()):
             todo |= _named_modules(dotted)
-    for py in (bundle_dir / "scripts").glob("*.py"):
-        todo |= _imports_of(py.read_text(), None)
+    for name in used_scripts(bundle_dir):
+        todo |= _imports_of((bundle_dir / "scripts" / name).read_text(), None)
     done: set[str] = set()
     while todo:
         rel = todo.pop()
@@ -181,6 +205,10 @@ def stage_bundle(name: str, folder: str | os.PathLike) -> Path:
     shutil.copytree(src, dst, ignore=_IGNORE)
     scripts = dst / "scripts"
     scripts.mkdir(exist_ok=True)
+    carried = set(used_scripts(src))
+    for py in scripts.glob("*.py"):  # research scripts stay in the repository
+        if py.name not in carried and py.name != "__init__.py":
+            py.unlink()
     if not (scripts / "__init__.py").exists():
         (scripts / "__init__.py").write_text('"""The bundle\'s code."""\n')
     for py in scripts.glob("*.py"):
