@@ -24,7 +24,7 @@ def _load_scripts():
 
 _load_scripts()
 from cfm_bundle_scripts import flow
-from cfm_bundle_scripts.network import CFMUNet, count_flops
+from cfm_bundle_scripts.network import CFMUNet, Upsample, count_flops, resize_state_from_pixel_shuffle
 
 from shared_transforms.inference import ode
 
@@ -131,6 +131,37 @@ def test_gradients_correct_with_in_place_ops():
                 p.sub_(d, alpha=sign * eps)
     numeric = (values[0] - values[1]) / (2 * eps)
     assert abs(numeric - analytic) < 1e-5 * max(1.0, abs(analytic))
+
+
+def _carried_over(old: Upsample) -> dict:
+    """One Up's state through :func:`resize_state_from_pixel_shuffle` (which works on a whole network's keys)."""
+    state = resize_state_from_pixel_shuffle({f"upsamples.0.{k}": v for k, v in old.state_dict().items()})
+    return {k.removeprefix("upsamples.0."): v for k, v in state.items()}
+
+
+def test_resize_upsampling_carries_pixel_shuffle_weights_over():
+    """Issue 30.3: ``upsample="resize"`` (bilinear x2, then one 1x1 kernel for every pixel) has a quarter of the Up
+    kernels; the carried-over weights are the mean of the four sub-pixel kernels, so on a constant input the new Up
+    gives the 2 x 2 mean of the old one's output, and with four equal sub-pixel kernels exactly the old output."""
+    torch.manual_seed(0)
+    old, new = Upsample(8, 4), Upsample(8, 4, mode="resize")
+    new.load_state_dict(_carried_over(old))
+    x = torch.ones(1, 8, 5, 6)
+    with torch.no_grad():
+        a, b = old(x), new(x)
+        assert a.shape == b.shape == (1, 4, 10, 12)
+        cells = a.reshape(1, 4, 5, 2, 6, 2)
+        assert torch.allclose(b, cells.mean(dim=(3, 5), keepdim=True).expand_as(cells).reshape(a.shape), atol=1e-6)
+        w = old.conv.weight.reshape(4, 4, 8, 1, 1)  # every sub-pixel gets the first one's kernel and bias
+        old.conv.weight.copy_(w[:, :1].expand_as(w).reshape(16, 8, 1, 1))
+        old.conv.bias.copy_(old.conv.bias.reshape(4, 4)[:, :1].expand(4, 4).reshape(16))
+        new.load_state_dict(_carried_over(old))
+        y = torch.rand(1, 8, 5, 6)
+        assert torch.allclose(new.conv(y), old(y)[..., ::2, ::2], atol=1e-6)
+    net = CFMUNet(dim=16, dim_mults=(1, 2), heads=2, dim_head=8, upsample="resize")
+    assert net(torch.rand(1, 2, 16, 16), torch.tensor([0.5])).shape == (1, 1, 16, 16)
+    with pytest.raises(ValueError, match="upsample"):
+        CFMUNet(dim=16, dim_mults=(1, 2), upsample="transposed")
 
 
 def test_count_flops_matches_layer_shapes():
