@@ -56,8 +56,8 @@ def test_the_measure_sees_a_grid():
 #: bundles whose output still shows a checkerboard, with the peak measured with their shipped weights and defaults;
 #: strict: the test fails once the grid is gone, so that this list is kept true
 STILL_GRIDDED = {
-    "cfm": "grid peak 102 at its defaults (74-164 with other sources and steps, 13 with one step and the smooth "
-    "source); its decoder upsamples by pixel shuffle; cause not isolated (issue 30.3, not fixed)",
+    "cfm": "grid peak 102 at its defaults (13 with one step): its decoder's pixel shuffle; a resize-convolution "
+    "candidate prints 1.2 but scores lower on the real scans, not shipped (bundles/cfm/docs, issue 30.3)",
     "amir": "grid peak 270; its decoder upsamples by pixel shuffle (issue 30.3, not fixed: needs a retrained decoder)",
 }
 
