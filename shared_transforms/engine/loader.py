@@ -50,9 +50,7 @@ def bundle_parser(
     activate_bundle(root)
     parser = ConfigParser()
     files = [configs] if isinstance(configs, str) else list(configs)
-    parser.read_config(
-        [str(root / "configs" / f) for f in files] if len(files) > 1 else str(root / "configs" / files[0])
-    )
+    parser.read_config([str(root / "configs" / f) for f in files])
     parser["bundle_root"] = str(root)  # the caller found it; no search from the current folder
     if device is not None and "device" in parser:
         parser["device"] = str(device)

@@ -11,6 +11,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
+from monai.utils import ensure_tuple
 
 from ..errors import InputError, source_name
 from ..transforms.geometry import SEED002_LOW_FIELD
@@ -40,6 +41,14 @@ class SimulatorDict(Randomizable, MapTransform):
     def randomize(self, data: object = None) -> None:
         self.sim.randomize(data)
 
+    def masks_onto(self, d: dict, grid: tuple | None, source: Mapping | None = None) -> None:
+        """Put each of ``self.mask_keys`` present in ``source`` (default ``d``) into ``d``, resampled by nearest
+        neighbour onto ``grid`` (``(affine, shape)``; None: nothing to resample onto)."""
+        source = d if source is None else source
+        for key in self.mask_keys:
+            if key in source and grid is not None:
+                d[key] = resample_mask(source[key], str(key), *grid)
+
 
 class SimulateLowFieldBlurGammad(SimulatorDict):
     """Dictionary version of :class:`SimulateLowFieldBlurGamma`.
@@ -68,7 +77,7 @@ class SimulateLowFieldBlurGammad(SimulatorDict):
         self.sim = SimulateLowFieldBlurGamma(
             spacing_mm, spatial_shape, blur_sigma_vox, gamma, noise_std, background_weight
         )
-        self.mask_keys = [mask_keys] if isinstance(mask_keys, str) else list(mask_keys)
+        self.mask_keys = list(ensure_tuple(mask_keys))
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -78,9 +87,7 @@ class SimulateLowFieldBlurGammad(SimulatorDict):
             src = as_volume(d[key], str(key))
             grid = grid or self.sim.output_grid(affine_of(src), src.shape[1:])
             d[key] = self.sim(src, randomize=False)
-        for key in self.mask_keys:
-            if key in d and grid is not None:
-                d[key] = resample_mask(d[key], str(key), *grid)
+        self.masks_onto(d, grid)
         return d
 
 
@@ -131,7 +138,7 @@ class SimulateLowFieldTissueContrastd(SimulatorDict):
             mask_threshold,
         )
         self.mask_key = mask_key
-        self.mask_keys = [mask_keys] if isinstance(mask_keys, str) else list(mask_keys)
+        self.mask_keys = list(ensure_tuple(mask_keys))
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -154,9 +161,7 @@ class SimulateLowFieldTissueContrastd(SimulatorDict):
             out.meta["lowfield_tissue_maps"] = "intensity_multiotsu" if missing else "given"
             grid = grid or (affine_of(out), tuple(out.shape[1:]))
             d[key] = out
-        for key in self.mask_keys:
-            if key in d and grid is not None:
-                d[key] = resample_mask(d[key], str(key), *grid)
+        self.masks_onto(d, grid)
         return d
 
 
@@ -197,7 +202,7 @@ class RandomLowFieldDegradationd(FixedPreset, SimulatorDict):
             raise ValueError(f"tissue_keys may map only 'gm', 'wm' and 'csf' to data keys, got {tissue_keys}")
         self.sim = RandomLowFieldDegradation(**degradation)
         self.mask_key = mask_key
-        self.mask_keys = [mask_keys] if isinstance(mask_keys, str) else list(mask_keys)
+        self.mask_keys = list(ensure_tuple(mask_keys))
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
@@ -210,6 +215,6 @@ class RandomLowFieldDegradationd(FixedPreset, SimulatorDict):
         if outputs:
             first = next(iter(outputs.values()))
             grid = (affine_of(first), tuple(first.shape[1:]))
-            outputs |= {key: resample_mask(d[key], str(key), *grid) for key in self.mask_keys if key in d}
+            self.masks_onto(outputs, grid, source=d)
         d.update(outputs)
         return d
