@@ -9,10 +9,11 @@ expert combination rule of the official mixture of experts.
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import pytest
 import torch
-from conftest import load_bundle_scripts
+from conftest import REPO, load_bundle_scripts
 from torch import nn
 
 
@@ -197,13 +198,14 @@ def test_routed_l1_loss_adds_the_weighted_load_loss_and_trains_the_gates():
 
 
 def test_routing_study_records_atoms_and_expert_load_per_condition(tmp_path):
-    """scripts/routing.py: slices of any size are padded to a multiple of 8; the mean atom weights are a distribution
+    """tools/studies/amir_routing.py: slices of any size are padded to a multiple of 8; the mean atom weights are a distribution
     over the atoms, each SRM's expert load sums to top_k; the summary measures each condition against the reference
     (the same atoms: distance 0) and writes the plot."""
     import numpy as np
 
-    scripts = _load_scripts()
-    routing = importlib.import_module(f"{scripts.__name__}.routing")
+    sys.path.insert(0, str(REPO / "tools"))
+    from studies import amir_routing as routing
+
     net = _tiny().eval()
     r = routing.routing_of(net, torch.rand(3, 1, 20, 27))
     assert r["atoms"].shape == (32,) and r["atoms"].sum() == pytest.approx(1.0, abs=1e-5)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -220,8 +221,13 @@ def test_sweep_runs_every_setting_and_tabulates_it(data, tmp_path):
     assert evaluations[1] == 2 * evaluations[0] > 0
     assert all(np.isfinite(float(r["psnr_mask_mean"])) for r in rows)
     assert (out / "solver-heun_num_steps-1" / "results.csv").is_file()
+    # the step study's speed columns: the network's GFLOP per volume (Heun twice Euler's) and the rate achieved
+    gflop = [float(r["gflop_per_volume"]) for r in rows]
+    assert gflop[1] == pytest.approx(2 * gflop[0]) and gflop[0] > 0
+    assert all(float(r["achieved_gflops"]) > 0 for r in rows)
     md = (out / "sweep.md").read_text()
-    assert "| solver | num_steps | PSNR mask (dB) |" in md and "tools/sweep.py" in md
+    assert "| solver | num_steps | PSNR mask (dB) |" in md and "tools/sweep.py" in md and "achieved GFLOP/s" in md
+    assert re.search(r"Matrix product 2048 x 2048 here: float32 [\d,]+ GFLOP/s, bfloat16 [\d,]+ GFLOP/s", md)
     with pytest.raises(InputError, match="--grid"):
         sweep.main(bundle="cfm", grid='{"num_steps": []}', datalist=data["datalist"], out_dir=str(out))
 

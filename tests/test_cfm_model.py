@@ -6,16 +6,13 @@ path, source, loss and Euler grid; the network and its parameter counts.
 
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import load_bundle_scripts
 from torch import nn
 
-_SCRIPTS = Path(__file__).resolve().parents[1] / "bundles" / "cfm" / "scripts"
 
 
 def _load_scripts():
@@ -286,32 +283,6 @@ def test_conditional_velocity_matches_concatenation():
             torch.testing.assert_close(v(x, t), net(torch.cat([x, x_low], 1), t))
         out = ode.solve(v, torch.randn(2, 1, 16, 16), 2, "heun")
     assert out.shape == (2, 1, 16, 16)
-
-
-@pytest.mark.slow
-def test_step_study_runs_and_reports(tmp_path):
-    """The step study's command on tiny pairs with random weights: one CSV row per subject x setting, the tables."""
-    import csv
-    import os
-    import subprocess
-
-    from conftest import tiny_subjects
-
-    data = tiny_subjects(tmp_path, 3, (1, 1, 1))
-    torch.manual_seed(0)
-    torch.save(CFMUNet().state_dict(), tmp_path / "weights.pt")
-    out = tmp_path / "study"
-    cmd = [sys.executable, "-m", "scripts.step_study", "--datalist", data["datalist"], "--out_dir", str(out),
-           "--ckpt_path", str(tmp_path / "weights.pt"), "--steps", "1,2", "--solvers", "euler,heun",
-           "--slice_stride", "4", "--precision", "float32", "--device", "cpu"]
-    proc = subprocess.run(cmd, cwd=_SCRIPTS.parent, env=dict(os.environ, OMP_NUM_THREADS="2"), capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = list(csv.DictReader(open(out / "step_study.csv")))
-    assert {(r["solver"], r["steps"], r["evaluations"]) for r in rows} == {
-        ("euler", "1", "1"), ("euler", "2", "2"), ("heun", "1", "2"), ("heun", "2", "4")}
-    report = (out / "step_study.md").read_text()
-    assert "| heun | 2 | 4 |" in report and "GFLOP per 192x168 slice" in report and "of float32 matmul" in report
 
 
 @pytest.mark.parametrize("per", ["slice", "volume", "smooth"])

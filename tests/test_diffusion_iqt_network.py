@@ -3,10 +3,12 @@ computation on the merged volume."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
-from conftest import load_bundle_scripts
+from conftest import REPO, load_bundle_scripts
 
 scripts = load_bundle_scripts("diffusion_iqt")
 from diffusion_iqt_bundle_scripts.cross_batch import boundary_pad, merge, split
@@ -21,6 +23,7 @@ from diffusion_iqt_bundle_scripts.diffusion import (
 from diffusion_iqt_bundle_scripts.network import DiffusionIQTUNet, SubPatchConv3d, count_flops
 
 #: a small network for forward passes on the CPU: 27 sub-patches of 8³ (one 24³ patch), attention at every level
+sys.path.insert(0, str(REPO / "tools"))  # the studies (tools/studies/)
 TINY = {"dim": 16, "init_dim": 16, "attention_heads": 2, "attention_dim_head": 8, "attention_patch_size": 8}
 
 
@@ -208,7 +211,7 @@ def test_train_json_builds_the_papers_network_and_inference_builds_the_shipped_o
 
 
 def test_border_step_ratio_sees_a_seam_and_not_a_smooth_ramp():
-    from diffusion_iqt_bundle_scripts.seams import border_step_ratio, border_steps
+    from studies.diffusion_iqt_seams import border_step_ratio, border_steps
 
     x = np.linspace(0, 1, 24)[:, None, None] * np.ones((24, 24, 24))
     mask = np.ones(x.shape, bool)
@@ -278,7 +281,7 @@ def test_piece_borders_follow_monais_windows():
 
 def test_seams_study_runs_the_three_ways(tmp_path):
     from conftest import tiny_subjects
-    from diffusion_iqt_bundle_scripts.seams import run
+    from studies.diffusion_iqt_seams import main
 
     kwargs = {**TINY, "attention_patch_size": 4}
     torch.manual_seed(0)
@@ -286,14 +289,14 @@ def test_seams_study_runs_the_three_ways(tmp_path):
     torch.save(DiffusionIQTUNet(**kwargs).state_dict(), ckpt)
     (tmp_path / "data").mkdir()
     tiny = tiny_subjects(tmp_path / "data", 2, (0, 0, 2))
-    rows = run(
+    rows = main(
         tiny["datalist"],
         out_dir=str(tmp_path / "out"),
         ckpt_path=str(ckpt),
         num_steps=1,
         window_size=24,
         max_subjects=1,
-        network_kwargs=kwargs,
+        overrides={f"network_def#{k}": v for k, v in kwargs.items()},
         precision="float32",
     )
     assert [r["way"] for r in rows] == ["windows", "whole", "plain"]

@@ -1,6 +1,6 @@
-"""Tests of the flat bundle's measurement commands: the results table (``scripts/results.py``) and the speed
-benchmark (``scripts/speed.py``). The table is checked on summaries written here (no evaluation runs); the speed
-command runs once on a tiny slice."""
+"""Tests of the flat bundle's measurement commands: the results table (``tools/studies/flat_results.py``) and the
+speed benchmark (``tools/studies/flat_speed.py``). The table is checked on summaries written here (no evaluation
+runs); the speed command runs once on a tiny slice."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import torch
 from conftest import REPO, load_bundle_scripts
 
 load_bundle_scripts("flat")
-from flat_bundle_scripts import results, speed
-from flat_bundle_scripts.network import unpack_inputs
+sys.path.insert(0, str(REPO / "tools"))
+from flat_bundle_scripts.network import unpack_inputs  # noqa: E402
+from studies import flat_results as results  # noqa: E402
+from studies import flat_speed as speed  # noqa: E402
 
 
 def _summary(psnr, ssim, nmse):
@@ -28,7 +30,7 @@ def test_results_table_reads_existing_cells_and_marks_the_rest_not_run(tmp_path)
     cell = tmp_path / "work" / "FLAT_8x_random"
     cell.mkdir(parents=True)
     (cell / "metrics_summary.json").write_text(json.dumps(_summary(20.871, 0.60937, 0.01834)))
-    table = results.run(models, str(tmp_path / "datalist.json"), work_dir=str(tmp_path / "work"),
+    table = results.main(models, str(tmp_path / "datalist.json"), work_dir=str(tmp_path / "work"),
                         out_dir=str(tmp_path / "docs"), only="")  # no model chosen: nothing is evaluated
     in_mask, fastmri = ({line.split("|")[1].strip(): line for line in part.splitlines() if line.startswith("| ")}
                         for part in table.split("fastMRI's metrics"))
@@ -62,9 +64,9 @@ def test_speed_input_is_a_packed_slice_at_the_stated_acceleration():
 
 @pytest.mark.slow
 def test_speed_command_prints_one_json_line():
-    done = subprocess.run([sys.executable, "-m", "scripts.speed", "--size", "32", "--num_slices", "2", "--repeats", "1",
-                           "--warmup", "0", "--device", "cpu"], check=False, cwd=REPO / "bundles" / "flat", capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([sys.executable, "tools/study.py", "flat_speed", "--size", "32", "--num_slices", "2",
+                           "--repeats", "1", "--warmup", "0", "--device", "cpu"], check=False, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["num_cascades"] == 12 and result["slice"] == [32, 32] and result["seconds_per_slice"] > 0

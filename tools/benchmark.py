@@ -62,6 +62,7 @@ from shared_transforms.io.files import write_text_atomic
 from shared_transforms.io.volumes import NORMALISED_NOTE, as_bool, write_nifti_atomic
 from shared_transforms.metrics import LPIPS_BACKBONE_FILES, evaluate_volume, striping_index
 
+from benchmarking.measure import reference_rates
 from benchmarking.report import markdown_table, prediction_stem, report_header, save_figure, write_csv
 from benchmarking.runner import (
     align_pairs,
@@ -209,7 +210,8 @@ def benchmark(
     csv_path = write_csv(rows, os.path.join(out_dir, "results.csv"))
     table = markdown_table(rows, bundles)
     md_path = os.path.join(out_dir, "results.md")
-    write_text_atomic(md_path, report_header(dev, datalist, split, len(subjects), command) + "\n\n" + table + "\n")
+    header = report_header(dev, datalist, split, len(subjects), command, reference_rates(dev))
+    write_text_atomic(md_path, header + "\n\n" + table + "\n")
     figure = save_figure(panels, bundles, os.path.join(out_dir, "figure.png"), error_max) if panels else None
     return {"rows": rows, "csv": csv_path, "markdown": md_path, "figure": figure, "table": table}
 

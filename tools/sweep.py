@@ -12,7 +12,11 @@ the striping index, seconds per volume, network evaluations per volume) and ``sw
 device and command) in ``out_dir``. Options as the benchmark's: ``--split``, ``--device``, ``--weights``,
 ``--max_subjects``, ``--lpips_net``.
 
-This is the step study of a sampler (steps x samplers), and works for any other config value (windows, overlap).
+This is the step study of a sampler (cfm's: ``--grid '{"solver": ["euler", "midpoint", "heun"], "num_steps": [1, 2,
+4, 8, 16]}'``), and works for any other config value (windows, overlap, precision). The table also gives the network's
+GFLOP per volume and the rate achieved (GFLOP over seconds), and its header the machine's matrix-product rates in
+float32 and bfloat16 (:func:`benchmarking.measure.reference_rates`), measured in the same process, so that seconds
+from two machines can be compared.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from shared_transforms.errors import InputError
 from shared_transforms.io.files import write_text_atomic
 
 import benchmark  # tools/benchmark.py and its package, beside this file (a script's folder is first on its path)
-from benchmarking import report
+from benchmarking import measure, report
 
 COLUMNS = ("psnr_mask", "ssim_mask", "striping_index", "seconds_per_volume")
 
@@ -57,11 +61,17 @@ def summarise(setting: dict[str, Any], rows: list[dict]) -> dict[str, Any]:
         values = np.asarray([float(r[col]) for r in rows], dtype=np.float64)
         out[f"{col}_mean"], out[f"{col}_std"] = float(values.mean()), float(values.std())
     out["evaluations_per_volume"] = float(np.mean([float(r["evaluations_per_volume"]) for r in rows]))
+    gflop = [r.get("gflop_per_volume") for r in rows]
+    known = all(g not in (None, "") for g in gflop)
+    out["gflop_per_volume"] = float(np.mean([float(g) for g in gflop])) if known else None
+    seconds = out["seconds_per_volume_mean"]
+    out["achieved_gflops"] = out["gflop_per_volume"] / seconds if known and seconds > 0 else None
     return out
 
 
 def markdown(summary: list[dict], keys: list[str]) -> str:
-    head = [*keys, "PSNR mask (dB)", "SSIM mask", "striping index", "s / volume", "network evaluations / volume"]
+    head = [*keys, "PSNR mask (dB)", "SSIM mask", "striping index", "s / volume", "network evaluations / volume",
+            "GFLOP / volume", "achieved GFLOP/s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
         cells = [str(s[k]) for k in keys] + [
@@ -70,6 +80,8 @@ def markdown(summary: list[dict], keys: list[str]) -> str:
             f"{s['striping_index_mean']:.3f} ± {s['striping_index_std']:.3f}",
             f"{s['seconds_per_volume_mean']:.1f} ± {s['seconds_per_volume_std']:.1f}",
             f"{s['evaluations_per_volume']:.0f}",
+            "-" if s["gflop_per_volume"] is None else f"{s['gflop_per_volume']:,.0f}",
+            "-" if s["achieved_gflops"] is None else f"{s['achieved_gflops']:,.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -104,7 +116,8 @@ def sweep(
     n = summary[0]["subjects"]
     table = markdown(summary, list(grid))
     md_path = os.path.join(out_dir, "sweep.md")
-    write_text_atomic(md_path, report.report_header(dev, datalist, split, n, command) + "\n\n" + table + "\n")
+    header = report.report_header(dev, datalist, split, n, command, measure.reference_rates(dev))
+    write_text_atomic(md_path, header + "\n\n" + table + "\n")
     return {"summary": summary, "csv": csv_path, "markdown": md_path, "table": table}
 
 

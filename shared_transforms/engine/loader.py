@@ -18,6 +18,7 @@ bundle's ``initialize`` (which claims output folders and checks run settings) an
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,13 @@ def bundle_parser(
             raise InputError(option, f"bundle '{root.name}' has no config id '{key}' (top-level ids: {ids})")
         parser[key] = value
     return parser
+
+
+def bundle_module(root: str | os.PathLike, name: str):
+    """The module ``scripts.<name>`` of the bundle at ``root`` (its own code, for a study or a tool that uses it
+    outside a run): :func:`~.bundle.activate_bundle` puts the bundle first on the path, then the import."""
+    activate_bundle(root)
+    return importlib.import_module(f"scripts.{name}")
 
 
 def bundle_weights(parser, weights: str | os.PathLike | None = None, option: str = "--weights") -> str | None:

@@ -1,13 +1,16 @@
-"""The benchmark's measurements: wall time (CUDA synchronised), the peak memory of a bundle's load and of one inference
-(:class:`PeakMemory`: psutil is not a dependency; it reads ``/proc/self/status`` on Linux), and the FLOPs of one network
-evaluation (torch's ``FlopCounterMode`` through :func:`shared_transforms.engine.flops.flop_counter`)."""
+"""The benchmark's measurements: wall time (:class:`Stopwatch`, CUDA synchronised), the machine's reference speed
+(:func:`reference_rates`: matrix products in float32 and bfloat16), the peak memory of a bundle's load and of one
+inference (:class:`PeakMemory`: psutil is not a dependency; it reads ``/proc/self/status`` on Linux), and the FLOPs of
+one network evaluation (torch's ``FlopCounterMode`` through :func:`shared_transforms.engine.flops.flop_counter`)."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import threading
+import time
 
 import torch
 
@@ -18,6 +21,50 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued CUDA work (timings and memory peaks are otherwise those of the launch, not the work)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """Wall-clock seconds of a block, queued CUDA work waited for at both ends (the one timer of the benchmark, the
+    sweep and the studies)::
+
+        with Stopwatch(device) as watch:
+            inferer(x, network)
+        watch.seconds
+    """
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.seconds = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        synchronize(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._start
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    """Achieved GFLOP/s of an ``n x n`` matrix product in ``dtype`` on ``device`` (after 2 untimed products)."""
+    gen = torch.Generator().manual_seed(0)  # the values do not matter; the seed keeps the run repeatable
+    a, b = (torch.randn(n, n, generator=gen).to(device=device, dtype=dtype) for _ in range(2))
+    for _ in range(2):
+        a @ b
+    with Stopwatch(device) as watch:
+        for _ in range(repeats):
+            a @ b
+    return 2 * n**3 * repeats / watch.seconds / 1e9
+
+
+@functools.cache
+def reference_rates(device: torch.device) -> dict[str, float]:
+    """The machine's reference speed, measured once per process and device: ``{"float32": GFLOP/s, "bfloat16":
+    GFLOP/s}`` of a 2048 x 2048 matrix product. A network's seconds mean little across machines without them (the
+    same cfm run took 32.5 s on a CPU with AMX bfloat16 units and 76 s on one without; issue 30)."""
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    return {name: round(matmul_gflops(device, dtype)) for name, dtype in dtypes.items()}
 
 
 def rss_bytes() -> int:

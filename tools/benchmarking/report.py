@@ -106,16 +106,23 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({model}, {torch.get_num_threads()} threads)"
 
 
-def report_header(device: torch.device, datalist: str, split: str, n_subjects: int, command: str) -> str:
-    """The lines above the table: what was run, where, with what."""
+def report_header(device: torch.device, datalist: str, split: str, n_subjects: int, command: str,
+                  rates: dict[str, float] | None = None) -> str:
+    """The lines above the table: what was run, where, with what; ``rates``: the machine's matrix-product speed
+    (:func:`benchmarking.measure.reference_rates`), so that seconds can be compared across machines."""
     import monai
+
+    speed = ""
+    if rates:
+        speed = " Matrix product 2048 x 2048 here: " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in rates.items())
+        speed += "."
 
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     return "\n".join([
         f"# Benchmark ({now})",
         "",
         f"Device {device_name(device)}; torch {torch.__version__}, monai {monai.__version__}, "
-        f"python {platform.python_version()}. Datalist `{datalist}`, split `{split}` ({n_subjects} subjects).",
+        f"python {platform.python_version()}.{speed} Datalist `{datalist}`, split `{split}` ({n_subjects} subjects).",
         "",
         f"Command: `{command}`",
         "",

@@ -4,7 +4,6 @@ and the pairs every bundle sees, aligned once per subject (:func:`shared_transfo
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from shared_transforms.inference.inferers import VolumeInferer, acquisition_plan
 from shared_transforms.inference.uncertainty import split_mean_std
 from shared_transforms.transforms.pipelines import pair_transforms
 
-from .measure import PeakMemory, count_gflop_per_evaluation, synchronize
+from .measure import PeakMemory, Stopwatch, count_gflop_per_evaluation
 
 
 def available_bundles() -> dict[str, Path]:
@@ -61,11 +60,9 @@ def load_bundle(bundle: Bundle, device: torch.device) -> None:
     build and weight load are timed (``load_seconds``) and inside the bundle's memory meter."""
     activate_bundle(bundle.root)
     bundle.memory = PeakMemory(device)
-    with bundle.memory.window(load=True):
-        start = time.perf_counter()
+    with bundle.memory.window(load=True), Stopwatch(device) as watch:
         network = build_network(bundle.parser, bundle.weights, "network")
-        synchronize(device)
-        bundle.load_seconds = time.perf_counter() - start
+    bundle.load_seconds = watch.seconds
     inferer = bundle.parser.get_parsed_content("inferer")
     bundle.network, bundle.inferer = network, inferer
     bundle.parameters = int(sum(p.numel() for p in network.parameters()))
@@ -98,11 +95,9 @@ def predict(bundle: Bundle, image: torch.Tensor, device: torch.device) -> tuple[
     try:
         with bundle.memory.window(), torch.inference_mode():
             x = image[None].to(device)
-            synchronize(device)
-            start = time.perf_counter()
-            out = bundle.inferer(x, bundle.network)
-            synchronize(device)
-            seconds = time.perf_counter() - start
+            with Stopwatch(device) as watch:
+                out = bundle.inferer(x, bundle.network)
+            seconds = watch.seconds
     finally:
         hook.remove()
     gflop = count_gflop_per_evaluation(bundle.network, first_call.get("call"))

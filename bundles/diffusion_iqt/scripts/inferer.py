@@ -12,8 +12,8 @@ once as one cross-batch.
   window's centre (a 16-voxel margin); MONAI's Gaussian blending of overlapping windows is used instead.
 - ``mode="whole"`` (past the paper): the whole volume, padded to ``factor * m`` per axis (``m`` a multiple of
   ``sub_multiple``), is one cross-batch of ``factor³`` sub-patches of ``m`` voxels a side: no windows (the
-  sub-patch borders are measured by :mod:`scripts.seams`), when the memory allows it (the activations grow with the
-  volume).
+  sub-patch borders are measured by the repository's ``tools/studies/diffusion_iqt_seams.py``), when the memory
+  allows it (the activations grow with the volume).
 """
 
 from __future__ import annotations
@@ -165,9 +165,10 @@ class DiffusionIQTInferer(VolumeInferer):
         return 1 if self.mode == "whole" else len(self._window_slices(shape[2:]))
 
     def piece_borders(self, spatial_shape) -> list[np.ndarray]:
-        """Where the pieces this inferer samples meet, for seam measurements (:mod:`scripts.seams`): per axis, the
-        sorted indices ``i`` (``0 < i < size``) for which voxels ``i - 1`` and ``i`` lie in different sub-patches of a
-        cross-batch or, in ``"windows"`` mode, on the two sides of a window's edge.
+        """Where the pieces this inferer samples meet, for seam measurements (the repository's
+        ``tools/studies/diffusion_iqt_seams.py``): per axis, the sorted indices ``i`` (``0 < i < size``) for which
+        voxels ``i - 1`` and ``i`` lie in different sub-patches of a cross-batch or, in ``"windows"`` mode, on the two
+        sides of a window's edge.
 
         ``spatial_shape``: ``(X, Y, Z)`` of the input; the indices are in that input's frame (padding removed).
         """

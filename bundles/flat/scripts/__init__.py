@@ -10,8 +10,8 @@ paper is our reading, marked in each module).
   ``(3, X, Y, Z)`` (and the complex target for training).
 - :mod:`.training`: the trajectory inferer, the target batch and the loss that ``train.json`` gives MONAI's
   ``SupervisedTrainer``.
-- :mod:`.study`: the per-cascade study (PSNR of every intermediate image, flow against learned steps), run as
-  ``cd bundles/flat && python -m scripts.study``.
+- the per-cascade study (PSNR of every intermediate image, flow against learned steps), the speed benchmark and the
+  results table are in the repository's ``tools/studies/`` (``python tools/study.py flat_cascades``), not here.
 - fastMRI single-coil HDF5 reading: :mod:`shared_transforms.kspace.fastmri`; k-space simulation and masks:
   :mod:`shared_transforms.kspace.sampling`.
 """

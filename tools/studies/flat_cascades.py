@@ -7,11 +7,12 @@ model given, the fastMRI PSNR and SSIM (:func:`.protocol.protocol_fastmri`) of t
 magnitude of the zero-filled image and of each cascade's output, averaged over the test volumes, written as a JSON
 table and a PNG plot.
 
-Run from the bundle folder (the configs and weights are found there)::
+Run from the repository root::
 
-    cd bundles/flat && python -m scripts.study --datalist ../../demo_data_random/datalist.json \\
-        --models "{'FLAT': ['models/model.pt', 'flow'], 'unrolled': ['~/runs/flat_vanilla/model.pt', 'learned_steps']}" \\
-        --num_slices 64 --out_dir docs
+    python tools/study.py flat_cascades --datalist demo_data_random/datalist.json \\
+        --models "{'FLAT': ['bundles/flat/models/model.pt', 'flow'], \\
+                   'unrolled': ['bundles/flat/models/model_unrolled.pt', 'learned_steps']}" \\
+        --num_slices 64 --out_dir bundles/flat/docs
 
 Each model is ``name: [checkpoint, mode]`` (``mode`` as in the configs, ``flow`` or ``learned_steps``); the data
 are the ``testing`` split under evaluate.json's pipeline (fixed mask per file, ``acceleration``,
@@ -23,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +34,9 @@ from shared_transforms.engine import loader
 from shared_transforms.io.files import write_text_atomic
 from shared_transforms.io.preview import save_figure_atomic
 
-from .protocol import protocol_fastmri
+from benchmarking.measure import Stopwatch
 
-BUNDLE = Path(__file__).resolve().parents[1]
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "flat"
 OWNER = "flat"
 
 
@@ -50,7 +50,33 @@ def trajectory_magnitudes(network, packed: torch.Tensor, slice_axis: int = 2, ba
     return mags.movedim(0, 1 + slice_axis)
 
 
-def run(
+def model_row(ckpt: str, mode: str, overrides: dict, device: str) -> dict:
+    """One model's row: the mean fastMRI PSNR and SSIM of every image of its trajectory over the test volumes."""
+    protocol_fastmri = loader.bundle_module(BUNDLE, "protocol").protocol_fastmri
+    overrides = {**overrides, "mode": mode, "device": device}
+    parser = loader.bundle_parser(BUNDLE, ["train.json", "evaluate.json"], overrides)
+    dataset = parser.get_parsed_content("validate#dataset")
+    network = loader.build_network(parser, loader.bundle_weights(parser, ckpt, "--models"), "network_def")
+    network = network.to(device)
+    axis = int(parser.get_parsed_content("slice_axis"))
+    psnr, ssim = [], []
+    for item in dataset:
+        mags = trajectory_magnitudes(network, item["image"].to(device), axis).cpu().numpy()
+        ref = np.asarray(item["label"][0])
+        scores = [protocol_fastmri(m, ref, axis=axis) for m in mags]
+        psnr.append([s["psnr"] for s in scores])
+        ssim.append([s["ssim"] for s in scores])
+    return {
+        "checkpoint": ckpt,
+        "mode": mode,
+        "volumes": len(psnr),
+        "flow_times": [round(t, 4) for t in network.net.times.tolist()],
+        "psnr": np.mean(psnr, 0).round(3).tolist(),
+        "ssim": np.mean(ssim, 0).round(4).tolist(),
+    }
+
+
+def main(
     models: dict,
     datalist: str,
     split: str = "testing",
@@ -58,12 +84,11 @@ def run(
     acceleration: float = 8.0,
     center_fraction: float = 0.04,
     mask_pattern: str = "random",
-    out_dir: str = "docs",
+    out_dir: str = "bench/flat_cascades",
     device: str = "cpu",
 ) -> dict:
     """The study (module docstring); returns the table it writes to ``<out_dir>/cascade_study.json`` and plots in
     ``<out_dir>/cascade_study.png``."""
-    t0 = time.perf_counter()
     args = {
         "models": models,
         "datalist": datalist,
@@ -73,46 +98,20 @@ def run(
         "center_fraction": center_fraction,
         "mask_pattern": mask_pattern,
     }
-    command = "cd bundles/flat && python -m scripts.study " + " ".join(
-        f"--{k} {shlex.quote(str(v))}" for k, v in args.items()
-    )
+    command = "python tools/study.py flat_cascades " + " ".join(f"--{k} {shlex.quote(str(v))}" for k, v in args.items())
+    overrides = {
+        "datalist": os.path.abspath(os.path.expanduser(datalist)),
+        "eval_split": split,
+        "eval_num_slices": int(num_slices),
+        "acceleration": float(acceleration),
+        "center_fraction": float(center_fraction),
+        "mask_pattern": mask_pattern,
+    }
     table: dict = {"command": command, "models": {}}
-    for name, (ckpt, mode) in models.items():
-        parser = loader.bundle_parser(
-            BUNDLE,
-            ["train.json", "evaluate.json"],
-            {
-                "datalist": os.path.abspath(os.path.expanduser(datalist)),
-                "eval_split": split,
-                "eval_num_slices": int(num_slices),
-                "acceleration": float(acceleration),
-                "center_fraction": float(center_fraction),
-                "mask_pattern": mask_pattern,
-                "mode": mode,
-                "device": device,
-            },
-        )
-        dataset = parser.get_parsed_content("validate#dataset")
-        network = loader.build_network(parser, loader.bundle_weights(parser, ckpt, "--models"), "network_def")
-        network = network.to(device)
-        axis = int(parser.get_parsed_content("slice_axis"))
-        psnr, ssim = [], []
-        for item in dataset:
-            mags = trajectory_magnitudes(network, item["image"].to(device), axis).cpu().numpy()
-            ref = np.asarray(item["label"][0])
-            scores = [protocol_fastmri(m, ref, axis=axis) for m in mags]
-            psnr.append([s["psnr"] for s in scores])
-            ssim.append([s["ssim"] for s in scores])
-        times = network.net.times.tolist()
-        table["models"][name] = {
-            "checkpoint": ckpt,
-            "mode": mode,
-            "volumes": len(psnr),
-            "flow_times": [round(t, 4) for t in times],
-            "psnr": np.mean(psnr, 0).round(3).tolist(),
-            "ssim": np.mean(ssim, 0).round(4).tolist(),
-        }
-    table["seconds"] = round(time.perf_counter() - t0, 1)
+    with Stopwatch(device) as watch:
+        for name, (ckpt, mode) in models.items():
+            table["models"][name] = model_row(ckpt, mode, overrides, device)
+    table["seconds"] = round(watch.seconds, 1)
     os.makedirs(out_dir, exist_ok=True)
     write_text_atomic(os.path.join(out_dir, "cascade_study.json"), json.dumps(table, indent=2))
     _plot(table, os.path.join(out_dir, "cascade_study.png"), acceleration, mask_pattern)
@@ -140,12 +139,3 @@ def _plot(table: dict, path: str, acceleration: float, mask_pattern: str) -> str
     )
     fig.tight_layout()
     return save_figure_atomic(fig, path, OWNER)
-
-
-if __name__ == "__main__":
-    import fire
-
-    from shared_transforms.engine.bundle import activate_bundle
-
-    activate_bundle(BUNDLE)
-    fire.Fire(run)

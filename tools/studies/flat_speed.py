@@ -10,10 +10,10 @@ fraction 0.04: the cost does not depend on the content), packed as the bundle's 
 - ``peak_memory_mb``: on CUDA ``torch.cuda.max_memory_allocated`` over the volume run; on the CPU the process's peak
   resident set (``resource.getrusage``), Python, torch and the weights included, so an upper bound.
 
-Run from the bundle folder::
+Run from the repository root::
 
-    cd bundles/flat && python -m scripts.speed                       # FLAT, 12 cascades
-    cd bundles/flat && python -m scripts.speed --mode learned_steps --ckpt_path ~/runs/flat_vanilla/model.pt
+    python tools/study.py flat_speed                       # FLAT, 12 cascades
+    python tools/study.py flat_speed --mode learned_steps --ckpt_path bundles/flat/models/model_unrolled.pt
 
 Prints one JSON line.
 """
@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import resource
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -32,18 +31,14 @@ from shared_transforms.engine import loader
 from shared_transforms.kspace.fourier import kspace_from_magnitude
 from shared_transforms.kspace.masks import cartesian_mask
 
-BUNDLE = Path(__file__).resolve().parents[1]
+from benchmarking.measure import Stopwatch
 
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "flat"
 
 
 def packed_slice(size: int = 256, acceleration: float = 8.0, center_fraction: float = 0.04, seed: int = 0):
     """One packed network input ``(1, 3, size, size)``: the k-space of a smooth random image under a random mask."""
-    from .network import pack_inputs
-
+    pack_inputs = loader.bundle_module(BUNDLE, "network").pack_inputs
     g = torch.Generator().manual_seed(seed)
     image = torch.nn.functional.avg_pool2d(torch.rand(1, 1, size, size, generator=g), 9, 1, 4)
     kspace = kspace_from_magnitude(image)  # (1, 1, H, W, 2)
@@ -52,7 +47,7 @@ def packed_slice(size: int = 256, acceleration: float = 8.0, center_fraction: fl
 
 
 @torch.no_grad()
-def run(
+def main(
     mode: str = "flow",
     ckpt_path: str | None = None,
     size: int = 256,
@@ -80,20 +75,16 @@ def run(
         network(x)
     times = []
     for _ in range(repeats):
-        _synchronize(dev)
-        t0 = time.perf_counter()
-        network(x)
-        _synchronize(dev)
-        times.append(time.perf_counter() - t0)
+        with Stopwatch(dev) as watch:
+            network(x)
+        times.append(watch.seconds)
 
     volume = x[..., None].expand(-1, -1, -1, -1, int(num_slices)).contiguous()  # (1, 3, H, W, S): slices along z
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    _synchronize(dev)
-    t0 = time.perf_counter()
-    out = inferer(volume, network)
-    _synchronize(dev)
-    seconds_volume = time.perf_counter() - t0
+    with Stopwatch(dev) as watch:
+        out = inferer(volume, network)
+    seconds_volume = watch.seconds
     if tuple(out.shape[-3:]) != (size, size, int(num_slices)):
         raise RuntimeError(f"the inferer returned {tuple(out.shape)} for a volume of {tuple(volume.shape)}")
     if dev.type == "cuda":
@@ -115,12 +106,3 @@ def run(
     }
     print(json.dumps(result))
     return result
-
-
-if __name__ == "__main__":
-    import fire
-
-    from shared_transforms.engine.bundle import activate_bundle
-
-    activate_bundle(BUNDLE)
-    fire.Fire(lambda **kwargs: run(**kwargs) and None)  # the JSON line is the output, not fire's rendering of it

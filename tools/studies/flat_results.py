@@ -9,7 +9,7 @@ brain mask, the project's metrics; fastMRI's PSNR, SSIM and NMSE (data range the
 
 Run from the repository root::
 
-    python bundles/flat/scripts/results.py --datalist demo_data_random/datalist.json --num_slices 64 \\
+    python tools/study.py flat_results --datalist demo_data_random/datalist.json --num_slices 64 \\
         --models "{'zero-filled': 'zero_filled', 'FLAT': ['bundles/flat/models/model.pt', 'flow'], \\
                    'unrolled': ['~/runs/flat_vanilla/model.pt', 'learned_steps']}"
 
@@ -25,12 +25,13 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from shared_transforms.io.files import write_text_atomic
 
-BUNDLE = Path(__file__).resolve().parents[1]
+from benchmarking.measure import Stopwatch
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "flat"
 CONFIGS = f"[{str(BUNDLE / 'configs' / 'train.json')!r},{str(BUNDLE / 'configs' / 'evaluate.json')!r}]"
 #: (acceleration, centre fraction, pattern): fastMRI's settings
 SETTINGS = ((8.0, 0.04, "random"), (8.0, 0.04, "equispaced"), (4.0, 0.08, "random"), (4.0, 0.08, "equispaced"))
@@ -119,7 +120,7 @@ def markdown(cells: dict, models: list[str]) -> str:
     return "\n".join(out)
 
 
-def run(
+def main(
     models: dict,
     datalist: str,
     num_slices: int = 64,
@@ -142,13 +143,13 @@ def run(
             commands[cell] = cmd
             summary_path = out / "metrics_summary.json"
             if name in chosen and (rerun or not summary_path.is_file()):
-                t0 = time.perf_counter()
                 print(f"[results] {cell} ...", flush=True)
-                done = subprocess.run(cmd, check=False, cwd=BUNDLE.parents[1], capture_output=True, text=True)
+                with Stopwatch() as watch:
+                    done = subprocess.run(cmd, check=False, cwd=BUNDLE.parents[1], capture_output=True, text=True)
                 if done.returncode != 0:
                     print(done.stdout[-2000:], done.stderr[-4000:], sep="\n", file=sys.stderr)
                     raise RuntimeError(f"the evaluation of {cell} failed (exit {done.returncode})")
-                print(f"[results] {cell} done in {time.perf_counter() - t0:.0f} s", flush=True)
+                print(f"[results] {cell} done in {watch.seconds:.0f} s", flush=True)
             if summary_path.is_file():
                 cells[cell] = json.loads(summary_path.read_text())
     table = markdown(cells, list(models))
@@ -169,9 +170,3 @@ def run(
     )
     print(table)
     return table
-
-
-if __name__ == "__main__":
-    import fire
-
-    fire.Fire(lambda **kwargs: run(**kwargs) and None)  # the table is printed once, not again by fire

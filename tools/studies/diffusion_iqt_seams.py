@@ -1,18 +1,20 @@
-"""Seams: the step across the borders where a volume's pieces meet, for the three ways of sampling a volume.
+"""Seams: the step across the borders where a volume's pieces meet, for the three ways diffusion_iqt samples a volume.
 
-    cd bundles/diffusion_iqt && python -m scripts.seams --datalist ../../demo_data/datalist.json \\
-        --out_dir ../../outputs/diffusion_iqt/seams --num_steps 5 --sampler ddim --max_subjects 1
+    python tools/study.py diffusion_iqt_seams --datalist demo_data/datalist.json --out_dir bench/seams \\
+        --num_steps 5 --sampler ddim --max_subjects 1
 
-Three ways, the same weights (``models/model.pt`` or ``--ckpt_path``), the same seed:
+A grid of three settings of the bundle's ``inference.json``, each run through the benchmark's runner
+(:mod:`benchmarking.runner`: the engine's loader, the bundle's own inferer on the aligned test pairs, timed), the
+same weights (``models/model.pt`` or ``--ckpt_path``) and the same seed:
 
 - ``windows`` (the paper): ``mode: windows``, ``window_size``³ windows with ``overlap``, each window's ``f³``
   sub-patches sampled together (cross-batch attention and padding), the windows blended by MONAI's Gaussian weights;
 - ``whole`` (past the paper): ``mode: whole``, the whole volume as one cross-batch;
 - ``plain`` (no mechanism): every sub-patch alone, as a network without the cross-batch mechanism sees it: the same
-  weights with ``cross_batch_factor: 1`` and zero padding (``boundary: false``), windows of one sub-patch
-  (``window_size / f``) without overlap.
+  weights with ``network_def#cross_batch_factor: 1`` and zero padding (``network_def#boundary: false``; the
+  mechanism has no weights of its own), windows of one sub-patch (``window_size / f``) without overlap.
 
-Each output is scored at its own borders, where its pieces meet (:meth:`DiffusionIQTInferer.piece_borders`):
+Each output is scored at its own borders, where its pieces meet (``DiffusionIQTInferer.piece_borders``):
 ``windows`` at the edges of its windows and of their sub-patches, ``whole`` at the edges of the whole volume's
 sub-patches, ``plain`` at the edges of its one-sub-patch windows; and, for a common ruler, all three at ``plain``'s
 borders. :func:`border_steps` gives the mean absolute difference between neighbouring voxels that straddle a border
@@ -24,27 +26,20 @@ way) and ``seams.md`` (means over subjects), with seconds.
 
 from __future__ import annotations
 
-import csv
 import os
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
-import fire
 import numpy as np
 import torch
-from monai.transforms import Compose
 
-from shared_transforms.engine import loader
 from shared_transforms.io.datalist import pair_items
 from shared_transforms.io.files import write_text_atomic
 from shared_transforms.metrics import psnr
-from shared_transforms.transforms.pipelines import pair_transforms
 
-from .inferer import DiffusionIQTInferer
-from .network import DiffusionIQTUNet
+from benchmarking.report import write_csv
+from benchmarking.runner import align_pairs, available_bundles, common_spacing, configure_bundle, load_bundle, predict
 
-ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = "diffusion_iqt"
 WAYS = ("windows", "whole", "plain")
 
 
@@ -80,9 +75,19 @@ def border_step_ratio(volume: np.ndarray, mask: np.ndarray, borders: Sequence[Se
     return float(at / max(elsewhere, 1e-12))
 
 
-def run(
+def way_settings(factor: int, window_size: int, overlap: float, common: dict) -> dict[str, dict]:
+    """The three ways as overrides of the bundle's ``inference.json`` (config id -> value)."""
+    return {
+        "windows": {**common, "mode": "windows", "window_size": window_size, "overlap": overlap},
+        "whole": {**common, "mode": "whole"},
+        "plain": {**common, "mode": "windows", "window_size": window_size // factor, "overlap": 0.0,
+                  "network_def#cross_batch_factor": 1, "network_def#boundary": False},
+    }
+
+
+def main(
     datalist: str,
-    out_dir: str = "outputs/diffusion_iqt/seams",
+    out_dir: str = "bench/seams",
     ckpt_path: str | None = None,
     num_steps: int = 5,
     sampler: str = "ddim",
@@ -91,69 +96,57 @@ def run(
     max_subjects: int | None = 1,
     split: str = "testing",
     precision: str = "auto",
-    network_kwargs: dict | None = None,
+    device: str = "cpu",
+    overrides: dict | None = None,
     seed: int = 0,
 ) -> list[dict]:
-    """Score the three ways on the split's subjects (see the module docstring); returns the rows."""
-    parser = loader.bundle_parser(ROOT, device="cpu")
-    kwargs = network_kwargs or {k: v for k, v in parser["network_def"].items() if k != "_target_"}
-    factor = int(kwargs.get("cross_batch_factor", 3))
-    if network_kwargs:
-        parser["network_def"] = {"_target_": parser["network_def"]["_target_"], **network_kwargs}
-    network = loader.build_network(parser, loader.bundle_weights(parser, ckpt_path, "--ckpt_path"), "network_def")
-    # the mechanism has no weights of its own: the same state loads into the network without it
-    plain = DiffusionIQTUNet(**{**kwargs, "cross_batch_factor": 1, "boundary": False})
-    plain.load_state_dict(network.state_dict())
-    plain.eval()
-    sub = window_size // factor
-    common = {"num_steps": num_steps, "sampler": sampler, "seed": seed, "precision": precision}
-    ways = {
-        "windows": (
-            network,
-            DiffusionIQTInferer(mode="windows", window_size=window_size, overlap=overlap, factor=factor, **common),
-        ),
-        "whole": (network, DiffusionIQTInferer(mode="whole", factor=factor, **common)),
-        "plain": (plain, DiffusionIQTInferer(mode="windows", window_size=sub, overlap=0.0, factor=1, **common)),
-    }
+    """Score the three ways on the split's subjects (module docstring); returns the rows. ``overrides``: more config
+    ids for all three ways (e.g. a smaller ``network_def`` for a test)."""
+    dev = torch.device(device)
+    root = available_bundles()[BUNDLE]
+    common = {"num_steps": int(num_steps), "sampler": sampler, "seed": int(seed), "precision": precision,
+              "num_samples": 1, **(overrides or {})}
+    probe = configure_bundle(BUNDLE, root, common, ckpt_path, dev)
+    factor = int(probe.parser.get_parsed_content("network_def#cross_batch_factor"))
+    bundles = {way: configure_bundle(BUNDLE, root, settings, ckpt_path, dev)
+               for way, settings in way_settings(factor, int(window_size), float(overlap), common).items()}
     items = pair_items(datalist, split, "lowfield_nifti")[: max_subjects or None]
-    align = Compose(pair_transforms((1.0, 1.0, 1.0)))
+    subjects = align_pairs(items, common_spacing(list(bundles.values())))
+    preds: dict[str, list] = {}
+    borders = {}
+    for way in WAYS:  # one network in memory at a time
+        bundle = bundles[way]
+        load_bundle(bundle, dev)
+        borders[way] = bundle.inferer.piece_borders
+        preds[way] = [predict(bundle, s["image"], dev)[:2] for s in subjects]
+        bundle.network = bundle.inferer = bundle.parser = None
     rows = []
-    for item in items:
-        d = align(dict(item))
-        image, label, mask = (torch.as_tensor(np.asarray(d[k]))[None].float() for k in ("image", "label", "mask"))
-        target, m = label[0, 0].numpy(), mask[0, 0].numpy() > 0
-        plain_grid = ways["plain"][1].piece_borders(target.shape)
+    for i, s in enumerate(subjects):
+        target, m = s["label"], s["mask"]
+        plain_grid = borders["plain"](target.shape)
         target_plain_grid_ratio = border_step_ratio(target, m, plain_grid)
         for way in WAYS:
-            net, inferer = ways[way]
-            t0 = time.perf_counter()
-            pred = inferer(image, net)[0, 0].numpy()
-            seconds = time.perf_counter() - t0
-            own = inferer.piece_borders(pred.shape)
+            pred, seconds = preds[way][i]
+            own = borders[way](pred.shape)
             at, elsewhere = border_steps(pred, m, own)
-            rows.append(
-                {
-                    "subject": item.get("subject", ""),
-                    "way": way,
-                    "num_steps": num_steps,
-                    "sampler": sampler,
-                    "border_step": at,
-                    "other_step": elsewhere,
-                    "border_step_ratio": at / max(elsewhere, 1e-12),
-                    # the high field at the same borders: the ratio an output without seams would have there
-                    "target_ratio": border_step_ratio(target, m, own),
-                    "plain_grid_ratio": border_step_ratio(pred, m, plain_grid),
-                    "target_plain_grid_ratio": target_plain_grid_ratio,
-                    "psnr_mask": psnr(pred, target, mask=m),
-                    "seconds": seconds,
-                }
-            )
+            rows.append({
+                "subject": s["subject"],
+                "way": way,
+                "num_steps": num_steps,
+                "sampler": sampler,
+                "border_step": at,
+                "other_step": elsewhere,
+                "border_step_ratio": at / max(elsewhere, 1e-12),
+                # the high field at the same borders: the ratio an output without seams would have there
+                "target_ratio": border_step_ratio(target, m, own),
+                "plain_grid_ratio": border_step_ratio(pred, m, plain_grid),
+                "target_plain_grid_ratio": target_plain_grid_ratio,
+                "psnr_mask": psnr(pred, target, mask=m),
+                "seconds": seconds,
+            })
             print(rows[-1], flush=True)
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "seams.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, os.path.join(out_dir, "seams.csv"))
     lines = [
         "| way | step at its borders | step elsewhere | ratio | high field's ratio there | ratio at plain's borders "
         "| high field's ratio there | PSNR mask (dB) | s / volume |",
@@ -173,7 +166,3 @@ def run(
     write_text_atomic(os.path.join(out_dir, "seams.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
     return rows
-
-
-if __name__ == "__main__":
-    fire.Fire(run)

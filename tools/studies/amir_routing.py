@@ -1,7 +1,6 @@
 """What AMIR's routing does per degradation family: the instruction atoms and the expert load, per stress condition.
 
-    cd bundles/amir
-    python -m scripts.routing --stress_dir ../../bench/stress/stress_data --out_dir ../../bench/amir_routing
+    python tools/study.py amir_routing --stress_dir bench/stress/stress_data --out_dir bench/amir_routing
 
 ``--stress_dir`` is the ``stress_data`` folder that ``tools/benchmark.py --stress true`` writes (one folder per
 condition, each with its ``datalist.json``: the same test subjects degraded with one factor changed). For every
@@ -25,8 +24,8 @@ import csv
 import io
 import json
 import os
+from pathlib import Path
 
-import fire
 import numpy as np
 import torch
 from monai.transforms import Compose, DivisiblePad
@@ -39,7 +38,7 @@ from shared_transforms.io.preview import save_figure_atomic
 from shared_transforms.transforms.geometry import SelectSlicesd
 from shared_transforms.transforms.pipelines import pair_transforms
 
-BUNDLE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLE_ROOT = Path(__file__).resolve().parents[2] / "bundles" / "amir"
 #: the condition the others are compared with: the typical low field of the stress test (an axial 5 mm scan)
 REFERENCE_CONDITION = "thick_5_mm"
 
@@ -133,7 +132,8 @@ def plot(result: dict[str, dict[str, np.ndarray]], path: str) -> str:
     return save_figure_atomic(fig, path, "amir", dpi=100)
 
 
-def main(stress_dir: str, out_dir: str = "outputs/amir/routing", num_slices: int = 16, ckpt_path: str | None = None):
+def main(stress_dir: str, out_dir: str = "bench/amir_routing", num_slices: int = 16, ckpt_path: str | None = None):
+    """The study (module docstring) on the conditions of ``stress_dir``; writes to ``out_dir``."""
     result = study(stress_dir, num_slices=num_slices, ckpt_path=ckpt_path)
     rows = summary_rows(result)
     buf = io.StringIO()
@@ -158,7 +158,3 @@ def main(stress_dir: str, out_dir: str = "outputs/amir/routing", num_slices: int
     png_path = plot(result, os.path.join(out_dir, "routing.png"))
     print(table)
     print(json.dumps({"csv": csv_path, "markdown": md_path, "figure": png_path}))
-
-
-if __name__ == "__main__":
-    fire.Fire(main)
