@@ -43,8 +43,6 @@ NO_ONNX: dict[str, str] = {}
 #: bundles whose network TorchScript cannot script, so ``ckpt_export`` traces it (``use_trace``), and why
 TRACED_TORCHSCRIPT = {
     "amir": "MONAI's OverlapPatchEmbed (the network's patch embedding) has no TorchScript-compilable forward",
-    "diffusion_iqt": "MONAI's pixelunshuffle (the network's downsampling) builds its shapes with list arithmetic that "
-    "TorchScript cannot compile",
 }
 
 #: bundles whose ONNX graph has a fixed image size (the batch stays dynamic), and why

@@ -17,11 +17,13 @@ the bundle's exports (traced TorchScript; ONNX with a dynamic batch at a fixed p
 border's ``unfold`` takes its sizes as constants) and for MONAI's ``verify_net_in_out``. No einops: the reshapes
 are ``reshape`` / ``permute``.
 
-What is MONAI's: the 3D pixel shuffle and unshuffle (``monai.networks.utils.pixelshuffle`` / ``pixelunshuffle``)
-and the ICNR initialisation of the upsampling convolution (``icnr_init``; the authors repeat the kernel x4, a
+What is MONAI's: the ICNR initialisation of the upsampling convolution (``icnr_init``; the authors repeat the kernel x4, a
 leftover of the 2D code, where 3D needs x8). MONAI's ``DiffusionModelUNet`` has none of the cross-batch layers,
 patchified linear attention or pixel-shuffle sampling, and its ``ChannelSELayer`` has biases where the authors'
-squeeze-and-excitation has none, so the blocks are written here, each named after the authors' class.
+squeeze-and-excitation has none, so the blocks are written here, each named after the authors' class. The 3D pixel
+shuffle and unshuffle are :func:`pixel_shuffle_3d` / :func:`pixel_unshuffle_3d`, a reshape and a permute each, in the
+channel order of MONAI's ``monai.networks.utils.pixelshuffle`` / ``pixelunshuffle`` (the weights are the same; the
+test compares them): MONAI's compute the shapes with list arithmetic that ``torch.jit.script`` cannot compile.
 
 Two details of the authors' code kept on purpose: the encoder attention's output is added to its input twice (the
 transformer block is residual inside, and the U-Net adds the input again), and ``deep_feature = False`` (their
@@ -35,7 +37,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from monai.networks.utils import icnr_init, pixelshuffle, pixelunshuffle
+from monai.networks.utils import icnr_init
 from torch import nn
 
 from .cross_batch import boundary_pad, merge, split
@@ -134,6 +136,21 @@ class ResnetBlock(nn.Module):
         return self.se(h) + self.res_conv(x)
 
 
+def pixel_shuffle_3d(x: torch.Tensor, scale: int = 2) -> torch.Tensor:
+    """``(B, C r³, D, H, W) -> (B, C, r D, r H, r W)``, ``r = scale``, in MONAI's ``pixelshuffle`` channel order."""
+    b, c, d, h, w = x.shape
+    out = c // (scale * scale * scale)
+    x = x.reshape(b, out, scale, scale, scale, d, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(b, out, d * scale, h * scale, w * scale)
+
+
+def pixel_unshuffle_3d(x: torch.Tensor, scale: int = 2) -> torch.Tensor:
+    """``(B, C, D, H, W) -> (B, C r³, D / r, H / r, W / r)``, the inverse of :func:`pixel_shuffle_3d`."""
+    b, c, d, h, w = x.shape
+    x = x.reshape(b, c, d // scale, scale, h // scale, scale, w // scale, scale).permute(0, 1, 3, 5, 7, 2, 4, 6)
+    return x.reshape(b, c * scale * scale * scale, d // scale, h // scale, w // scale)
+
+
 class Downsample(nn.Module):
     """3D pixel-unshuffle (``C -> 8 C`` at half the size) and a 1³ convolution to ``dim_out``."""
 
@@ -142,7 +159,7 @@ class Downsample(nn.Module):
         self.conv = nn.Conv3d(dim * 8, dim_out, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(pixelunshuffle(x, spatial_dims=3, scale_factor=2))
+        return self.conv(pixel_unshuffle_3d(x, 2))
 
 
 class PixelShuffleUpsample(nn.Module):
@@ -156,7 +173,7 @@ class PixelShuffleUpsample(nn.Module):
         self.act = nn.Mish()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return pixelshuffle(self.act(self.conv(x)), spatial_dims=3, scale_factor=2)
+        return pixel_shuffle_3d(self.act(self.conv(x)), 2)
 
 
 class DepthwiseSeparableConv3d(nn.Sequential):
@@ -382,24 +399,21 @@ class DiffusionIQTUNet(nn.Module):
         self.final_res_block = ResnetBlock(d_out, dim, time_dim, use_se=use_se, **conv)
         self.final_conv = nn.Conv3d(dim, out_channels, 1)
 
-    def _attend(self, attention: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Attention on the merged volume (keys and values span the sub-patches), added to the input."""
-        return split(attention(merge(x, self.factor)), self.factor) + x
-
     def forward(self, x: torch.Tensor, time: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``(B, in_channels, f*S, f*S, f*S)``, ``time`` ``(B,)`` (None: zeros) -> ``(B, out_channels, f*S, f*S,
         f*S)``; one time per big patch, shared by its sub-patches."""
         if time is None:
             time = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
         x = split(x, self.factor)
-        time = time.repeat_interleave(self.factor**3)
+        time = time.repeat_interleave(self.factor * self.factor * self.factor)
         t = self.to_time_cond(self.to_time_hiddens(time))
         x = self.init_conv(x)
         hiddens = []
         for i, level in enumerate(self.downs):
             x = level["first"](x, t)
             if not isinstance(level["attention"], nn.Identity):
-                x = self._attend(level["attention"], x)
+                # attention on the merged volume (keys and values span the sub-patches), added to the input
+                x = split(level["attention"](merge(x, self.factor)), self.factor) + x
             for block in level["blocks"]:
                 x = block(x, t)
             if i < len(self.downs) - 1:
