@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
     module = importlib.import_module(f"studies.{argv[0]}")
     try:
         # a study prints its own tables; its return value (rows, for the tests) is not printed again
-        fire.Fire(module.main, argv[1:], name=f"study.py {argv[0]}", serialize=lambda result: None)
+        fire.Fire(module.main, argv[1:], name=argv[0], serialize=lambda result: None)
     except InputError as err:
         print(f"study.py {argv[0]}: {err}", file=sys.stderr)
         return 1
