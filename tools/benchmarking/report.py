@@ -112,6 +112,7 @@ def report_header(device: torch.device, datalist: str, split: str, n_subjects: i
     (:func:`benchmarking.measure.reference_rates`), so that seconds can be compared across machines."""
     import monai
 
+    subjects = f"{n_subjects} subject" + ("" if n_subjects == 1 else "s")
     speed = ""
     if rates:
         speed = " Matrix product 2048 x 2048 here: " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in rates.items())
@@ -122,7 +123,7 @@ def report_header(device: torch.device, datalist: str, split: str, n_subjects: i
         f"# Benchmark ({now})",
         "",
         f"Device {device_name(device)}; torch {torch.__version__}, monai {monai.__version__}, "
-        f"python {platform.python_version()}.{speed} Datalist `{datalist}`, split `{split}` ({n_subjects} subjects).",
+        f"python {platform.python_version()}.{speed} Datalist `{datalist}`, split `{split}` ({subjects}).",
         "",
         f"Command: `{command}`",
         "",
