@@ -113,7 +113,7 @@ def _zoo_steps(folder: Path, name: str, archive: Path, tmp_path: Path) -> list[d
 def test_an_archive_vendors_only_the_modules_its_bundle_uses():
     """Issue 31.2: the modules the configs and scripts name, closed over their imports; flat's k-space modules go
     only with flat, the real-data registration (SimpleITK) with none. Issue 31.1: of a bundle's own scripts, only
-    those its configs call (and what they import) go; the research scripts stay in the repository."""
+    those its configs call (and what they import) go, and a bundle holds no other (the studies are in tools/studies)."""
     used = {name: set(export_bundle.used_modules(REPO / "bundles" / name)) for name in BUNDLES}
     for name, mods in used.items():
         assert {"__init__.py", "errors.py", "io/__init__.py", "io/volumes.py", "io/sample.py"} <= mods, name

@@ -11,8 +11,8 @@ What the export does (the repository itself keeps one copy of everything; the ve
 archive):
 
 - copies ``bundles/<name>`` (configs, docs, models, LICENSE, large_files.yml), without caches, and of its
-  ``scripts/`` only the modules its configs call and what those import (:func:`used_scripts`): the research
-  scripts (step study, seams, routing, speed, cascade study) stay in the repository;
+  ``scripts/`` only the modules its configs call and what those import (:func:`used_scripts`; the studies live in
+  the repository's ``tools/studies``, and the tests keep a bundle's ``scripts/`` to what its configs use);
 - vendors the modules of the project's ``shared_transforms`` package that the bundle uses (:func:`used_modules`:
   those its configs and scripts name, and what those import in turn; with the shipped sample) into
   ``<name>/scripts/shared_transforms`` and points the bundle at it: config imports become
@@ -206,7 +206,7 @@ def stage_bundle(name: str, folder: str | os.PathLike) -> Path:
     scripts = dst / "scripts"
     scripts.mkdir(exist_ok=True)
     carried = set(used_scripts(src))
-    for py in scripts.glob("*.py"):  # research scripts stay in the repository
+    for py in scripts.glob("*.py"):  # a module no config calls stays in the repository
         if py.name not in carried and py.name != "__init__.py":
             py.unlink()
     if not (scripts / "__init__.py").exists():
